@@ -1,0 +1,1 @@
+"""newton_losses: Newton losses for PyTorch."""
