@@ -1,1 +1,29 @@
-"""newton_losses: Newton losses for PyTorch."""
+"""newton_losses — Newton losses for PyTorch (Petersen et al., NeurIPS 2024).
+
+Wrap a hard-to-optimize loss on a batch of network outputs so that the network is trained with
+the regularized Newton step of the loss::
+
+    from newton_losses import NewtonLoss
+    newton = NewtonLoss(loss_fn, curvature="fisher", lam=0.1)
+    loss = newton(y, target)     # y: (N, m) network outputs; value = loss_fn(y, target).mean()
+    loss.backward()              # y receives (1/N) (C + λI)^{-1} ∇ℓ_i(y_i)
+
+Public API: :class:`NewtonLoss`, :class:`CompositeLoss` (for Gauss-Newton),
+:class:`CurvatureEstimate` (custom curvature), :class:`NewtonDiagnostics`,
+:class:`NonFiniteLossError`, :class:`NotTwiceDifferentiableError`.
+"""
+from .curvature import CompositeLoss, CurvatureEstimate, NotTwiceDifferentiableError
+from .newton import CURVATURES, NewtonDiagnostics, NewtonLoss, NonFiniteLossError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NewtonLoss",
+    "CompositeLoss",
+    "CurvatureEstimate",
+    "NewtonDiagnostics",
+    "NonFiniteLossError",
+    "NotTwiceDifferentiableError",
+    "CURVATURES",
+    "__version__",
+]
