@@ -1,0 +1,195 @@
+"""Every bad input named in the core's contract gets a clear error, never a silent wrong step."""
+import math
+
+import pytest
+import torch
+
+from newton_losses import CompositeLoss, NewtonLoss, NonFiniteLossError, NotTwiceDifferentiableError
+from newton_losses.curvature import CurvatureEstimate
+
+F64 = torch.float64
+
+
+def sq(y):
+    return (y**2).sum(-1)
+
+
+def test_y_without_batch_dimension():
+    with pytest.raises(ValueError, match=r"batch dimension.*unsqueeze"):
+        NewtonLoss(sq)(torch.ones(3, requires_grad=True))
+    with pytest.raises(ValueError, match="batch dimension"):
+        NewtonLoss(sq)(torch.tensor(1.0, requires_grad=True))
+
+
+def test_y_not_floating_point():
+    with pytest.raises(TypeError, match="floating-point"):
+        NewtonLoss(sq)(torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        NewtonLoss(sq)([[1.0, 2.0]])
+
+
+def test_empty_y():
+    with pytest.raises(ValueError, match="non-empty"):
+        NewtonLoss(sq)(torch.ones(2, 0, requires_grad=True))
+
+
+@pytest.mark.parametrize("bad", [lambda y: y, lambda y: y.sum(-1)[:-1], lambda y: y.sum(-1, keepdim=True)])
+def test_loss_returning_wrong_shape(bad):
+    with pytest.raises(ValueError, match=r"scalar .* or N=4 per-sample losses"):
+        NewtonLoss(bad, curvature="fisher")(torch.ones(4, 3, requires_grad=True))
+
+
+def test_loss_returning_non_tensor():
+    with pytest.raises(TypeError, match="must return a torch.Tensor"):
+        NewtonLoss(lambda y: 1.0)(torch.ones(4, 3, requires_grad=True))
+
+
+@pytest.mark.parametrize("lam", [-0.1, math.nan, math.inf, -math.inf])
+def test_bad_lambda(lam):
+    with pytest.raises(ValueError, match="lam must be finite and >= 0"):
+        NewtonLoss(sq, lam=lam)
+
+
+def test_lambda_wrong_type():
+    with pytest.raises(TypeError, match="lam must be a real number"):
+        NewtonLoss(sq, lam="0.1")
+
+
+def test_unknown_curvature():
+    with pytest.raises(ValueError, match=r"curvature must be one of .*'hesian'"):
+        NewtonLoss(sq, curvature="hesian")
+    with pytest.raises(TypeError, match="curvature must be a string or a callable"):
+        NewtonLoss(sq, curvature=3)
+
+
+def test_loss_not_callable():
+    with pytest.raises(TypeError, match="loss_fn must be callable"):
+        NewtonLoss(None)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(projection="eig"), "projection must be one of"),
+        (dict(solver="lu"), "solver must be one of"),
+        (dict(hessian_method="jac"), "hessian_method must be one of"),
+        (dict(on_nonfinite="ignore"), "on_nonfinite must be one of"),
+        (dict(chunk_size=0), "chunk_size"),
+        (dict(cg_max_iter=0), "cg_max_iter"),
+        (dict(cg_rtol=2.0), "cg_rtol"),
+        (dict(damping="relative", solver="cg"), "relative"),
+    ],
+)
+def test_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NewtonLoss(sq, curvature="hessian", **kwargs)
+
+
+def test_gauss_newton_needs_composite_loss():
+    with pytest.raises(TypeError, match="CompositeLoss"):
+        NewtonLoss(sq, curvature="gauss_newton")
+    with pytest.raises(TypeError, match="inner must be callable"):
+        CompositeLoss(1, sq)
+
+
+def test_gauss_newton_inner_wrong_batch():
+    loss = CompositeLoss(lambda y: y.sum(0, keepdim=True), sq)
+    with pytest.raises(ValueError, match="inner must return"):
+        NewtonLoss(loss, curvature="gauss_newton")(torch.ones(3, 2, requires_grad=True))
+
+
+class OnceDifferentiableSquare(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**2
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+class DetachedBackwardCube(torch.autograd.Function):
+    """A custom Function whose backward is computed outside autograd (as with numpy code):
+    first derivatives are right, second derivatives through it are silently missing."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (3 * x.detach() ** 2)
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "hessian_batch"])
+def test_once_differentiable_function_is_rejected_with_fisher_hint(curvature):
+    loss = lambda y: OnceDifferentiableSquare.apply(y).sum(-1)
+    with pytest.raises(NotTwiceDifferentiableError, match="fisher"):
+        NewtonLoss(loss, curvature=curvature, solver="dense")(torch.randn(3, 2, requires_grad=True))
+    # The Fisher works on it.
+    y = torch.randn(3, 2, requires_grad=True)
+    NewtonLoss(loss, curvature="fisher")(y).backward()
+    assert torch.isfinite(y.grad).all()
+
+
+def test_non_differentiable_backward_is_detected_not_silently_wrong():
+    # Fully detached: the gradient has no graph at all.
+    loss = lambda y: DetachedBackwardCube.apply(y).sum(-1)
+    with pytest.raises(NotTwiceDifferentiableError, match="fisher"):
+        NewtonLoss(loss, curvature="hessian")(torch.randn(3, 2, dtype=F64, requires_grad=True))
+    # Partly detached: the gradient has a graph (via the quadratic term), but the cubic's
+    # second derivative is missing. Only a finite-difference check can tell; it does.
+    loss2 = lambda y: DetachedBackwardCube.apply(y).sum(-1) + 0.1 * (y**2).sum(-1)
+    y = torch.full((3, 2), 2.0, dtype=F64, requires_grad=True)
+    with pytest.raises(NotTwiceDifferentiableError, match="finite differences"):
+        NewtonLoss(loss2, curvature="hessian")(y)
+    # With the check disabled, the wrong Hessian would be used — documented behaviour.
+    NewtonLoss(loss2, curvature="hessian", check_hessian="never")(y)
+
+
+def test_nan_loss_raises_dedicated_error():
+    loss = lambda y: torch.log(y).sum(-1)  # NaN for negative outputs
+    y = torch.tensor([[1.0, -1.0], [2.0, 3.0]], requires_grad=True)
+    for curvature in ("fisher", "hessian"):
+        with pytest.raises(NonFiniteLossError, match="NaN or Inf"):
+            NewtonLoss(loss, curvature=curvature)(y)
+
+
+def test_inf_gradient_raises():
+    loss = lambda y: torch.sqrt(y.abs()).sum(-1)  # infinite gradient at 0
+    y = torch.tensor([[0.0, 1.0]], requires_grad=True)
+    with pytest.raises(NonFiniteLossError):
+        NewtonLoss(loss, curvature="fisher")(y)
+
+
+def test_nan_skip_mode_gives_zero_gradient_and_records_it():
+    loss = lambda y: torch.log(y).sum(-1)
+    y = torch.tensor([[1.0, -1.0], [2.0, 3.0]], requires_grad=True)
+    newton = NewtonLoss(loss, curvature="fisher", on_nonfinite="skip")
+    out = newton(y)
+    out.backward()
+    assert torch.isnan(out)
+    assert (y.grad == 0).all()
+    assert newton.last_diagnostics.skipped and newton.totals.skipped == 1
+
+
+def test_nan_curvature_from_custom_estimator():
+    def bad(y, g):
+        return torch.full((y.shape[1], y.shape[1]), float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match="curvature"):
+        NewtonLoss(sq, curvature=bad)(torch.ones(2, 2, requires_grad=True))
+
+
+def test_custom_curvature_wrong_shape_or_type():
+    with pytest.raises(ValueError, match=r"shape \(N, m, m\)"):
+        NewtonLoss(sq, curvature=lambda y, g: torch.eye(3))(torch.ones(2, 2, requires_grad=True))
+    with pytest.raises(TypeError, match="CurvatureEstimate"):
+        NewtonLoss(sq, curvature=lambda y, g: 1.0)(torch.ones(2, 2, requires_grad=True))
+    with pytest.raises(ValueError, match="exactly one"):
+        CurvatureEstimate()

@@ -1,0 +1,148 @@
+"""Damped solves: dense projections, CG (with truncation) and Woodbury against numpy/scipy."""
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from newton_losses.linalg import conjugate_gradient, damped_solve, low_rank_damped_solve
+
+from _losses import spd
+
+F64 = torch.float64
+
+
+def sym_indefinite(N, m, gen=None):
+    B = torch.randn(N, m, m, dtype=F64, generator=gen)
+    return 0.5 * (B + B.transpose(1, 2))
+
+
+@pytest.mark.parametrize("projection", ["abs", "clamp", "tikhonov"])
+def test_dense_solve_on_spd_equals_scipy_solve(projection):
+    N, m, lam = 6, 5, 0.3
+    C, g = spd(N, m, cond=1e3), torch.randn(N, m, dtype=F64)
+    d, info = damped_solve(C, g, lam, projection=projection)
+    for i in range(N):
+        ref = scipy.linalg.solve(C[i].numpy() + lam * np.eye(m), g[i].numpy(), assume_a="pos")
+        np.testing.assert_allclose(d[i].numpy(), ref, rtol=1e-10, atol=1e-12)
+    assert info.n_indefinite == 0 and info.n_fallback == 0
+    assert info.min_eig > 0
+
+
+def test_dense_solve_shared_matrix():
+    m, lam = 4, 0.1
+    C, g = spd(1, m)[0], torch.randn(7, m, dtype=F64)
+    d, info = damped_solve(C, g, lam)
+    ref = np.linalg.solve(C.numpy() + lam * np.eye(m), g.numpy().T).T
+    np.testing.assert_allclose(d.numpy(), ref, rtol=1e-10)
+    assert info.n_matrices == 1
+
+
+def test_indefinite_projections_are_descent_and_counted():
+    torch.manual_seed(0)
+    N, m = 50, 6
+    C, g = sym_indefinite(N, m), torch.randn(N, m, dtype=F64)
+    for projection in ("abs", "clamp", "tikhonov"):
+        d, info = damped_solve(C, g, 0.01, projection=projection)
+        assert (torch.einsum("ni,ni->n", d, g) > 0).all(), projection
+        assert info.n_indefinite == N
+        assert info.min_eig < 0
+        if projection == "tikhonov":
+            assert info.n_fallback == N  # μ + 0.01 ≤ 0 for every random indefinite matrix here
+        else:
+            assert info.n_fallback == 0
+    # abs: |μ| + λ, checked against numpy.
+    d, _ = damped_solve(C, g, 0.01, projection="abs")
+    mu, Q = np.linalg.eigh(C.numpy())
+    ref = np.einsum("nij,nj->ni", Q, np.einsum("nji,nj->ni", Q, g.numpy()) / (np.abs(mu) + 0.01))
+    np.testing.assert_allclose(d.numpy(), ref, rtol=1e-9)
+
+
+def test_tikhonov_keeps_plain_form_when_positive_definite():
+    C = torch.diag(torch.tensor([-0.5, 2.0], dtype=F64)).unsqueeze(0)
+    g = torch.tensor([[1.0, 1.0]], dtype=F64)
+    d, info = damped_solve(C, g, 1.0, projection="tikhonov")
+    torch.testing.assert_close(d, torch.tensor([[1 / 0.5, 1 / 3.0]], dtype=F64))
+    assert info.n_indefinite == 1 and info.n_fallback == 0
+    d, _ = damped_solve(C, g, 1.0, projection="clamp")
+    torch.testing.assert_close(d, torch.tensor([[1 / 1.0, 1 / 3.0]], dtype=F64))
+
+
+def test_singular_without_damping_is_pseudo_inverse():
+    # Sorting losses are invariant to adding a constant: C has the all-ones null space.
+    m = 4
+    P = torch.eye(m, dtype=F64) - 1.0 / m
+    C = (P @ spd(1, m)[0] @ P).unsqueeze(0)
+    g = (P @ torch.randn(m, dtype=F64)).unsqueeze(0)
+    d, _ = damped_solve(C, g, 0.0)
+    ref = np.linalg.pinv(C[0].numpy()) @ g[0].numpy()
+    np.testing.assert_allclose(d[0].numpy(), ref, atol=1e-8)
+    assert torch.isfinite(d).all()
+
+
+def test_relative_damping_scales_with_curvature():
+    N, m = 3, 4
+    C, g = spd(N, m), torch.randn(N, m, dtype=F64)
+    d1, i1 = damped_solve(C, g, 0.1, damping="relative")
+    d2, i2 = damped_solve(10 * C, 10 * g, 0.1, damping="relative")
+    torch.testing.assert_close(d1, d2)  # invariant to the loss's scale
+    assert abs(i2.lam_effective - 10 * i1.lam_effective) < 1e-9
+
+
+def test_cg_matches_dense_on_spd():
+    N, m, lam = 5, 12, 0.05
+    C, g = spd(N, m, cond=1e2), torch.randn(N, m, dtype=F64)
+    d, info = conjugate_gradient(lambda V: torch.einsum("nij,nj->ni", C, V), g, lam, max_iter=200)
+    ref, _ = damped_solve(C, g, lam)
+    torch.testing.assert_close(d, ref, rtol=1e-8, atol=1e-10)
+    assert info.max_residual < 1e-9 and info.n_fallback == 0
+
+
+def test_cg_truncates_at_negative_curvature_with_descent():
+    torch.manual_seed(1)
+    N, m = 40, 8
+    C, g = sym_indefinite(N, m), torch.randn(N, m, dtype=F64)
+    d, info = conjugate_gradient(lambda V: torch.einsum("nij,nj->ni", C, V), g, 0.01)
+    assert (torch.einsum("ni,ni->n", d, g) > 0).all()
+    assert info.n_fallback > 0 and info.n_indefinite >= info.n_fallback
+    assert torch.isfinite(d).all()
+
+
+def test_cg_zero_rhs_rows():
+    C = spd(3, 4)
+    g = torch.randn(3, 4, dtype=F64)
+    g[1] = 0
+    d, _ = conjugate_gradient(lambda V: torch.einsum("nij,nj->ni", C, V), g, 0.1)
+    assert (d[1] == 0).all() and torch.isfinite(d).all()
+
+
+def test_woodbury_fisher_equals_dense():
+    K, m, lam = 6, 30, 0.2
+    G = torch.randn(K, m, dtype=F64)
+    g = torch.randn(4, m, dtype=F64)
+    F = G.T @ G / K
+    d, info = low_rank_damped_solve(G, K, g, lam)
+    ref = np.linalg.solve(F.numpy() + lam * np.eye(m), g.numpy().T).T
+    np.testing.assert_allclose(d.numpy(), ref, rtol=1e-9, atol=1e-12)
+    assert info.min_eig == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(projection="nope"), "projection"),
+        (dict(fallback="tikhonov"), "fallback"),
+        (dict(damping="x"), "damping"),
+    ],
+)
+def test_solver_argument_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        damped_solve(spd(1, 2), torch.ones(1, 2, dtype=F64), 0.1, **kwargs)
+
+
+def test_solver_shape_errors():
+    with pytest.raises(ValueError, match="curvature must have shape"):
+        damped_solve(torch.eye(3, dtype=F64), torch.ones(2, 2, dtype=F64), 0.1)
+    with pytest.raises(ValueError, match="lam"):
+        conjugate_gradient(lambda v: v, torch.ones(2, 2), -1.0)
+    with pytest.raises(ValueError, match="lam"):
+        low_rank_damped_solve(torch.ones(2, 3), 2, torch.ones(1, 3), 0.0)
