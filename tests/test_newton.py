@@ -384,3 +384,21 @@ def test_fisher_woodbury_for_large_outputs():
     g = ref_grads(lambda yy, tt: wavy(W, tt)(yy), y, t)
     ref = ref_direction(ref_fisher(g), g, 0.5)
     torch.testing.assert_close(y - z, ref, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "gauss_newton"])
+def test_chunk_sizes_give_identical_blocks(curvature):
+    torch.manual_seed(12)
+    N, m = 5, 7
+    W, t = torch.randn(4, m, dtype=F64), torch.randn(N, m, dtype=F64)
+    if curvature == "hessian":
+        loss = wavy(W, t)
+    else:
+        loss = CompositeLoss(lambda y: torch.tanh(y @ W.T), lambda a: (a**2).sum(-1) + a.exp().sum(-1))
+    y = torch.randn(N, m, dtype=F64)
+    zs = [NewtonLoss(loss, curvature=curvature, lam=0.1, chunk_size=c, solver="dense").target(y) for c in (1, 3, 7)]
+    auto = NewtonLoss(loss, curvature=curvature, lam=0.1, solver="dense")
+    zs.append(auto.target(y))
+    for z in zs[1:]:
+        torch.testing.assert_close(z, zs[0], rtol=1e-12, atol=1e-12)
+    assert list(auto._chunk_cache.values())[0] in (1, 4, 7)

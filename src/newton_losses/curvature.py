@@ -22,7 +22,7 @@ the per-sample losses (N,) on the (N, *shape) view the user's loss expects.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -32,6 +32,7 @@ __all__ = [
     "CompositeLoss",
     "NotTwiceDifferentiableError",
     "batched_grad",
+    "choose_chunk_size",
     "hessian_blocks",
     "hessian_blocks_vmap",
     "hessian_matvec",
@@ -128,12 +129,15 @@ def batched_grad(
     """Vector-Jacobian products for K stacked cotangents: (K, *output.shape) -> (K, *inputs.shape).
 
     Uses ``torch.autograd.grad(..., is_grads_batched=True)`` (vmap over the backward pass) in
-    chunks of ``chunk_size`` cotangents (all at once by default) to bound memory, and falls back
-    to a Python loop for operations that have no batching rule. The graph is retained.
+    chunks of ``chunk_size`` cotangents (all at once by default; 1 means a plain loop of
+    backward passes), and falls back to a loop for operations that have no batching rule. The
+    graph is retained.
     """
     K = grad_outputs.shape[0]
     step = K if chunk_size is None else max(1, int(chunk_size))
     parts = []
+    if step == 1:
+        return torch.stack([_grad_or_zeros(output, inputs, grad_outputs[k]) for k in range(K)])
     for start in range(0, K, step):
         chunk = grad_outputs[start : start + step]
         try:
@@ -154,6 +158,33 @@ def batched_grad(
     return torch.cat(parts, dim=0)
 
 
+def choose_chunk_size(
+    output: Tensor, inputs: Tensor, grad_outputs: Tensor, candidates: tuple = (1, 4, 16, 64)
+) -> int:
+    """Pick the fastest number of backward passes to batch at once, by measuring.
+
+    Batching backward passes with vmap is fast for small graphs and can be many times slower
+    than a plain loop for large ones (cache pressure; measured in docs/PERFORMANCE.md), so the
+    choice is made by timing each candidate on the first rows of ``grad_outputs`` (K, ...) and
+    comparing the cost per row. The results are the same whatever is chosen — the choice only
+    affects speed (batched and looped passes give bit-identical rows on the losses we tested).
+    """
+    import time
+
+    K = grad_outputs.shape[0]
+    cands = sorted({min(int(c), K) for c in candidates})
+    best, best_cost = cands[0], float("inf")
+    for c in cands:
+        cost = float("inf")
+        for _ in range(2):  # the first run pays one-time setup (vmap tracing, allocations)
+            t0 = time.perf_counter()
+            batched_grad(output, inputs, grad_outputs[:c], chunk_size=c)
+            cost = min(cost, (time.perf_counter() - t0) / c)
+        if cost < best_cost * 0.95:  # prefer the smaller chunk (less memory) unless clearly faster
+            best, best_cost = c, cost
+    return best
+
+
 def _grad_or_zeros(output: Tensor, inputs: Tensor, cot: Tensor) -> Tensor:
     (gr,) = torch.autograd.grad(output, inputs, cot, retain_graph=True, allow_unused=True)
     return torch.zeros_like(inputs) if gr is None else gr
@@ -169,13 +200,15 @@ def _require_graph(g: Tensor, what: str) -> None:
         )
 
 
-def hessian_blocks(g: Tensor, y: Tensor, *, chunk_size: Optional[int] = None) -> Tensor:
+def hessian_blocks(g: Tensor, y: Tensor, *, chunk_size: "ChunkSpec" = None) -> Tensor:
     """Per-sample Hessian blocks from the per-sample gradients, by m batched backward passes.
 
     Args:
         g: (N, m) per-sample gradients ``∂S/∂y``, computed with ``create_graph=True``.
         y: (N, m) the leaf they were taken with respect to.
-        chunk_size: how many of the m passes to batch at once (memory knob).
+        chunk_size: how many of the m passes to batch at once (None: all; 1: a loop; a
+            callable ``(output, inputs, grad_outputs) -> int`` such as
+            :func:`choose_chunk_size` picks).
 
     Returns:
         H: (N, m, m) with ``H[i] = ∇²ℓ_i(y_i)``. Row k of every block is
@@ -186,10 +219,21 @@ def hessian_blocks(g: Tensor, y: Tensor, *, chunk_size: Optional[int] = None) ->
     eye = torch.eye(m, dtype=g.dtype, device=g.device)
     basis = eye.unsqueeze(1).expand(m, N, m)  # basis[k, i] = e_k
     try:
-        rows = batched_grad(g, y, basis, chunk_size=chunk_size)  # (m, N, m): rows[k, i] = H_i[k]
+        chunk = _resolve_chunk(chunk_size, g, y, basis)
+        rows = batched_grad(g, y, basis, chunk_size=chunk)  # (m, N, m): rows[k, i] = H_i[k]
     except RuntimeError as exc:
         _raise_double_backward(exc)
     return rows.permute(1, 0, 2)
+
+
+ChunkSpec = Union[int, None, Callable[[Tensor, Tensor, Tensor], int]]
+
+
+def _resolve_chunk(chunk_size: ChunkSpec, output: Tensor, inputs: Tensor, grad_outputs: Tensor):
+    """An int or None is used as is; a callable is asked (e.g. a caching autotuner)."""
+    if callable(chunk_size):
+        return chunk_size(output, inputs, grad_outputs)
+    return chunk_size
 
 
 def _raise_double_backward(exc: BaseException):
@@ -286,7 +330,7 @@ def empirical_fisher(g: Tensor, *, distributed: bool = True) -> tuple[Tensor, in
 
 
 def gauss_newton_blocks(
-    a: Tensor, y: Tensor, ga: Tensor, a_leaf: Tensor, *, chunk_size: Optional[int] = None
+    a: Tensor, y: Tensor, ga: Tensor, a_leaf: Tensor, *, chunk_size: "ChunkSpec" = None
 ) -> Tensor:
     """Per-sample generalized Gauss-Newton blocks ``G_i = J_iᵀ ∇²h_i J_i``.
 
@@ -301,9 +345,9 @@ def gauss_newton_blocks(
     """
     _require_graph(ga, "curvature='gauss_newton' (outer function)")
     N, m = y.shape
-    JE = _jacobian_columns(a, y, chunk_size=chunk_size)  # (m, N, p)
+    JE, chunk = _jacobian_columns(a, y, chunk_size=chunk_size)  # (m, N, p)
     try:
-        HJ = batched_grad(ga, a_leaf, JE, chunk_size=chunk_size)  # (m, N, p)
+        HJ = batched_grad(ga, a_leaf, JE, chunk_size=chunk)  # (m, N, p)
     except RuntimeError as exc:
         _raise_double_backward(exc)
     return torch.einsum("kip,lip->ikl", JE, HJ)
@@ -321,12 +365,13 @@ def _jvp_builder(a: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return u, w
 
 
-def _jacobian_columns(a: Tensor, y: Tensor, *, chunk_size: Optional[int] = None) -> Tensor:
+def _jacobian_columns(a: Tensor, y: Tensor, *, chunk_size: "ChunkSpec" = None) -> tuple[Tensor, Optional[int]]:
     N, m = y.shape
     u, w = _jvp_builder(a, y)
     eye = torch.eye(m, dtype=y.dtype, device=y.device)
     basis = eye.unsqueeze(1).expand(m, N, m)
-    return batched_grad(u, w, basis, chunk_size=chunk_size)  # (m, N, p): [k, i] = J_i e_k
+    chunk = _resolve_chunk(chunk_size, u, w, basis)
+    return batched_grad(u, w, basis, chunk_size=chunk), chunk  # (m, N, p): [k, i] = J_i e_k
 
 
 def gauss_newton_matvec(a: Tensor, y: Tensor, ga: Tensor, a_leaf: Tensor) -> Callable[[Tensor], Tensor]:

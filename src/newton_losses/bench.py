@@ -1,0 +1,233 @@
+"""`newton-losses bench`: the cost of each curvature relative to a plain backward pass.
+
+Every figure is the median of ``repeats`` timed runs after a warm-up, all measured in one
+process, and printed as a ratio to the plain loss's forward+backward at the same size — the
+only kind of number that survives this project's noisy machines. Absolute times are printed
+beside the ratios for orientation.
+
+Cases (N samples, m outputs each):
+
+- ``pairwise``: a RankNet-style relaxed ranking loss, ``ℓ_i = BCE(σ(β(y_ij − y_ik)), 1[v_j > v_k])``
+  over all pairs — a self-contained stand-in for a relaxed sort (outer∘inner, so Gauss-Newton
+  applies), N = 100, m = n ∈ {5, 10, 32};
+- ``softmin-grid``: a softmin dynamic program over a 12×12 grid (the shape of a relaxed
+  Bellman-Ford), N = 70, m = 144;
+- the sorting relaxations of :mod:`newton_losses.sorting`, when that module is installed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from .curvature import CompositeLoss
+from .newton import NewtonLoss
+
+
+@dataclass
+class Case:
+    name: str
+    N: int
+    m: int
+    make: Callable[[torch.Generator], tuple]  # -> (loss_fn, y, args)
+
+
+def _pairwise(n: int, beta: float = 5.0):
+    def make(gen: torch.Generator):
+        N = 100
+        v = torch.rand(N, n, generator=gen)
+        truth = (v.unsqueeze(-1) > v.unsqueeze(-2)).to(torch.float32)
+
+        def inner(y: Tensor) -> Tensor:
+            return torch.sigmoid(beta * (y.unsqueeze(-1) - y.unsqueeze(-2)))
+
+        def outer(p: Tensor, t: Tensor) -> Tensor:
+            p = p.clamp(1e-6, 1 - 1e-6)
+            return -(t * p.log() + (1 - t) * (1 - p).log()).mean(dim=(-1, -2))
+
+        y = torch.randn(N, n, generator=gen)
+        return CompositeLoss(inner, outer), y, (truth,)
+
+    return make
+
+
+def _softmin_grid(H: int = 12, W: int = 12, beta: float = 10.0, iters: int = 12):
+    def make(gen: torch.Generator):
+        N = 70
+        truth = (torch.rand(N, H, W, generator=gen) < 0.15).to(torch.float32)
+
+        source = torch.zeros(H, W, dtype=torch.bool)
+        source[0, 0] = True
+        shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+
+        def inner(y: Tensor) -> Tensor:
+            # Softmin Bellman-Ford from the top-left corner over the 8-neighbourhood:
+            # d_v = c_v + softmin_β(d_u, u ∈ N(v)), d_source = c_source; soft "on path" scores.
+            c = torch.nn.functional.softplus(y.reshape(-1, H, W))
+            big = 1e3
+            d = torch.where(source, c, torch.full_like(c, big))
+            for _ in range(iters):
+                p = torch.nn.functional.pad(d, (1, 1, 1, 1), value=big)
+                nb = torch.stack([p[:, 1 + dy : 1 + dy + H, 1 + dx : 1 + dx + W] for dy, dx in shifts], 0)
+                d = torch.where(source, c, c - torch.logsumexp(-beta * nb, dim=0) / beta)
+            return torch.sigmoid(d[:, -1:, -1:] - d)
+
+        def outer(a: Tensor, t: Tensor) -> Tensor:
+            return ((a - t) ** 2).sum(dim=(-1, -2))
+
+        y = torch.randn(N, H * W, generator=gen)
+        return CompositeLoss(inner, outer), y, (truth,)
+
+    return make
+
+
+def default_cases(quick: bool = False) -> list[Case]:
+    ns = (5, 10) if quick else (5, 10, 32)
+    cases = [Case(f"pairwise n={n}", 100, n, _pairwise(n)) for n in ns]
+    cases.append(Case("softmin-grid 12x12", 70, 144, _softmin_grid()))
+    return cases
+
+
+VARIANTS = {
+    "fisher": dict(curvature="fisher"),
+    "hessian (rows)": dict(curvature="hessian", solver="dense", hessian_method="rows"),
+    "hessian (vmap)": dict(curvature="hessian", solver="dense", hessian_method="vmap"),
+    "hessian (cg)": dict(curvature="hessian", solver="cg", cg_max_iter=20),
+    "hessian_batch": dict(curvature="hessian_batch"),
+    "gauss_newton": dict(curvature="gauss_newton", solver="dense"),
+    "gauss_newton (cg)": dict(curvature="gauss_newton", solver="cg", cg_max_iter=20),
+}
+
+
+def _median_time(fn: Callable[[], None], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{cpu}; {os.cpu_count()} logical CPUs; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads); Python {platform.python_version()}"
+    )
+
+
+def run_core(cases: list[Case], variants: dict, repeats: int, lam: float = 0.1,
+             out=sys.stdout) -> list[dict]:
+    rows = []
+    for case in cases:
+        gen = torch.Generator().manual_seed(0)
+        loss_fn, y0, args = case.make(gen)
+
+        def plain() -> None:
+            y = y0.clone().requires_grad_(True)
+            out_ = loss_fn(y, *args)
+            (out_.mean() if out_.ndim else out_).backward()
+
+        t_plain = _median_time(plain, repeats)
+        rows.append(dict(case=case.name, N=case.N, m=case.m, variant="plain backward",
+                         seconds=t_plain, ratio=1.0))
+        for vname, kw in variants.items():
+            if case.m > 64 and "vmap" in vname:
+                continue  # per-sample vmap(hessian) at m=144 takes tens of seconds per call
+            newton = NewtonLoss(loss_fn, lam=lam, check_hessian="never", **kw)
+
+            def step() -> None:
+                y = y0.clone().requires_grad_(True)
+                newton(y, *args).backward()
+
+            try:
+                t = _median_time(step, repeats)
+            except Exception as exc:  # report, don't hide: some variants don't apply
+                rows.append(dict(case=case.name, N=case.N, m=case.m, variant=vname,
+                                 seconds=None, ratio=None, error=f"{type(exc).__name__}: {exc}"[:80]))
+                continue
+            rows.append(dict(case=case.name, N=case.N, m=case.m, variant=vname, seconds=t,
+                             ratio=t / t_plain))
+        _print_case(rows, case.name, out)
+    return rows
+
+
+def _print_case(rows: list[dict], name: str, out) -> None:
+    sel = [r for r in rows if r["case"] == name]
+    print(f"\n{name}  (N={sel[0]['N']}, m={sel[0]['m']})", file=out)
+    print(f"  {'variant':<20} {'ms':>9} {'× plain':>9}", file=out)
+    for r in sel:
+        if r["seconds"] is None:
+            print(f"  {r['variant']:<20} {'—':>9} {'—':>9}   {r.get('error', '')}", file=out)
+        else:
+            print(f"  {r['variant']:<20} {1e3 * r['seconds']:>9.2f} {r['ratio']:>9.2f}", file=out)
+    out.flush()
+
+
+def markdown_table(rows: list[dict]) -> str:
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    head = "| variant | " + " | ".join(cases) + " |\n|---|" + "---|" * len(cases) + "\n"
+    body = ""
+    for v in variants:
+        cells = []
+        for c in cases:
+            r = next((r for r in rows if r["case"] == c and r["variant"] == v), None)
+            if r is None:
+                cells.append("n/a")
+            elif r["ratio"] is None:
+                cells.append("fails")
+            elif v == "plain backward":
+                cells.append(f"1.00 ({1e3 * r['seconds']:.1f} ms)")
+            else:
+                cells.append(f"{r['ratio']:.2f}")
+        body += f"| {v} | " + " | ".join(cells) + " |\n"
+    return head + body
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="newton-losses bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per figure (median)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--lam", type=float, default=0.1, help="λ for every variant")
+    p.add_argument("--json", type=str, default=None, help="also write the rows as JSON here")
+    args = p.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
+    repeats = args.repeats or (3 if args.quick else 15)
+    if repeats < 1:
+        p.error(f"--repeats must be >= 1; got {repeats}")
+    print("newton-losses bench — Newton-step cost relative to a plain backward pass")
+    print(f"machine: {machine_description()}")
+    print(f"median of {repeats} runs per figure; λ={args.lam}; times include the loss's own "
+          "forward and backward")
+    rows = run_core(default_cases(args.quick), VARIANTS, repeats, lam=args.lam)
+    print("\nMarkdown (ratio to plain forward+backward of the same loss):\n")
+    print(markdown_table(rows))
+    if args.json:
+        from .io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(dict(machine=machine_description(), rows=rows), indent=2))
+    return 0
