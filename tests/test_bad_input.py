@@ -193,3 +193,14 @@ def test_custom_curvature_wrong_shape_or_type():
         NewtonLoss(sq, curvature=lambda y, g: 1.0)(torch.ones(2, 2, requires_grad=True))
     with pytest.raises(ValueError, match="exactly one"):
         CurvatureEstimate()
+
+
+def test_finite_difference_check_runs_only_for_custom_functions_by_default():
+    from newton_losses.newton import _has_custom_function
+
+    y = torch.randn(3, 2, dtype=F64, requires_grad=True)
+    assert _has_custom_function(DetachedBackwardCube.apply(y).sum())
+    assert not _has_custom_function((y**3).sum())
+    # A stiff but correct loss (log of tiny probabilities) is not checked, so not rejected.
+    stiff = lambda yy: -torch.log(torch.sigmoid(40 * yy) + 1e-12).sum(-1)
+    NewtonLoss(stiff, curvature="hessian", lam=0.1)(torch.full((4, 3), -2.0, dtype=F64, requires_grad=True))
