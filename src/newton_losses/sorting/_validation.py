@@ -1,0 +1,70 @@
+"""Argument checks shared by the sorting relaxations and the ranking loss (private)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+def check_positive(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a finite real number > 0, else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def check_in_unit_interval(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a real number in [0, 1], else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
+    return value
+
+
+def check_size(name: str, value: object) -> int:
+    """Return ``value`` if it is an integer >= 2 (a sortable length), else raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+    if value < 2:
+        raise ValueError(f"{name} must be >= 2 (there is nothing to sort below two items), got {value}")
+    return int(value)
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every entry of ``tensor`` is finite; True where the check cannot be evaluated.
+
+    Under ``torch.func.vmap`` (which ``jacfwd`` and ``hessian`` use internally) a tensor cannot be
+    turned into a Python bool. The values were checked when the same inputs went through the
+    untransformed call, so the check is skipped there rather than breaking the transform.
+    """
+    try:
+        return bool(torch.isfinite(tensor).all())
+    except RuntimeError:
+        return True
+
+
+def check_scores(scores: object, name: str = "scores", n: int | None = None) -> None:
+    """Raise unless ``scores`` is a finite floating tensor of shape (..., n) with n >= 2."""
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(scores).__name__}")
+    if not scores.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {scores.dtype}")
+    if scores.dim() == 0:
+        raise ValueError(f"{name} must have shape (..., n) with n >= 2, got a 0-d tensor")
+    size = scores.shape[-1]
+    if n is None and size < 2:
+        raise ValueError(f"{name} must have shape (..., n) with n >= 2, got shape {tuple(scores.shape)}")
+    if n is not None and size != n:
+        raise ValueError(
+            f"{name} must have shape (..., {n}) for this sorting network of size {n}, "
+            f"got shape {tuple(scores.shape)}"
+        )
+    if not all_finite(scores):
+        raise ValueError(f"{name} must be finite, got NaN or Inf entries")

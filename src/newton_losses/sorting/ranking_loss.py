@@ -1,0 +1,146 @@
+"""Ground-truth permutation matrices and the ranking-supervision loss of the diffsort protocol.
+
+Reference: F. Petersen et al., "Differentiable Sorting Networks for Scalable Sorting and Ranking
+Supervision", ICML 2021 (binary cross-entropy between relaxed and true permutation matrices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ._validation import all_finite, check_positive
+
+DEFAULT_EPS = 1e-12
+
+
+def permutation_matrix(values: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """True sorting permutation matrix of ``values`` (or of ranks, which sort the same way).
+
+        P[i, k] = 1  if item k is at position i of the ascending order, else 0,
+
+    so P @ values = values sorted ascending, the convention of every relaxation in this package.
+    Ties are broken by item index (a stable sort): equal values keep their input order.
+
+    Args:
+        values: (..., n) real tensor (integer or floating), n >= 1; no NaN.
+        dtype: floating dtype of the result; default: ``values.dtype`` if floating, else
+            ``torch.get_default_dtype()``.
+
+    Returns:
+        P: (..., n, n) 0/1 matrix on the device of ``values``, without gradient.
+    """
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"values must be a torch.Tensor, got {type(values).__name__}")
+    if values.is_complex() or values.dtype == torch.bool:
+        raise TypeError(f"values must be a real integer or floating tensor, got dtype {values.dtype}")
+    if values.dim() == 0:
+        raise ValueError("values must have shape (..., n), got a 0-d tensor")
+    if values.is_floating_point() and bool(torch.isnan(values).any()):
+        raise ValueError("values must not contain NaN (NaN has no position in a sort)")
+    if dtype is None:
+        dtype = values.dtype if values.is_floating_point() else torch.get_default_dtype()
+    elif not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    n = values.shape[-1]
+    order = torch.argsort(values.detach(), dim=-1, stable=True)
+    target = torch.zeros(*values.shape, n, dtype=dtype, device=values.device)
+    return target.scatter_(-1, order.unsqueeze(-1), 1.0)
+
+
+def ranking_bce(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """Per-sample binary cross-entropy between a relaxed and a true permutation matrix.
+
+        ℓ(P, T) = −(1/n²) Σ_{i,k} [ T_ik log((P_ik + ε)/(1 + ε))
+                                  + (1 − T_ik) log((1 − P_ik + ε)/(1 + ε)) ]
+
+    The mean over a batch equals ``torch.nn.BCELoss()(P, T)`` of the diffsort protocol up to O(ε)
+    wherever BCELoss is finite.
+
+    Numerical safety: P is first clamped to [0, 1], which only removes rounding overshoot (the
+    relaxations produce [0, 1] in exact arithmetic). The shift ε keeps every log finite, so there
+    is no log(0), and keeps ℓ smooth and convex in P (a requirement of Gauss-Newton) with
+    |∂ℓ/∂P| <= 1/(n² ε) and ∂²ℓ/∂P² <= 1/(n² ε²), and ℓ = 0 exactly at P = T for a 0/1 target.
+    This differs from BCELoss, which clamps log at −100 (zero second derivative there, and a first
+    derivative that is not the derivative of its value); with ε = 1e-12 both give the same weak
+    gradient for entries predicted below about 1e-12, and agree elsewhere.
+
+    Args:
+        P: (..., n, n) floating tensor, relaxed permutation matrices with entries in [0, 1].
+        P_true: (..., n, n) target of the same shape, entries in [0, 1] (cast to P's dtype).
+        eps: ε > 0.
+
+    Returns:
+        (...,) per-sample losses (shape (N,) for a batch of N matrices).
+    """
+    eps = check_positive("eps", eps)
+    _check_matrices(P, P_true)
+    return _ranking_bce(P, P_true.to(P.dtype), eps)
+
+
+def _check_matrices(P: object, P_true: object) -> None:
+    for name, value in (("P", P), ("P_true", P_true)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not P.is_floating_point():
+        raise TypeError(f"P must be a floating-point tensor, got dtype {P.dtype}")
+    if P.dim() < 2 or P.shape[-1] != P.shape[-2]:
+        raise ValueError(f"P must have shape (..., n, n), got {tuple(P.shape)}")
+    if P_true.shape != P.shape:
+        raise ValueError(
+            f"P_true must have the shape of P {tuple(P.shape)}, got {tuple(P_true.shape)}"
+        )
+    if not all_finite(P):
+        raise ValueError("P must be finite, got NaN or Inf entries")
+
+
+def _ranking_bce(P: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
+    P = P.clamp(0.0, 1.0)
+    # Dividing in P's dtype (rather than subtracting log1p(ε)) makes ℓ(T, T) exactly 0.
+    log_p = torch.log((P + eps) / (1.0 + eps))
+    log_q = torch.log(((1.0 - P) + eps) / (1.0 + eps))
+    return -(target * log_p + (1.0 - target) * log_q).mean(dim=(-2, -1))
+
+
+class RankingLoss(torch.nn.Module):
+    """Ranking-supervision loss: ℓ_i = ranking_bce(relaxation(scores_i), P_true_i), one per sample.
+
+    Composite form for Gauss-Newton: ``inner`` = the relaxation, scores (N, n) -> P (N, n, n);
+    ``outer`` = :func:`ranking_bce`, (P, P_true) -> (N,), convex in P. With the core:
+    ``CompositeLoss(loss.inner, loss.outer)``.
+
+    Args:
+        relaxation: callable scores (..., n) -> P (..., n, n), e.g. :class:`NeuralSort`,
+            :class:`SoftSort` or :class:`DiffSortNet`.
+        eps: ε of :func:`ranking_bce`.
+
+    Forward: scores (..., n), P_true (..., n, n) -> (...,) per-sample losses.
+    """
+
+    def __init__(self, relaxation: Callable[[torch.Tensor], torch.Tensor], eps: float = DEFAULT_EPS) -> None:
+        super().__init__()
+        if not callable(relaxation):
+            raise TypeError(f"relaxation must be callable (scores -> P), got {type(relaxation).__name__}")
+        self.relaxation = relaxation
+        self.eps = check_positive("eps", eps)
+
+    @property
+    def inner(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return self.relaxation
+
+    def outer(self, P: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
+        return ranking_bce(P, P_true, eps=self.eps)
+
+    def forward(self, scores: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
+        if isinstance(scores, torch.Tensor) and isinstance(P_true, torch.Tensor):
+            expected = (*scores.shape, scores.shape[-1]) if scores.dim() else None
+            if P_true.shape != expected:
+                raise ValueError(
+                    f"P_true must have shape (*scores.shape, n) = {expected} for scores of shape "
+                    f"{tuple(scores.shape)}, got {tuple(P_true.shape)}"
+                )
+        return self.outer(self.inner(scores), P_true)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
