@@ -1,0 +1,199 @@
+"""Cache directory, atomic file writes, and self-verifying ``.npz`` array bundles.
+
+Every cached data set is one ``.npz`` file holding its arrays plus a ``__manifest__`` entry: a
+JSON document with a format version, free-form metadata, and the shape, dtype and SHA-256 of
+every array. :func:`load_verified_npz` recomputes all of them, so a truncated, corrupted or
+stale file is detected instead of silently yielding wrong data. Files are written to a
+temporary name in the target directory, flushed, ``fsync``-ed and renamed over the target with
+``os.replace`` (atomic on POSIX and Windows), so an interrupted write never leaves a
+half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+__all__ = [
+    "CACHE_ENV_VAR",
+    "DataIntegrityError",
+    "DataUnavailableError",
+    "array_sha256",
+    "atomic_write",
+    "cache_dir",
+    "load_verified_npz",
+    "save_verified_npz",
+]
+
+CACHE_ENV_VAR = "NEWTON_LOSSES_CACHE"
+_MANIFEST = "__manifest__"
+_FORMAT = 1
+
+
+class DataUnavailableError(RuntimeError):
+    """The data set is neither cached nor obtainable; the message says how to provide it."""
+
+
+class DataIntegrityError(RuntimeError):
+    """A file failed verification (hash, shape, dtype, format): it is never used as data."""
+
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """The cache directory, created if missing.
+
+    Resolution order: ``path`` if given, else ``$NEWTON_LOSSES_CACHE``, else
+    ``~/.cache/newton_losses``.
+    """
+    if path is None:
+        path = os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "newton_losses"
+    out = Path(path).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Open a temporary binary file next to ``path``; on success it replaces ``path`` atomically.
+
+    On an exception (or interruption) inside the ``with`` block the temporary file is removed
+    and ``path`` is left as it was.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.bin"
+        >>> with atomic_write(target) as f:
+        ...     _ = f.write(b"abc")
+        >>> target.read_bytes()
+        b'abc'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a cache is ordinary data
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename durable; not possible (nor needed) on every platform.
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def array_sha256(array: np.ndarray) -> str:
+    """SHA-256 of an array's C-ordered bytes (shape and dtype are checked separately)."""
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+
+
+def save_verified_npz(
+    path: str | os.PathLike,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, Any] | None = None,
+    *,
+    compress: bool = False,
+) -> None:
+    """Write ``arrays`` as ``.npz`` with a manifest of shapes, dtypes and hashes, atomically.
+
+    ``meta`` must be JSON-serializable; :func:`load_verified_npz` returns it. ``compress`` uses
+    zip deflate (smaller, slower to write and read).
+    """
+    if _MANIFEST in arrays:
+        raise ValueError(f"arrays must not contain the reserved key {_MANIFEST!r}")
+    manifest = {
+        "format": _FORMAT,
+        "meta": dict(meta or {}),
+        "arrays": {
+            name: {"shape": list(a.shape), "dtype": a.dtype.str, "sha256": array_sha256(a)}
+            for name, a in arrays.items()
+        },
+    }
+    for name, a in arrays.items():
+        if a.dtype.hasobject:
+            raise TypeError(f"arrays[{name!r}] has dtype {a.dtype}: object arrays are not cached")
+    payload = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    payload[_MANIFEST] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    with atomic_write(path) as f:
+        (np.savez_compressed if compress else np.savez)(f, **payload)
+
+
+def load_verified_npz(
+    path: str | os.PathLike,
+    expect_meta: Mapping[str, Any] | None = None,
+    check: Callable[[dict[str, np.ndarray]], None] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Load a file written by :func:`save_verified_npz` and verify every array.
+
+    Args:
+        path: the ``.npz`` file.
+        expect_meta: entries that the stored metadata must equal (e.g. a generator version and
+            its parameters): a cache built with other settings is rejected.
+        check: optional extra validation of the loaded arrays; raise to reject.
+
+    Returns:
+        ``(arrays, meta)``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        DataIntegrityError: unreadable file, missing manifest, mismatching metadata, shape,
+            dtype or SHA-256, or ``check`` failed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if _MANIFEST not in npz.files:
+                raise DataIntegrityError(f"{path}: no manifest (not written by this package?)")
+            manifest = json.loads(npz[_MANIFEST].tobytes().decode())
+            arrays = {name: npz[name] for name in manifest["arrays"]}
+    except DataIntegrityError:
+        raise
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise DataIntegrityError(
+            f"{path}: unreadable cache file ({type(exc).__name__}: {exc})"
+        ) from exc
+    if manifest.get("format") != _FORMAT:
+        raise DataIntegrityError(f"{path}: cache format {manifest.get('format')} != {_FORMAT}")
+    meta = manifest.get("meta", {})
+    for key, value in (expect_meta or {}).items():
+        if meta.get(key) != value:
+            raise DataIntegrityError(
+                f"{path}: built with {key}={meta.get(key)!r}, expected {value!r}"
+            )
+    for name, spec in manifest["arrays"].items():
+        a = arrays[name]
+        if list(a.shape) != spec["shape"] or a.dtype.str != spec["dtype"]:
+            raise DataIntegrityError(
+                f"{path}: array {name!r} is {a.dtype.str}{list(a.shape)}, manifest says "
+                f"{spec['dtype']}{spec['shape']}"
+            )
+        if array_sha256(a) != spec["sha256"]:
+            raise DataIntegrityError(f"{path}: array {name!r} fails its SHA-256 check")
+    if check is not None:
+        try:
+            check(arrays)
+        except (ValueError, KeyError) as exc:
+            raise DataIntegrityError(f"{path}: {exc}") from exc
+    return arrays, meta
