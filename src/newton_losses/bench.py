@@ -216,7 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.threads < 1:
             p.error(f"--threads must be >= 1; got {args.threads}")
         torch.set_num_threads(args.threads)
-    repeats = args.repeats or (3 if args.quick else 15)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 15)
     if repeats < 1:
         p.error(f"--repeats must be >= 1; got {repeats}")
     print("newton-losses bench — Newton-step cost relative to a plain backward pass")
