@@ -10,10 +10,13 @@ the regularized Newton step of the loss::
 
 Public API: :class:`NewtonLoss`, :class:`CompositeLoss` (for Gauss-Newton),
 :class:`CurvatureEstimate` (custom curvature), :class:`NewtonDiagnostics`,
-:class:`NonFiniteLossError`, :class:`NotTwiceDifferentiableError`.
+:class:`NonFiniteLossError`, :class:`NotTwiceDifferentiableError`; the sorting relaxations and
+ranking loss (:mod:`newton_losses.sorting`). Data sets live in :mod:`newton_losses.data`, the
+shortest-path solver and losses in :mod:`newton_losses.shortest_path`.
 """
 from .curvature import CompositeLoss, CurvatureEstimate, NotTwiceDifferentiableError
 from .newton import CURVATURES, NewtonDiagnostics, NewtonLoss, NonFiniteLossError
+from .sorting import DiffSortNet, NeuralSort, RankingLoss, SoftSort, permutation_matrix, ranking_bce
 
 __version__ = "0.1.0"
 
@@ -25,5 +28,11 @@ __all__ = [
     "NonFiniteLossError",
     "NotTwiceDifferentiableError",
     "CURVATURES",
+    "NeuralSort",
+    "SoftSort",
+    "DiffSortNet",
+    "RankingLoss",
+    "permutation_matrix",
+    "ranking_bce",
     "__version__",
 ]
