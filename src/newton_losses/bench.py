@@ -101,10 +101,10 @@ VARIANTS = {
     "fisher": dict(curvature="fisher"),
     "hessian (rows)": dict(curvature="hessian", solver="dense", hessian_method="rows"),
     "hessian (vmap)": dict(curvature="hessian", solver="dense", hessian_method="vmap"),
-    "hessian (cg)": dict(curvature="hessian", solver="cg", cg_max_iter=20),
+    "hessian (cg)": dict(curvature="hessian", solver="cg"),
     "hessian_batch": dict(curvature="hessian_batch"),
     "gauss_newton": dict(curvature="gauss_newton", solver="dense"),
-    "gauss_newton (cg)": dict(curvature="gauss_newton", solver="cg", cg_max_iter=20),
+    "gauss_newton (cg)": dict(curvature="gauss_newton", solver="cg"),
 }
 
 
@@ -165,8 +165,14 @@ def run_core(cases: list[Case], variants: dict, repeats: int, lam: float = 0.1,
                 rows.append(dict(case=case.name, N=case.N, m=case.m, variant=vname,
                                  seconds=None, ratio=None, error=f"{type(exc).__name__}: {exc}"[:80]))
                 continue
+            d = newton.last_diagnostics
+            note = ""
+            if d is not None and d.method == "cg":
+                note = f"CG {d.cg_iterations} it., {d.n_fallback}/{d.n_matrices} truncated"
+            elif d is not None and d.n_indefinite:
+                note = f"{d.n_indefinite}/{d.n_matrices} indefinite"
             rows.append(dict(case=case.name, N=case.N, m=case.m, variant=vname, seconds=t,
-                             ratio=t / t_plain))
+                             ratio=t / t_plain, note=note))
         _print_case(rows, case.name, out)
     return rows
 
@@ -179,7 +185,8 @@ def _print_case(rows: list[dict], name: str, out) -> None:
         if r["seconds"] is None:
             print(f"  {r['variant']:<20} {'—':>9} {'—':>9}   {r.get('error', '')}", file=out)
         else:
-            print(f"  {r['variant']:<20} {1e3 * r['seconds']:>9.2f} {r['ratio']:>9.2f}", file=out)
+            print(f"  {r['variant']:<20} {1e3 * r['seconds']:>9.2f} {r['ratio']:>9.2f}   "
+                  f"{r.get('note', '')}", file=out)
     out.flush()
 
 

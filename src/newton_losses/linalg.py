@@ -14,7 +14,7 @@ projection      eigenvalues used             remark
 ==============  ===========================  ===============================================
 ``"abs"``       ``|μ| + λ``                  saddle-free Newton (Dauphin et al., 2014); default
 ``"clamp"``     ``max(μ, 0) + λ``            projection onto the PSD cone (nearest in Frobenius)
-``"tikhonov"``  ``μ + λ``                    the paper's plain form; a matrix with ``μ + λ ≤ 0``
+``"tikhonov"``  ``μ + λ``                    the paper's plain form; a matrix with ``μ + λ < 0``
                                              falls back to ``fallback`` (``"abs"`` by default)
 ==============  ===========================  ===============================================
 
@@ -59,7 +59,7 @@ class SolveInfo:
         n_indefinite: matrices with a negative eigenvalue (matrix-free: with negative curvature
             of C + λI detected along a CG search direction).
         n_fallback: matrices for which the requested form was not used as is: ``"tikhonov"``
-            matrices with ``μ + λ ≤ 0`` (solved with the fallback projection), or CG systems
+            matrices with ``μ + λ < 0`` (solved with the fallback projection), or CG systems
             truncated at negative curvature.
         lam_effective: the λ actually added (differs from λ with relative damping), averaged
             over matrices.
@@ -91,7 +91,8 @@ def _check_common(g: Tensor, lam: float, projection: str, fallback: str, damping
         raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
 
 
-def _spectral_map(mu: Tensor, lam: float, projection: str, fallback: str, damping: str):
+def _spectral_map(mu: Tensor, lam: float, projection: str, fallback: str, damping: str,
+                  eps: Optional[float] = None):
     """Map eigenvalues mu (..., m) to the damped, projected eigenvalues; return extras.
 
     Returns (denominator (..., m), lam_eff (...,), fallback_mask (...,)).
@@ -110,17 +111,24 @@ def _spectral_map(mu: Tensor, lam: float, projection: str, fallback: str, dampin
         den = mu.clamp_min(0.0) + lam_b
     else:
         den = mu + lam_b
-        tol = _zero_tol(mu)
-        fb = (den <= tol).any(dim=-1)
+        tol = _zero_tol(mu, eps)
+        # Negative beyond roundoff: not positive semidefinite. (Zero eigenvalues with λ = 0 are
+        # handled by the pseudo-inverse below, the same way for every projection.)
+        fb = (den < -tol).any(dim=-1)
         if bool(fb.any()):
             alt = (mu.abs() if fallback == "abs" else mu.clamp_min(0.0)) + lam_b
             den = torch.where(fb.unsqueeze(-1), alt, den)
     return den, lam_eff, fb
 
 
-def _zero_tol(mu: Tensor) -> Tensor:
-    """Eigenvalues at or below this count as zero (relative to the matrix's largest |μ|)."""
-    eps = torch.finfo(mu.dtype).eps
+def _zero_tol(mu: Tensor, eps: Optional[float] = None) -> Tensor:
+    """Eigenvalues at or below this count as zero (relative to the matrix's largest |μ|).
+
+    ``eps`` is the machine epsilon of the dtype C was *computed* in: a float32 Hessian solved in
+    float64 still carries float32 roundoff, and its rounding-level negative eigenvalues are
+    not indefiniteness.
+    """
+    eps = torch.finfo(mu.dtype).eps if eps is None else eps
     scale = mu.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(mu.dtype).tiny)
     return scale * eps * mu.shape[-1] * 10
 
@@ -166,7 +174,8 @@ def damped_solve(
     Cw = C.to(work)
     Cw = 0.5 * (Cw + Cw.transpose(-1, -2))
     mu, Q = torch.linalg.eigh(Cw)
-    den, lam_eff, fb = _spectral_map(mu, lam, projection, fallback, damping)
+    eps_in = torch.finfo(C.dtype).eps
+    den, lam_eff, fb = _spectral_map(mu, lam, projection, fallback, damping, eps_in)
     inv = torch.where(den > _zero_tol(den), 1.0 / den, torch.zeros_like(den))
     gw = g.to(work)
     if shared:
@@ -179,7 +188,7 @@ def damped_solve(
         min_eig=float(mu.min()),
         max_eig=float(mu.max()),
         n_matrices=1 if shared else N,
-        n_indefinite=int((mu.amin(dim=-1) < -_zero_tol(mu).squeeze(-1)).sum()),
+        n_indefinite=int((mu.amin(dim=-1) < -_zero_tol(mu, eps_in).squeeze(-1)).sum()),
         n_fallback=int(fb.sum()),
         lam_effective=float(lam_eff.mean()),
     )

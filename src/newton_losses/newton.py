@@ -139,7 +139,7 @@ class NewtonLoss(nn.Module):
         projection: how indefinite curvature is made safe (see :mod:`newton_losses.linalg`):
             ``"abs"`` (default; |eigenvalues|, saddle-free Newton), ``"clamp"`` (negative
             eigenvalues set to 0) or ``"tikhonov"`` (the paper's plain ``C + λI``, with
-            ``fallback`` wherever ``C + λI`` is not positive definite). Irrelevant for the
+            ``fallback`` wherever ``C + λI`` has a negative eigenvalue). Irrelevant for the
             Fisher and Gauss-Newton, which are PSD.
         fallback: ``"abs"`` or ``"clamp"``, used by ``"tikhonov"`` for non-PD matrices.
         damping: ``"absolute"`` (add λ) or ``"relative"`` (add ``λ · mean|eigenvalue|`` of each
