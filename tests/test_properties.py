@@ -1,5 +1,4 @@
 """Property tests (hypothesis) over shapes, dtypes, λ and curvatures."""
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

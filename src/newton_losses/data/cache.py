@@ -11,24 +11,24 @@ half-written file under the final name.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
+
+from ..io import atomic_write
 
 __all__ = [
     "CACHE_ENV_VAR",
     "DataIntegrityError",
     "DataUnavailableError",
     "array_sha256",
-    "atomic_write",
+    "atomic_write",  # re-exported from newton_losses.io
     "cache_dir",
     "load_verified_npz",
     "save_verified_npz",
@@ -58,48 +58,6 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
     out = Path(path).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Open a temporary binary file next to ``path``; on success it replaces ``path`` atomically.
-
-    On an exception (or interruption) inside the ``with`` block the temporary file is removed
-    and ``path`` is left as it was.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.bin"
-        >>> with atomic_write(target) as f:
-        ...     _ = f.write(b"abc")
-        >>> target.read_bytes()
-        b'abc'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a cache is ordinary data
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename durable; not possible (nor needed) on every platform.
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def array_sha256(array: np.ndarray) -> str:
