@@ -1,0 +1,259 @@
+"""The stochastic shortest-path losses with the real solver, against closed forms and brute force.
+
+Oracles:
+- brute force over all simple paths of small grids (the argmin convention y* = argmin ⟨θ, y⟩);
+- finite differences of the Fenchel-Young value with common random numbers (fixed noise), whose
+  exact derivative is ȳ − ŷ (the min of linear functions is piecewise linear in θ);
+- a 2×3 grid on which every cheapest path is s → (0,1) → t or s → (1,1) → t, so with Gaussian
+  noise ŷ(θ) = Φ(u) at (0,1) and 1 − Φ(u) at (1,1), u = (θ₁₁ − θ₀₁)/(σ√2), and
+  E min = θ_s + θ_t + E min(θ₀₁ + σZ₁, θ₁₁ + σZ₂) in closed form. Value, gradient and Hessian
+  of each family are taken from these closed forms by autograd (torch.autograd.functional).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.autograd.functional import hessian, jacobian
+
+from newton_losses.shortest_path import (
+    FenchelYoungLoss,
+    PerturbedOptimizer,
+    SmoothedAlgorithmLoss,
+    SmoothedLoss,
+    path_oracle,
+    shortest_path,
+)
+
+SIGMA = 0.3
+
+
+def simple_paths(height, width):
+    """Every simple 8-neighbour path from the top-left to the bottom-right cell, as 0/1 masks."""
+    target = (height - 1, width - 1)
+    masks = []
+
+    def walk(cell, visited):
+        if cell == target:
+            m = torch.zeros(height, width, dtype=torch.float64)
+            for y, x in visited:
+                m[y, x] = 1
+            masks.append(m)
+            return
+        y, x = cell
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                nxt = (y + dy, x + dx)
+                if (dy or dx) and 0 <= nxt[0] < height and 0 <= nxt[1] < width and nxt not in visited:
+                    walk(nxt, visited + [nxt])
+
+    walk((0, 0), [(0, 0)])
+    return torch.stack(masks)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (2, 4)])
+def test_oracle_is_argmin_over_all_simple_paths(shape):
+    paths = simple_paths(*shape)  # (P, H, W)
+    g = torch.Generator().manual_seed(0)
+    theta = torch.rand(50, *shape, generator=g, dtype=torch.float64) * 5
+    y = path_oracle(theta)
+    best = torch.einsum("nhw,phw->np", theta, paths).min(1).values
+    torch.testing.assert_close((theta * y).sum((1, 2)), best)
+    # each returned mask is one of the simple paths
+    assert bool((y.flatten(1) @ paths.flatten(1).T == paths.flatten(1).sum(1)).any(1).all())
+
+
+def test_fenchel_young_gradient_is_finite_difference_of_its_value():
+    g = torch.Generator().manual_seed(1)
+    theta = torch.rand(3, 4, 4, generator=g, dtype=torch.float64) * 8 + 1
+    target = shortest_path(torch.rand(3, 4, 4, generator=g, dtype=torch.float64)).path
+
+    def value(t):  # the same noise at every call: common random numbers
+        return FenchelYoungLoss(sigma=0.5, n_samples=5, generator=torch.Generator().manual_seed(7))(t, target)
+
+    th = theta.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(value(th).sum(), th)
+    h = 1e-6
+    fd = torch.zeros_like(theta)
+    for idx in range(theta[0].numel()):
+        e = torch.zeros(theta[0].numel(), dtype=theta.dtype)
+        e[idx] = h
+        e = e.view(4, 4)
+        fd.view(3, -1)[:, idx] = (value(theta + e) - value(theta - e)) / (2 * h)
+    torch.testing.assert_close(grad, fd, rtol=0, atol=1e-6)
+    # sign: descent lowers the costs of the true path's cells
+    assert bool((grad[target.bool()] >= 0).all())
+
+
+# ---- the 2×3 grid with a closed form ------------------------------------------------------------
+S_CLOSED = 40000
+
+
+def two_by_three():
+    theta = torch.tensor([[[1.0, 2.0, 5.0], [5.0, 2.3, 1.0]]], dtype=torch.float64)
+    target = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]], dtype=torch.float64)
+    return theta, target
+
+
+def closed_y_hat(th):
+    """ŷ(θ) for θ (6,) flattened, valid while both middle costs stay far above 0."""
+    u = (th[4] - th[1]) / (SIGMA * math.sqrt(2))
+    p = torch.special.ndtr(u)
+    z = torch.zeros_like(th)
+    return torch.stack([z[0] + 1, p, z[2], z[3], 1 - p, z[5] + 1])
+
+
+def closed_fy(th, target):
+    s = SIGMA * math.sqrt(2)
+    m1, m2 = th[1], th[4]
+    d = (m2 - m1) / s
+    phi = torch.exp(-0.5 * d * d) / math.sqrt(2 * math.pi)
+    e_min = m1 * torch.special.ndtr(d) + m2 * torch.special.ndtr(-d) - s * phi
+    return (th * target).sum() - (th[0] + th[5] + e_min)
+
+
+def z_ok(est, truth, terms, k=5.0):
+    se = terms.std(0) / math.sqrt(terms.shape[0])
+    return bool(((est - truth).abs() <= k * se + 1e-12).all())
+
+
+def test_fenchel_young_closed_form():
+    theta, target = two_by_three()
+    tf = target.flatten()
+    th0 = theta.flatten()
+    v_true = closed_fy(th0, tf)
+    g_true = jacobian(lambda t: closed_fy(t, tf), th0)
+    h_true = hessian(lambda t: closed_fy(t, tf), th0)
+    torch.testing.assert_close(g_true, tf - closed_y_hat(th0))  # the FY gradient identity
+    torch.testing.assert_close(h_true, -jacobian(closed_y_hat, th0))  # and the Hessian one
+
+    fy = FenchelYoungLoss(sigma=SIGMA, n_samples=S_CLOSED, generator=torch.Generator().manual_seed(0))
+    th = theta.clone().requires_grad_(True)
+    value = fy(th, target)
+    (grad,) = torch.autograd.grad(value.sum(), th)
+    H = fy.hessian_estimator(projection="dense")(th0[None], grad.flatten(1), target).matrix[0]
+    s = fy.last_samples
+    ys = s.outputs.flatten(1)  # (S, 6)
+    z = s.flat_eps()[:, 0]
+    a = ys - s.center.flatten()
+    value_terms = (th0 * tf).sum() - ((th0 + SIGMA * z) * ys).sum(1)
+    h_terms = -(a[:, :, None] * z[:, None, :] + z[:, :, None] * a[:, None, :]) / (2 * SIGMA)
+    assert z_ok(value[0], v_true, value_terms)
+    assert z_ok(grad.flatten(), g_true, -ys)
+    assert z_ok(H, h_true, h_terms)
+    assert float(torch.linalg.eigvalsh(h_true).min()) > -1e-12  # convex: PSD Hessian
+
+
+def test_smoothed_loss_closed_form():
+    """(a) with L1: f(θ) = (2/6)·[the path takes (0,1)], so f_σ = Φ(u)/3."""
+    theta, target = two_by_three()
+    th0 = theta.flatten()
+
+    def f_sigma(t):
+        return closed_y_hat(t)[1] / 3
+
+    loss = SmoothedLoss("l1", sigma=SIGMA, n_samples=S_CLOSED, generator=torch.Generator().manual_seed(1))
+    th = theta.clone().requires_grad_(True)
+    value = loss(th, target)
+    (grad,) = torch.autograd.grad(value.sum(), th)
+    H = loss.hessian_estimator(projection="dense")(th0[None], grad.flatten(1), target).matrix[0]
+    s = loss.last_samples
+    c = s.centered("center")[:, 0]
+    z = s.flat_eps()[:, 0]
+    eye = torch.eye(6, dtype=torch.float64)
+    assert z_ok(value[0], f_sigma(th0), s.outputs[:, 0])
+    assert z_ok(grad.flatten(), jacobian(f_sigma, th0), c[:, None] * z / SIGMA)
+    h_terms = c[:, None, None] * (z[:, :, None] * z[:, None, :] - eye) / SIGMA**2
+    assert z_ok(H, hessian(f_sigma, th0), h_terms)
+
+
+@pytest.mark.parametrize("which", ["gauss_newton", "hessian"])
+def test_smoothed_algorithm_closed_form(which):
+    """(b) with L2: ℓ(θ) = mean((ŷ(θ) − ȳ)²); GN = Jᵀ(2/6)J, Hessian by autograd of the closed form."""
+    theta, target = two_by_three()
+    th0, tf = theta.flatten(), target.flatten()
+
+    def ell(t):
+        return ((closed_y_hat(t) - tf) ** 2).mean()
+
+    J = jacobian(closed_y_hat, th0)
+    truth = (2 / 6) * J.T @ J if which == "gauss_newton" else hessian(ell, th0)
+    loss = SmoothedAlgorithmLoss("l2", sigma=SIGMA, n_samples=S_CLOSED,
+                                 generator=torch.Generator().manual_seed(2))
+    th = theta.clone().requires_grad_(True)
+    value = loss(th, target)
+    (grad,) = torch.autograd.grad(value.sum(), th)
+    value = value.detach()
+    C = getattr(loss, f"{which}_estimator")(projection="dense")(th0[None], grad.flatten(1), target).matrix[0]
+    # Products of Monte-Carlo means (ŷ inside ℓ, ĴᵀDĴ): a relative tolerance ∝ 1/√S (see
+    # test_shortest_path_stein); the Stein term of the Hessian is a plain mean: 5 standard errors.
+    tol = 25 / math.sqrt(S_CLOSED)
+    gn_true = (2 / 6) * J.T @ J
+    allowed = tol * float(gn_true.abs().max())
+    if which == "hessian":
+        s = loss.last_samples
+        a = (s.outputs - s.center).flatten(2)[:, 0]  # (S, 6)
+        grad_l = 2 * (s.outputs.mean(0).flatten() - tf) / 6
+        c = a @ grad_l
+        z = s.flat_eps()[:, 0]
+        terms = c[:, None, None] * (z[:, :, None] * z[:, None, :] - torch.eye(6, dtype=z.dtype)) / SIGMA**2
+        allowed = allowed + 5 * terms.std(0) / math.sqrt(S_CLOSED)
+    assert abs(float(value[0]) - float(ell(th0))) <= tol * float(ell(th0))
+    g_true = jacobian(ell, th0)
+    assert float((grad.flatten() - g_true).abs().max()) <= tol * float(g_true.abs().max())
+    assert bool(((C - truth).abs() <= allowed).all())
+
+
+def test_perturbed_optimizer_is_the_smoothed_algorithm():
+    theta, _ = two_by_three()
+    po = PerturbedOptimizer(sigma=SIGMA, n_samples=S_CLOSED, generator=torch.Generator().manual_seed(3))
+    y_hat = po(theta)
+    s = po.last_samples
+    assert z_ok(y_hat.flatten(), closed_y_hat(theta.flatten()), s.outputs.flatten(1))
+
+
+def test_one_solver_call_per_forward(monkeypatch):
+    """All S·N (+ N) perturbed problems go to the solver in one batched call."""
+    import newton_losses.shortest_path.perturbed as perturbed
+
+    calls = []
+    real = perturbed.shortest_path
+
+    def counting(costs):
+        calls.append(costs.shape[0])
+        return real(costs)
+
+    monkeypatch.setattr(perturbed, "shortest_path", counting)
+    theta = torch.rand(4, 5, 5, dtype=torch.float64) + 0.5
+    target = real(theta).path
+    for loss, n in (
+        (SmoothedLoss(n_samples=7), 4 * 8),
+        (SmoothedAlgorithmLoss(n_samples=7, baseline="loo"), 4 * 7),
+        (FenchelYoungLoss(n_samples=7), 4 * 8),
+    ):
+        calls.clear()
+        loss(theta, target)
+        assert calls == [n]
+
+
+def test_generator_makes_runs_reproducible_and_estimators_reuse_samples():
+    theta = torch.rand(3, 5, 5, dtype=torch.float64) + 0.5
+    target = shortest_path(theta).path
+    a = FenchelYoungLoss(generator=torch.Generator().manual_seed(5))(theta, target)
+    b = FenchelYoungLoss(generator=torch.Generator().manual_seed(5))(theta, target)
+    c = FenchelYoungLoss(generator=torch.Generator().manual_seed(6))(theta, target)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+    loss = SmoothedLoss(generator=torch.Generator().manual_seed(5))
+    loss(theta, target)
+    first = loss.last_samples
+    est = loss.hessian_estimator(projection="dense")
+    C1 = est(theta.flatten(1), None, target).matrix
+    assert loss.last_samples is first  # reused: no new draw
+    fresh = loss.hessian_estimator(projection="dense", fresh=True, generator=torch.Generator().manual_seed(9))
+    C2 = fresh(theta.flatten(1), None, target).matrix
+    assert not torch.equal(C1, C2)
+    C3 = est(theta.flatten(1) + 1.0, None, target).matrix  # other point: fresh samples
+    assert not torch.equal(C1, C3)
