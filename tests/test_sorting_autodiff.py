@@ -134,3 +134,79 @@ def test_hessian_is_singular_along_ones():
     for case_id in CASE_IDS:
         H = vmap(hessian(RankingLoss(make(case_id, 5))))(scores, target)
         torch.testing.assert_close(H.sum(-1), torch.zeros(4, 5, dtype=torch.float64), atol=1e-10, rtol=0)
+
+
+def test_fused_layers_are_exact_under_torch_func_without_transform_detection(monkeypatch):
+    """The fused path is normally skipped under torch.func (detected with a private torch API,
+    for speed only); if that detection is unavailable it must still give exact Hessians."""
+    from newton_losses.sorting import sorting_networks
+
+    monkeypatch.setattr(sorting_networks, "_inside_torch_func", lambda tensor: False)
+    scores, target = problem(13, batch=2)
+    loss = RankingLoss(DiffSortNet("bitonic", 13, 1.0, "cauchy"))
+    torch.testing.assert_close(vmap(hessian(loss))(scores, target), dense_hessians(loss, scores, target))
+
+
+def test_transform_detection():
+    from newton_losses.sorting.sorting_networks import _inside_torch_func
+
+    x = torch.randn(3)
+    assert not _inside_torch_func(x)
+    seen = []
+    vmap(lambda row: seen.append(_inside_torch_func(row)) or row)(torch.randn(2, 3))
+    torch.func.grad(lambda v: seen.append(_inside_torch_func(v)) or v.sum())(x)
+    assert seen == [True, True]
+
+
+# SoftSort with p ∉ {1, 2} at tied scores: |s_k − sort(s)_i|^p has infinite or NaN derivatives
+# at 0 for p < 2, and ties put exact zeros off the diagonal of the difference matrix too.
+TIED_SCORES = torch.tensor([[1.0, 1.0, 2.0, 0.5], [0.3, -1.0, 0.3, 0.3]], dtype=torch.float64)
+POWERS = [0.5, 1.0, 1.5, 2.0, 3.0]
+
+
+def _near_tie(scores, delta):
+    """Ties broken by delta in the order argsort chose for them (the side autograd takes)."""
+    position = torch.argsort(torch.argsort(scores, dim=-1), dim=-1).to(scores.dtype)
+    return scores + delta * position
+
+
+@pytest.mark.parametrize("power", POWERS)
+def test_softsort_derivatives_are_finite_at_ties(power):
+    loss = RankingLoss(SoftSort(0.7, power))
+    target = permutation_matrix(torch.randn(2, 4, dtype=torch.float64))
+    scores = TIED_SCORES.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(loss(scores, target).sum(), scores)
+    assert torch.isfinite(grad).all()
+    assert torch.isfinite(batched_backward_hessians(loss, TIED_SCORES, target)).all()
+    assert torch.isfinite(vmap(hessian(loss))(TIED_SCORES, target)).all()
+    assert torch.isfinite(vmap(jacfwd(SoftSort(0.7, power)))(TIED_SCORES)).all()
+
+
+@pytest.mark.parametrize("power", [0.5, 1.5, 3.0])
+def test_softsort_derivatives_near_ties_match_finite_differences(power):
+    scores = _near_tie(TIED_SCORES, 1e-3).requires_grad_()
+    relax = SoftSort(0.7, power)
+    assert torch.autograd.gradcheck(relax, (scores,))
+    assert torch.autograd.gradgradcheck(relax, (scores,))
+
+
+@pytest.mark.parametrize("power", [1.5, 3.0])
+def test_softsort_derivatives_at_ties_are_the_one_sided_limits(power):
+    """For p > 1 the first derivative (for p > 2 also the second) is continuous up to the tie
+    from the side of argsort's order, where the previous test checks it against finite
+    differences: the value at the tie must be that limit."""
+    loss = RankingLoss(SoftSort(0.7, power))
+    target = permutation_matrix(torch.randn(2, 4, dtype=torch.float64))
+
+    def grad(scores):
+        scores = scores.clone().requires_grad_()
+        return torch.autograd.grad(loss(scores, target).sum(), scores)[0]
+
+    delta = 1e-12
+    near = _near_tie(TIED_SCORES, delta)
+    assert not (near.unsqueeze(-1) == near.unsqueeze(-2)).sum(-1).gt(1).any()  # no ties left
+    torch.testing.assert_close(grad(TIED_SCORES), grad(near), atol=1e-5, rtol=1e-5)
+    if power > 2:
+        torch.testing.assert_close(
+            dense_hessians(loss, TIED_SCORES, target), dense_hessians(loss, near, target), atol=1e-6, rtol=1e-6
+        )

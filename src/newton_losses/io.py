@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -21,7 +21,8 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     """Open a temporary binary file next to ``path``; on success it replaces ``path`` atomically.
 
     On an exception (or interruption) inside the ``with`` block the temporary file is removed
-    and ``path`` is left as it was.
+    and ``path`` is left as it was. The new file's permissions follow the process umask, like
+    any newly created file (0o644 under the usual umask 0o022).
 
     Example:
         >>> import tempfile, pathlib
@@ -33,19 +34,40 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a cache is ordinary data
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
     _fsync_dir(path.parent)
+
+
+_OPEN_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)  # fmt: skip
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """Create a new, uniquely named file next to ``path``; returns ``(fd, name)``.
+
+    Created with mode 0o666 so that the operating system applies the process umask (and any
+    default ACL of the directory), as for a file opened with ``open(path, "w")``; ``mkstemp``
+    would make it 0o600, and reading the umask to emulate this is not thread-safe.
+    """
+    for _ in range(100):
+        name = os.path.join(path.parent, f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(name, _OPEN_FLAGS, 0o666), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to {path}")
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,16 +47,15 @@ class DataIntegrityError(RuntimeError):
 
 
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
-    """The cache directory, created if missing.
+    """The cache directory's path (not created here: writers create it when they save).
 
     Resolution order: ``path`` if given, else ``$NEWTON_LOSSES_CACHE``, else
-    ``~/.cache/newton_losses``.
+    ``~/.cache/newton_losses``. Resolving never touches the file system, so an unusable cache
+    location only matters to a loader that actually has to read or write a cache file.
     """
     if path is None:
         path = os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "newton_losses"
-    out = Path(path).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return Path(path).expanduser()
 
 
 def array_sha256(array: np.ndarray) -> str:
@@ -114,27 +112,37 @@ def load_verified_npz(
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        DataIntegrityError: unreadable file, missing manifest, mismatching metadata, shape,
-            dtype or SHA-256, or ``check`` failed.
+        DataIntegrityError: anything else that goes wrong — an inaccessible, truncated or
+            corrupted file (whatever exception the zip, zlib, numpy or JSON layers raise for it,
+            chained as the cause), a missing or malformed manifest, mismatching metadata, shape,
+            dtype or SHA-256, or ``check`` raised.
     """
     path = Path(path)
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except OSError as exc:  # e.g. a name too long or a directory without permission
+        raise DataIntegrityError(f"{path}: cannot access the cache file ({exc})") from exc
+    if not exists:
         raise FileNotFoundError(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if _MANIFEST not in npz.files:
-                raise DataIntegrityError(f"{path}: no manifest (not written by this package?)")
-            manifest = json.loads(npz[_MANIFEST].tobytes().decode())
-            arrays = {name: npz[name] for name in manifest["arrays"]}
+        # An explicitly opened file is closed on every path; np.load(path) leaks its handle
+        # when a file that starts like a zip archive then fails to open as one.
+        with open(path, "rb") as f:
+            npz = np.load(f, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise DataIntegrityError(f"{path}: not an .npz archive")
+            with npz:
+                if _MANIFEST not in npz.files:
+                    raise DataIntegrityError(f"{path}: no manifest (not written by this package?)")
+                manifest = _parse_manifest(path, npz[_MANIFEST])
+                arrays = {name: npz[name] for name in manifest["arrays"]}
     except DataIntegrityError:
         raise
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+    except Exception as exc:  # a corrupted file can fail in any layer (zip, zlib, numpy, JSON)
         raise DataIntegrityError(
             f"{path}: unreadable cache file ({type(exc).__name__}: {exc})"
         ) from exc
-    if manifest.get("format") != _FORMAT:
-        raise DataIntegrityError(f"{path}: cache format {manifest.get('format')} != {_FORMAT}")
-    meta = manifest.get("meta", {})
+    meta = manifest["meta"]
     for key, value in (expect_meta or {}).items():
         if meta.get(key) != value:
             raise DataIntegrityError(
@@ -152,6 +160,31 @@ def load_verified_npz(
     if check is not None:
         try:
             check(arrays)
-        except (ValueError, KeyError) as exc:
+        except Exception as exc:
             raise DataIntegrityError(f"{path}: {exc}") from exc
     return arrays, meta
+
+
+def _parse_manifest(path: Path, raw: np.ndarray) -> dict[str, Any]:
+    """The manifest as a dict, every field type-checked; DataIntegrityError otherwise."""
+    manifest = json.loads(raw.tobytes().decode())
+    if not isinstance(manifest, dict):
+        raise DataIntegrityError(
+            f"{path}: manifest is a JSON {type(manifest).__name__}, not an object"
+        )
+    if manifest.get("format") != _FORMAT:
+        raise DataIntegrityError(f"{path}: cache format {manifest.get('format')!r} != {_FORMAT}")
+    meta, specs = manifest.get("meta", {}), manifest.get("arrays")
+    if not isinstance(meta, dict) or not isinstance(specs, dict):
+        raise DataIntegrityError(f"{path}: manifest 'meta' and 'arrays' must be JSON objects")
+    for name, spec in specs.items():
+        if not (
+            name != _MANIFEST
+            and isinstance(spec, dict)
+            and isinstance(spec.get("shape"), list)
+            and all(type(d) is int and d >= 0 for d in spec["shape"])
+            and isinstance(spec.get("dtype"), str)
+            and isinstance(spec.get("sha256"), str)
+        ):
+            raise DataIntegrityError(f"{path}: malformed manifest entry for array {name!r}")
+    return {"meta": meta, "arrays": specs}

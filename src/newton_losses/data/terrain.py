@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from ..shortest_path.solver import shortest_path
 from . import cache as _cache
+from ._util import check_int, derived_seed
 from .cache import DataIntegrityError, DataUnavailableError, load_verified_npz, save_verified_npz
 
 __all__ = [
@@ -150,10 +151,6 @@ def maps_to_tensor(
 
 # --------------------------------------------------------------------------------------------
 # Generator
-
-
-def _seed(*entropy: int) -> int:
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def _smooth_field(n: int, height: int, width: int, gen: torch.Generator) -> torch.Tensor:
@@ -278,21 +275,13 @@ def _generate_chunk(n: int, height: int, width: int, seed: int) -> dict[str, tor
     return {"maps": maps, "classes": cls, "weights": weights, "paths": paths}
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_size(size: int | tuple[int, int]) -> tuple[int, int]:
     """``size`` (H = W) or ``(H, W)``, each an int >= 2."""
     if isinstance(size, (tuple, list)) and len(size) == 2:
-        return _check_int("size[0]", size[0], 2), _check_int("size[1]", size[1], 2)
+        return check_int("size[0]", size[0], 2), check_int("size[1]", size[1], 2)
     if isinstance(size, (tuple, list)):
         raise ValueError(f"size must be an int or (height, width), got {size!r}")
-    side = _check_int("size", size, 2)
+    side = check_int("size", size, 2)
     return side, side
 
 
@@ -318,8 +307,8 @@ def generate_terrain(
         :class:`TerrainData` with ``maps (N, 8H, 8W, 3)`` uint8, ``weights (N, H, W)`` float32,
         ``paths (N, H, W)`` uint8 and ``classes (N, H, W)`` uint8.
     """
-    num_maps = _check_int("num_maps", num_maps, 0)
-    seed = _check_int("seed", seed, 0)
+    num_maps = check_int("num_maps", num_maps, 0)
+    seed = check_int("seed", seed, 0)
     height, width = _check_size(size)
     starts = range(0, int(num_maps), _CHUNK)
     if progress:
@@ -334,7 +323,7 @@ def generate_terrain(
         {
             key: value[: num_maps - start]
             for key, value in _generate_chunk(
-                _CHUNK, height, width, _seed(seed, height, width, start // _CHUNK)
+                _CHUNK, height, width, derived_seed(seed, height, width, start // _CHUNK)
             ).items()
         }
         for start in starts
@@ -395,10 +384,10 @@ def load_terrain(
     if split not in _SPLIT_STREAM:
         raise ValueError(f"split must be one of {tuple(_SPLIT_STREAM)}, got {split!r}")
     height, width = _check_size(size)
-    num_maps = _check_int(
+    num_maps = check_int(
         "num_maps", DEFAULT_SPLIT_SIZES[split] if num_maps is None else num_maps, 0
     )
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, 0)
     meta = {
         "dataset": "terrain", "version": GENERATOR_VERSION, "size": [height, width],
         "seed": int(seed), "split": split, "num_maps": int(num_maps),
@@ -412,7 +401,7 @@ def load_terrain(
         pass
     except DataIntegrityError as exc:
         warnings.warn(f"terrain cache not used ({exc}); regenerating it", stacklevel=2)
-    split_seed = _seed(int(seed), _SPLIT_STREAM[split])
+    split_seed = derived_seed(int(seed), _SPLIT_STREAM[split])
     data = generate_terrain(num_maps, (height, width), split_seed, progress=progress)
     arrays = {
         "maps": data.maps,

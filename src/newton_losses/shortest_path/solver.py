@@ -81,8 +81,14 @@ def _check_costs(costs: object) -> torch.Tensor:
         raise ValueError(
             f"costs must have shape (B, H, W) (a batch of grids), got shape {tuple(costs.shape)}"
         )
-    if costs.shape[0] == 0 or costs.shape[1] == 0 or costs.shape[2] == 0:
-        raise ValueError(f"costs must have non-empty dimensions, got shape {tuple(costs.shape)}")
+    if costs.shape[1] == 0 or costs.shape[2] == 0:
+        raise ValueError(
+            f"costs must have a non-empty grid (H, W >= 1), got shape {tuple(costs.shape)}"
+        )
+    if costs.device.type == "meta":
+        raise ValueError(
+            "costs is a meta tensor (a shape without values); the solver needs actual costs"
+        )
     if not costs.is_floating_point():
         # Sums of integers are exact in float64 up to 2**53.
         costs = costs.to(torch.float64)
@@ -167,9 +173,13 @@ def shortest_path(costs: torch.Tensor) -> ShortestPathResult:
         :class:`ShortestPathResult` with ``path`` ``(B, H, W)`` 0/1 (dtype of the computation)
         and ``cost`` ``(B,)``.
 
+    An empty batch (B = 0) gives empty results, ``path`` ``(0, H, W)`` and ``cost`` ``(0,)``.
+
     Raises:
         TypeError: ``costs`` is not a real tensor.
-        ValueError: wrong number of dimensions, empty, negative, NaN or infinite costs.
+        ValueError: wrong number of dimensions, an empty grid (H or W = 0), negative, NaN or
+            infinite costs, a meta tensor, or costs so large that a cheapest path's cost
+            overflows the dtype (e.g. float16 beyond 65504).
 
     Example:
         >>> w = torch.tensor([[[1., 9., 1.], [1., 9., 1.], [1., 1., 1.]]])
@@ -184,12 +194,23 @@ def shortest_path(costs: torch.Tensor) -> ShortestPathResult:
     w = _check_costs(costs)
     with torch.no_grad():
         batch, height, width = w.shape
+        if batch == 0:
+            empty = w.detach().new_zeros
+            return ShortestPathResult(empty((0, height, width)), empty((0,)))
         w = w.detach().permute(1, 2, 0).contiguous()  # (H, W, B)
         dp = torch.full(
             (height + 2, width + 2, batch), float("inf"), dtype=w.dtype, device=w.device
         )
         dp[1, 1] = w[0, 0]
         _distances(w, dp)
+        cost = dp[-2, -2].clone()
+        if not bool(torch.isfinite(cost).all()):
+            worst = int(torch.nonzero(~torch.isfinite(cost))[0])
+            raise ValueError(
+                f"the cheapest path's cost overflows {w.dtype} (maximum "
+                f"{torch.finfo(w.dtype).max:.4g}) for grid {worst} of the batch (largest cost "
+                f"{w[..., worst].max().item():.4g}); rescale the costs or use a wider dtype"
+            )
         hp, penalty = _hops(dp, w)
         h = hp[1:-1, 1:-1]
 
@@ -214,5 +235,4 @@ def shortest_path(costs: torch.Tensor) -> ShortestPathResult:
             prev = cur + flat_step[pred_dir[rows, cur]]
             cur = torch.where(steps > t, prev, cur)
             mask[rows, cur] = 1
-        cost = dp[-2, -2].clone()
         return ShortestPathResult(mask.view(batch, height, width), cost)

@@ -37,17 +37,29 @@ def check_size(name: str, value: object) -> int:
     return int(value)
 
 
-def all_finite(tensor: torch.Tensor) -> bool:
-    """Whether every entry of ``tensor`` is finite; True where the check cannot be evaluated.
+def _holds(condition: torch.Tensor) -> bool:
+    """Whether every entry of the boolean ``condition`` is True; True where it cannot be evaluated.
 
     Under ``torch.func.vmap`` (which ``jacfwd`` and ``hessian`` use internally) a tensor cannot be
     turned into a Python bool. The values were checked when the same inputs went through the
     untransformed call, so the check is skipped there rather than breaking the transform.
     """
     try:
-        return bool(torch.isfinite(tensor).all())
+        return bool(condition.all())
     except RuntimeError:
         return True
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every entry of ``tensor`` is finite; True where the check cannot be evaluated
+    (under ``torch.func.vmap``, see :func:`_holds`)."""
+    return _holds(torch.isfinite(tensor))
+
+
+def all_in_unit_interval(tensor: torch.Tensor) -> bool:
+    """Whether every entry of ``tensor`` lies in [0, 1] (so no NaN or ±Inf); True where the check
+    cannot be evaluated (under ``torch.func.vmap``, see :func:`_holds`)."""
+    return _holds((tensor >= 0) & (tensor <= 1))
 
 
 def check_scores(scores: object, name: str = "scores", n: int | None = None) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._validation import all_finite, check_positive
+from ._validation import all_finite, all_in_unit_interval, check_positive
 
 DEFAULT_EPS = 1e-12
 
@@ -68,8 +68,14 @@ def ranking_bce(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_EPS)
 
     Args:
         P: (..., n, n) floating tensor, relaxed permutation matrices with entries in [0, 1].
-        P_true: (..., n, n) target of the same shape, entries in [0, 1] (cast to P's dtype).
+        P_true: (..., n, n) real target of the same shape, finite entries in [0, 1] (cast to
+            P's dtype); outside [0, 1] the loss is no cross-entropy (unbounded below, not convex).
         eps: ε > 0.
+
+    Raises:
+        TypeError, ValueError: wrong types or shapes, non-finite P, or P_true entries that are
+            NaN or outside [0, 1]. Under ``torch.func.vmap`` (and so ``jacfwd``/``hessian``) the
+            value checks cannot run and are skipped; the untransformed call checks them.
 
     Returns:
         (...,) per-sample losses (shape (N,) for a batch of N matrices).
@@ -91,8 +97,16 @@ def _check_matrices(P: object, P_true: object) -> None:
         raise ValueError(
             f"P_true must have the shape of P {tuple(P.shape)}, got {tuple(P_true.shape)}"
         )
+    if P_true.is_complex():
+        raise TypeError(f"P_true must be a real tensor, got dtype {P_true.dtype}")
     if not all_finite(P):
         raise ValueError("P must be finite, got NaN or Inf entries")
+    if not all_in_unit_interval(P_true):
+        bad = P_true[~((P_true >= 0) & (P_true <= 1))]
+        raise ValueError(
+            f"P_true must have finite entries in [0, 1] (a permutation matrix or soft targets), "
+            f"got {bad.numel()} entries outside, e.g. {bad.flatten()[0].item()}"
+        )
 
 
 def _ranking_bce(P: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:

@@ -21,9 +21,12 @@ def soft_sort(scores: torch.Tensor, tau: float, power: float = 1.0) -> torch.Ten
     Prillo & Eisenschlos (and difftopk) sort descending; this is their formula with an ascending
     sort, equal to difftopk's ``SoftSort(tau, pow=p)(-s)``.
 
-    Entry (i, k) with k the item sorted into position i is |s_k - s_k|^p ≡ 0; it is set to zero
-    without differentiating |·|^p at 0, so every p > 0 gives finite first and second derivatives
-    away from ties between distinct items (at ties, p < 1 is not differentiable and p < 2 not twice).
+    Every entry whose difference s_k - sort(s)_i is exactly zero (k the item sorted into position
+    i, or an item tied with it) is set to zero without differentiating |·|^p at 0, where its
+    derivatives are infinite or NaN for p < 2. First and second derivatives are then finite for
+    every p > 0, ties included: at an exact tie they are those of |·|^p at 0 where it has them
+    (the first for p > 1, the second for p > 2), and 0 where it has none (the symmetric choice
+    torch.abs makes for p = 1).
 
     Args:
         scores: (..., n) floating tensor, n >= 2.
@@ -48,11 +51,10 @@ def _soft_sort(scores: torch.Tensor, tau: float, power: float) -> torch.Tensor:
     elif power == 2.0:
         dist = diff.square()
     else:
-        n = scores.shape[-1]
-        own = order.unsqueeze(-1) == torch.arange(n, device=scores.device)
+        zero = diff == 0  # each item's own entry, and every tie
         # Double where: the masked branch never sees |0|^p, whose derivatives are inf or NaN.
-        safe = torch.where(own, torch.ones_like(diff), diff.abs())
-        dist = torch.where(own, torch.zeros_like(diff), safe.pow(power))
+        safe = torch.where(zero, torch.ones_like(diff), diff.abs())
+        dist = torch.where(zero, torch.zeros_like(diff), safe.pow(power))
     return torch.softmax(dist / -tau, dim=-1)
 
 
