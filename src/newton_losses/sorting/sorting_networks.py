@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ._validation import check_in_unit_interval, check_positive, check_scores, check_size
+from ._validation import _inside_torch_func, check_in_unit_interval, check_positive, check_scores, check_size
 from .network_layouts import NETWORKS, Layout, network_layout
 
 SIGMOIDS = ("logistic", "logistic_phi", "cauchy")
@@ -23,19 +23,6 @@ SIGMOIDS = ("logistic", "logistic_phi", "cauchy")
 # first-order backward at every n, for Hessians at small n, and under torch.func transforms, whose
 # generated vmap rules for custom functions are slow (measured in benchmarks/bench_sorting.py).
 _FUSED_FROM_N = 12
-
-
-def _inside_torch_func(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` is being transformed by ``torch.func`` (vmap, grad, jacrev, jacfwd, ...).
-
-    torch has no public API for this question, so this isolates the use of a private one,
-    ``torch._C._functorch.is_functorch_wrapped_tensor`` (present since torch 2.0). It only
-    chooses the faster of two exact implementations: the fused layers are correct under
-    torch.func too (tested), just 2-5x slower there. Should the private function disappear,
-    this returns False and everything keeps working, more slowly under transforms.
-    """
-    check = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
-    return bool(check(tensor)) if check is not None else False
 
 
 # Keeps ART finite at d = 0; the value of diffsort, so the relaxations agree to the last digit.
