@@ -133,3 +133,38 @@ def test_bad_estimator_arguments():
         GaussianSmoothing(lambda p: p, n_samples=2)(torch.zeros(2, 3))
     with pytest.raises(TypeError, match="fn must be callable"):
         GaussianSmoothing(3)
+
+
+def test_estimator_validates_y_and_target_before_drawing():
+    loss = SmoothedAlgorithmLoss("l2", n_samples=2, generator=torch.Generator().manual_seed(0))
+    loss(GOOD, TARGET)
+    est = loss.hessian_estimator()
+    # the user's shapes, not flattened ones or an unpacking error
+    with pytest.raises(ValueError, match=r"target must have the shape of the costs \(2, 4, 4\), got \(2, 3, 3\)"):
+        est(GOOD.flatten(1), None, TARGET[:, :3, :3])
+    with pytest.raises(ValueError, match=r"y of shape \(2, 9\).*\(2, 4, 4\)"):
+        est(GOOD[:, :3, :3].flatten(1), None, TARGET[:, :3, :3])
+    with pytest.raises(TypeError, match="target"):
+        est(GOOD.flatten(1), None)
+    with pytest.raises(TypeError, match="target"):
+        est(GOOD.flatten(1), None, TARGET, TARGET)
+    # fresh samples at negative costs are rejected like in the forward pass
+    fresh = loss.hessian_estimator(fresh=True)
+    with pytest.raises(ValueError, match="non-negative"):
+        fresh(GOOD.flatten(1) - 10.0, None, TARGET)
+    fy = FenchelYoungLoss(n_samples=2)
+    fy(GOOD, TARGET)
+    with pytest.raises(ValueError, match="non-negative"):
+        fy.hessian_estimator(fresh=True)(GOOD.flatten(1) - 10.0, None, target=TARGET)
+
+
+@pytest.mark.parametrize("cls", STOCHASTIC)
+def test_tiny_sigma_is_a_value_error(cls):
+    with pytest.raises(ValueError, match="sigma"):
+        cls(sigma=1e-300, n_samples=2)
+
+
+def test_path_loss_rejects_non_finite_pred():
+    pred = torch.full((1, 2, 2), float("nan"), dtype=torch.float64)
+    with pytest.raises(ValueError, match="pred must be finite"):
+        PathLoss("l2")(pred, torch.zeros(1, 2, 2))

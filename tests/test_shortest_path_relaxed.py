@@ -146,3 +146,55 @@ def test_composite_refuses_l1():
     costs = uniform_costs(2, 4, 4)
     target = shortest_path(costs).path
     torch.testing.assert_close(comp(costs, target), RelaxedShortestPathLoss(5.0, "l2")(costs, target))
+
+
+def snake_costs(n=7, wall=1000.0):
+    """Free cells cost 1; rows 1, 3, 5 are walls with a gap alternately at the right and left end,
+    so the cheapest path snakes through the grid (many more cells than H + W + 1)."""
+    w = torch.ones(n, n, dtype=torch.float64)
+    for k, r in enumerate(range(1, n - 1, 2)):
+        w[r] = wall
+        w[r, n - 1 if k % 2 == 0 else 0] = 1.0
+    return w.unsqueeze(0)
+
+
+def test_for_loop_warns_when_not_converged_and_exposes_converged():
+    import warnings
+
+    from newton_losses.shortest_path import RelaxedShortestPathLoss, relaxed_shortest_path, shortest_path
+
+    w = snake_costs()
+    exact = shortest_path(w).path
+    assert int(exact.sum()) > 7 + 7 + 1  # oracle: the exact path is longer than n_iter + 1 cells
+    with pytest.warns(RuntimeWarning, match=r"did not converge.*n_iter.*mode='while'"):
+        res = relaxed_shortest_path(w, 10.0)
+    assert not bool(res.converged.all())
+    # the While loop (or a long enough For loop) recovers the exact path, without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res_w = relaxed_shortest_path(w, 10.0, mode="while")
+        res_f = relaxed_shortest_path(w, 10.0, n_iter=49)
+    assert bool(res_w.converged.all()) and bool(res_f.converged.all())
+    assert torch.allclose(res_w.path, exact, atol=1e-2)
+    # modules expose converged and warn once
+    loss = RelaxedShortestPathLoss(10.0, "l2")
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        loss(w, exact)
+    assert loss.converged is not None and not bool(loss.converged.all())
+    assert loss.last_result is loss.inner.last_result
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss(w, exact)  # second call: no second warning
+
+
+def test_for_loop_warns_for_small_beta_times_min_cost():
+    import warnings
+
+    from newton_losses.shortest_path import relaxed_shortest_path
+
+    w = torch.full((1, 3, 3), 0.5, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match=r"log 8.*larger beta"):
+        relaxed_shortest_path(w, 4.0)  # 4 · 0.5 = 2 ≤ log 8 ≈ 2.079
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        relaxed_shortest_path(2 * w, 8.0)  # 8 > log 8, and the 3×3 grid converges

@@ -10,13 +10,14 @@ same inputs — which is what ``NewtonLoss`` does: it calls the loss, then the c
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._validation import check_choice, check_generator, check_sampling
+from ._validation import check_choice, check_generator, check_sampling, check_target
 from .stein import LowRankCurvature, centered, gaussian_noise
 
 
@@ -28,7 +29,9 @@ class PerturbationSamples:
         y: (N, *shape) the unperturbed input (detached).
         eps: (S, N, *shape) the noise ε_s; the black box saw ``y + σ ε_s``.
         outputs: (S, N, *p) its outputs (a value per sample: p = (); a path mask: p = (H, W)).
-        center: (N, *p) its output at ``y`` (baseline ``"center"``), else None.
+        center: (N, *p) its output at ``y`` (baseline ``"center"``), else None; also None until
+            an estimator needs it where the loss itself does not (:class:`~.perturbed.FenchelYoungLoss`
+            solves the centre lazily: :meth:`PerturbedBase.ensure_center`).
         sigma: σ.
         args, kwargs: the extra (target) arguments of that call, detached.
     """
@@ -147,23 +150,60 @@ class PerturbedBase(torch.nn.Module):
         self.generator = check_generator(generator)
         self.last_samples: Optional[PerturbationSamples] = None
 
+    #: Whether ``forward(y, target)`` takes one target (stored positionally as ``args = (target,)``
+    #: so that ``target=`` by keyword and by position give the same samples).
+    _has_target: bool = False
+
     def _evaluate(self, points: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
         """The black box at K points (K, *shape) -> (K, *p); args already tiled to K rows."""
         raise NotImplementedError
 
+    def _check_point(self, y: torch.Tensor) -> torch.Tensor:
+        """The forward pass's check of the input (e.g. non-negative costs), for fresh draws."""
+        return y
+
+    def normalize_args(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """The extra arguments as the forward pass stores them: ``((target,), {})`` for the losses
+        with a target (given by position or as ``target=``), unchanged otherwise."""
+        if not self._has_target:
+            return tuple(args), dict(kwargs)
+        try:
+            bound = inspect.signature(self.forward).bind(None, *args, **kwargs)
+        except TypeError as err:
+            raise TypeError(
+                f"{type(self).__name__}: the curvature estimator is called as estimator(y, g, "
+                "target) or estimator(y, g, target=target) — with the loss's own target, which "
+                f"NewtonLoss passes on — got {len(args)} extra positional and keyword "
+                f"{sorted(kwargs)} arguments ({err})"
+            ) from None
+        return (bound.arguments["target"],), {}
+
+    def _center_in_forward(self) -> bool:
+        """Whether the forward pass evaluates the centre (baseline ``"center"``) with its samples."""
+        return self.baseline == "center"
+
+    def ensure_center(self, samples: PerturbationSamples) -> PerturbationSamples:
+        """Fill in ``samples.center`` (one black-box call on N points) if the baseline needs it."""
+        if self.baseline == "center" and samples.center is None:
+            with torch.no_grad():
+                samples.center = self._evaluate(samples.y, samples.args, samples.kwargs)
+        return samples
+
     def draw(
         self, y: torch.Tensor, args: tuple = (), kwargs: Optional[dict] = None,
-        generator: Optional[torch.Generator] = None,
+        generator: Optional[torch.Generator] = None, *, center: Optional[bool] = None,
     ) -> PerturbationSamples:
-        """Draw S perturbations of y (N, *shape) and evaluate the black box once on all of them."""
+        """Draw S perturbations of y (N, *shape) and evaluate the black box once on all of them
+        (and on y itself for the ``"center"`` baseline, unless ``center=False``)."""
         kwargs = {} if kwargs is None else kwargs
+        with_center = self.baseline == "center" if center is None else center
         gen = self.generator if generator is None else generator
         y = y.detach()
         N, S = y.shape[0], self.n_samples
         eps = gaussian_noise(S, y, gen)
         points = (y.unsqueeze(0) + self.sigma * eps).reshape(S * N, *y.shape[1:])
         K = S
-        if self.baseline == "center":
+        if with_center:
             points = torch.cat([points, y])
             K = S + 1
         targs = tuple(_repeat(a, N, K) for a in args)
@@ -171,14 +211,14 @@ class PerturbedBase(torch.nn.Module):
         with torch.no_grad():
             out = self._evaluate(points, targs, tkw)
         out = out.reshape(K, N, *out.shape[1:])
-        center = out[S] if self.baseline == "center" else None
+        center = out[S] if with_center else None
         return PerturbationSamples(
             y=y, eps=eps, outputs=out[:S], center=center, sigma=self.sigma,
             args=tuple(_detach(a) for a in args), kwargs={k: _detach(v) for k, v in kwargs.items()},
         )
 
     def _forward_samples(self, y: torch.Tensor, args: tuple, kwargs: dict) -> PerturbationSamples:
-        samples = self.draw(y, args, kwargs)
+        samples = self.draw(y, args, kwargs, center=self._center_in_forward())
         self.last_samples = samples
         return samples
 
@@ -186,21 +226,42 @@ class PerturbedBase(torch.nn.Module):
         self, y: torch.Tensor, args: tuple, kwargs: dict, *, fresh: bool,
         generator: Optional[torch.Generator],
     ) -> PerturbationSamples:
-        """The last forward pass's samples if drawn at (y, args) and not ``fresh``, else new ones."""
+        """The last forward pass's samples if drawn at (y, args) and not ``fresh``, else new ones.
+
+        ``args``/``kwargs`` are normalized first (:meth:`normalize_args`), and y and the target
+        are validated against the last forward pass (its grid shape) before anything is drawn.
+        """
+        name = type(self).__name__
+        if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+            raise TypeError(
+                f"{name}: the curvature estimator's y must be a floating-point torch.Tensor, got "
+                f"{y.dtype if isinstance(y, torch.Tensor) else type(y).__name__}"
+            )
+        args, kwargs = self.normalize_args(args, kwargs)
         last = self.last_samples
-        if not fresh and last is not None and last.matches(y, args, kwargs):
-            return last
-        if last is not None and y.numel() == last.y.numel() and y.shape[0] == last.y.shape[0]:
+        if last is not None and y.numel() == last.y.numel() and y.dim() >= 1 and y.shape[0] == last.y.shape[0]:
             shape = last.y.shape
         elif not self._needs_grid():
             shape = y.shape
+        elif last is not None:
+            raise ValueError(
+                f"{name}: the curvature estimator got y of shape {tuple(y.shape)}, but the last "
+                f"forward pass was on inputs of shape {tuple(last.y.shape)} "
+                f"({last.y.shape[0]} rows of {last.y[0].numel()} entries); call the estimator "
+                "with the same inputs as the loss (NewtonLoss does)"
+            )
         else:
             raise ValueError(
-                f"{type(self).__name__}: cannot draw samples for flattened inputs of shape "
+                f"{name}: cannot draw samples for flattened inputs of shape "
                 f"{tuple(y.shape)} before a forward pass has shown the grid shape; call the loss "
                 "first (NewtonLoss does)"
             )
-        return self.draw(y.detach().reshape(shape), args, kwargs, generator)
+        y_grid = y.detach().reshape(shape)
+        if self._has_target:
+            args = (check_target(args[0], y_grid),)
+        if not fresh and last is not None and last.matches(y, args, kwargs):
+            return last
+        return self.draw(self._check_point(y_grid), args, kwargs, generator)
 
     def _needs_grid(self) -> bool:
         return True
@@ -263,7 +324,7 @@ class SteinCurvature:
 
     def __call__(self, y: torch.Tensor, g: Optional[torch.Tensor] = None, *args: Any, **kwargs: Any):
         samples = self.loss.samples_for(y, args, kwargs, fresh=self.fresh, generator=self.generator)
-        self.last = self.build(samples)
+        self.last = self.build(self.loss.ensure_center(samples))
         return self.last.estimate(self.projection)
 
     def __repr__(self) -> str:

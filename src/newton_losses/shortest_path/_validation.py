@@ -52,6 +52,11 @@ def check_generator(generator: object) -> Optional[torch.Generator]:
 def check_sampling(sigma: object, n_samples: object, baseline: object) -> tuple[float, int, str]:
     """σ > 0, S >= 1 (>= 2 for the leave-one-out baseline), baseline a known name."""
     sigma = check_positive("sigma", sigma)
+    if sigma * sigma == 0.0 or not math.isfinite(1.0 / (sigma * sigma)):
+        raise ValueError(
+            f"sigma={sigma!r} is too small: the Stein Hessian divides by σ², which is not a "
+            "representable number here (σ² underflows); use sigma >= 1e-150"
+        )
     n_samples = check_int("n_samples", n_samples, 1)
     baseline = check_choice("baseline", baseline, BASELINES)
     if baseline == "loo" and n_samples < 2:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import check_choice, check_positive, check_target
+from ._validation import all_finite, check_choice, check_positive, check_target
 
 __all__ = ["PATH_LOSSES", "PathLoss", "path_loss"]
 
@@ -67,6 +67,8 @@ class PathLoss:
             )
         if pred.dim() != 3:
             raise ValueError(f"pred must have shape (B, H, W), got shape {tuple(pred.shape)}")
+        if not all_finite(pred):
+            raise ValueError("pred must be finite, found NaN or ±Inf")
         target = check_target(target, pred)
         r = (pred - target).flatten(1)
         if self.kind == "l1":

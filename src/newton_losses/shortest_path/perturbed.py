@@ -106,6 +106,9 @@ class PerturbedOptimizer(PerturbedBase):
     def _needs_grid(self) -> bool:
         return self.oracle is path_oracle
 
+    def _check_point(self, y: torch.Tensor) -> torch.Tensor:
+        return _check_input(y, self.oracle is path_oracle)
+
     def forward(self, theta: torch.Tensor) -> torch.Tensor:
         theta = _check_input(theta, self.oracle is path_oracle)
         samples = self._forward_samples(theta, (), {})
@@ -126,7 +129,10 @@ class FenchelYoungLoss(PerturbedBase):
     Args:
         oracle: as in :class:`PerturbedOptimizer` (must return outputs of the input's shape).
         sigma, n_samples, baseline, generator: as in :class:`PerturbedOptimizer`; the baseline
-            is used by the Hessian estimator only (the gradient is a plain mean).
+            is used by the Hessian estimator only (the gradient is a plain mean), so the centre
+            y*(θ) of ``"center"`` is solved only once :meth:`hessian_estimator` has been created
+            (then in the forward pass's batched call; before that, lazily when the estimator is
+            called): Fisher or plain-gradient use costs S·N solves per forward, not (S + 1)·N.
 
     Example:
         >>> loss = FenchelYoungLoss(sigma=0.5, n_samples=10, generator=torch.Generator().manual_seed(0))
@@ -149,12 +155,21 @@ class FenchelYoungLoss(PerturbedBase):
         if oracle is not None and not callable(oracle):
             raise TypeError(f"oracle must be callable or None, got {type(oracle).__name__}")
         self.oracle = path_oracle if oracle is None else oracle
+        self._center_wanted = False  # set by hessian_estimator(): only it uses the centre
 
     def _evaluate(self, points, args, kwargs):
         return self.oracle(points)
 
+    def _center_in_forward(self) -> bool:
+        return self.baseline == "center" and self._center_wanted
+
+    _has_target = True
+
     def _needs_grid(self) -> bool:
         return self.oracle is path_oracle
+
+    def _check_point(self, y: torch.Tensor) -> torch.Tensor:
+        return _check_input(y, self.oracle is path_oracle)
 
     def forward(self, theta: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         theta = _check_input(theta, self.oracle is path_oracle)
@@ -185,8 +200,12 @@ class FenchelYoungLoss(PerturbedBase):
 
         See :class:`~newton_losses.shortest_path.SteinCurvature` for ``projection``, ``fresh``
         and ``generator`` and for the bias/variance of reusing the forward pass's samples.
+        From then on the forward pass also solves the centre y*(θ) (baseline ``"center"``) in
+        its one batched call.
         """
-        return SteinCurvature(
+        est = SteinCurvature(
             self, self._build_hessian, projection=projection, fresh=fresh, generator=generator,
             name="fenchel_young_hessian",
         )
+        self._center_wanted = True
+        return est

@@ -44,8 +44,13 @@ Convergence of the While loop: the iteration is monotone (distances only decreas
 softmin ≥ min − log(8)/β, so the relaxed distances are bounded below by the exact distances for
 weights ``w − log(8)/β``. If ``β · min_v w(v) > log 8`` they converge; for smaller weights the
 soft mass can circulate on cheap cycles and the distances may decrease without bound until the
-cap (then ``converged`` is False). The For loop has no such issue: it is a fixed finite
-computation. With softmin ≤ min, relaxed distances never exceed the exact ones, and at a fixed
+cap (then ``converged`` is False). The For loop is a fixed finite computation, but it is no
+safer: with ``β · min w ≤ log 8`` its result is the distances after ``n_iter`` steps of that
+divergent iteration (it depends on ``n_iter``), and even for large β a cheapest path with more
+cells than ``n_iter`` + 1 (e.g. snake-shaped costs; default ``n_iter = H + W``) is not reached.
+Its ``converged`` reports whether the last iteration still moved the distances, and
+:func:`relaxed_shortest_path` warns (``RuntimeWarning``; :class:`RelaxedBellmanFord` once per
+module) when a For result has ``converged`` False or ``β · min w ≤ log 8``. With softmin ≤ min, relaxed distances never exceed the exact ones, and at a fixed
 point ``d_exact − d_β ≤ (cells on the path − 1) · log(8)/β``.
 
 Everything is plain torch (``unfold``/``fold`` for the 8 shifts, ``logsumexp``, ``softmax``), so
@@ -55,6 +60,8 @@ and ``"gauss_newton"`` on it.
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import NamedTuple, Optional
 
 import torch
@@ -146,6 +153,7 @@ def relaxed_shortest_path(
     n_iter: Optional[int] = None,
     max_iter: Optional[int] = None,
     tol: Optional[float] = None,
+    warn: bool = True,
 ) -> RelaxedPathResult:
     """Relaxed Bellman-Ford distances, predecessors and soft path (see the module docstring).
 
@@ -158,6 +166,10 @@ def relaxed_shortest_path(
             (≥ max(H, W) − 1).
         tol: While-loop tolerance (relative for distances, absolute for the mass); default
             max(1e-6, 100 · machine epsilon of the dtype).
+        warn: For loop only: emit a ``RuntimeWarning`` when the result is not meaningful —
+            some grid has ``converged`` False (increase ``n_iter`` or use ``mode="while"``) or
+            ``β · min w ≤ log 8`` (the iteration diverges; use a larger β). Not checked under
+            ``torch.func`` transforms.
 
     Returns:
         :class:`RelaxedPathResult` (path, distances, predecessors, n_iter, converged).
@@ -255,13 +267,46 @@ def relaxed_shortest_path(
     converged = dist_converged & traced if is_while else dist_converged
 
     pred_out = torch.cat([pred[:, :_CENTRE], pred[:, _CENTRE + 1 :]], dim=1)
-    return RelaxedPathResult(
+    result = RelaxedPathResult(
         path=path.view(B, height, width),
         distances=d.view(B, height, width),
         predecessors=pred_out.view(B, 8, height, width),
         n_iter=n_run,
         converged=converged,
     )
+    if warn and not is_while:
+        message = _for_loop_problem(w, beta, result)
+        if message is not None:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return result
+
+
+def _for_loop_problem(w: torch.Tensor, beta: float, result: RelaxedPathResult) -> Optional[str]:
+    """Why a For-loop result is not meaningful (None if it is, or if it cannot be checked)."""
+    try:
+        with torch.no_grad():
+            n_bad = int((~result.converged).sum())
+            w_min = float(w.detach().min())
+    except RuntimeError:  # inside torch.func transforms: data-dependent checks are unavailable
+        return None
+    problems = []
+    if beta * w_min <= math.log(8):
+        problems.append(
+            f"beta · min(costs) = {beta:g} · {w_min:.4g} = {beta * w_min:.4g} ≤ log 8 ≈ 2.079, so the "
+            "relaxed Bellman-Ford iteration need not converge (soft mass circulates on cheap "
+            "cycles) and the result depends on n_iter; use a larger beta (> "
+            f"{math.log(8) / w_min if w_min > 0 else float('inf'):.4g}) or larger costs"
+        )
+    if n_bad:
+        problems.append(
+            f"{n_bad} of {result.converged.numel()} grids did not converge in n_iter="
+            f"{result.n_iter} distance iterations (the relaxed distances still moved in the last "
+            "one, e.g. long snake-shaped cheapest paths; the default is n_iter = H + W), so their "
+            "paths may not reach the source; increase n_iter or use mode='while'"
+        )
+    if not problems:
+        return None
+    return "relaxed_shortest_path(mode='for'): " + "; ".join(problems) + " (see result.converged)"
 
 
 class RelaxedBellmanFord(torch.nn.Module):
@@ -270,7 +315,9 @@ class RelaxedBellmanFord(torch.nn.Module):
     ``RelaxedBellmanFord(beta, mode="for", n_iter=None, max_iter=None, tol=None)`` wraps
     :func:`relaxed_shortest_path` (see there and the module docstring for the formulas) and
     returns its ``path``; ``last_result`` keeps the whole :class:`RelaxedPathResult` of the last
-    call (distances, predecessors, iterations, convergence).
+    call (distances, predecessors, iterations, convergence), and ``converged`` its (B,) bool
+    ``converged``. A For loop whose result is not meaningful (``converged`` False somewhere, or
+    ``β · min w ≤ log 8``) gives a ``RuntimeWarning`` once per module.
     """
 
     def __init__(
@@ -293,12 +340,24 @@ class RelaxedBellmanFord(torch.nn.Module):
         self.max_iter = None if max_iter is None else check_int("max_iter", max_iter, 1)
         self.tol = None if tol is None else check_positive("tol", tol)
         self.last_result: Optional[RelaxedPathResult] = None
+        self._warned = False
+
+    @property
+    def converged(self) -> Optional[torch.Tensor]:
+        """(B,) bool ``converged`` of the last call (None before the first)."""
+        return None if self.last_result is None else self.last_result.converged
 
     def forward(self, costs: torch.Tensor) -> torch.Tensor:
         res = relaxed_shortest_path(
-            costs, self.beta, mode=self.mode, n_iter=self.n_iter, max_iter=self.max_iter, tol=self.tol
+            costs, self.beta, mode=self.mode, n_iter=self.n_iter, max_iter=self.max_iter, tol=self.tol,
+            warn=False,
         )
         self.last_result = res
+        if self.mode == "for" and not self._warned:
+            message = _for_loop_problem(costs, self.beta, res)
+            if message is not None:
+                self._warned = True
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
         return res.path
 
     def extra_repr(self) -> str:
@@ -323,7 +382,9 @@ class RelaxedShortestPathLoss(torch.nn.Module):
         loss: ``"l1"``, ``"l2"`` or ``"smooth_l1"``.
         delta: δ of ``"smooth_l1"``.
 
-    Forward: costs (B, H, W), target (B, H, W) 0/1 -> (B,).
+    Forward: costs (B, H, W), target (B, H, W) 0/1 -> (B,). ``last_result`` / ``converged``: those
+    of ``inner`` (:class:`RelaxedBellmanFord`) for the last forward pass, including its
+    once-per-module ``RuntimeWarning`` for a For loop whose result is not meaningful.
     """
 
     def __init__(
@@ -341,6 +402,16 @@ class RelaxedShortestPathLoss(torch.nn.Module):
         check_choice("loss", loss, PATH_LOSSES)
         self.inner = RelaxedBellmanFord(beta, mode=mode, n_iter=n_iter, max_iter=max_iter, tol=tol)
         self.outer = PathLoss(loss, delta=delta)
+
+    @property
+    def last_result(self) -> Optional[RelaxedPathResult]:
+        """The :class:`RelaxedPathResult` of the last forward pass (None before the first)."""
+        return self.inner.last_result
+
+    @property
+    def converged(self) -> Optional[torch.Tensor]:
+        """(B,) bool: which grids' relaxation converged in the last forward pass."""
+        return self.inner.converged
 
     def forward(self, costs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_costs(costs)

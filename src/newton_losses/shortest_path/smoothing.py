@@ -93,6 +93,9 @@ class GaussianSmoothing(PerturbedBase):
     def _check(self, y: torch.Tensor) -> torch.Tensor:
         return _check_input(y, False)
 
+    def _check_point(self, y: torch.Tensor) -> torch.Tensor:
+        return self._check(y)
+
     def forward(self, y: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         y = self._check(y)
         samples = self._forward_samples(y, args, kwargs)
@@ -152,8 +155,13 @@ class SmoothedLoss(GaussianSmoothing):
     def _solver_loss(self, costs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.path_loss(path_oracle(costs), target)
 
+    _has_target = True
+
     def _needs_grid(self) -> bool:
         return True
+
+    def _check_point(self, y: torch.Tensor) -> torch.Tensor:
+        return check_costs(y)
 
     def forward(self, costs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         costs = check_costs(costs)
@@ -200,11 +208,16 @@ class SmoothedAlgorithmLoss(PerturbedBase):
             raise TypeError(f"oracle must be callable or None, got {type(oracle).__name__}")
         self.oracle = path_oracle if oracle is None else oracle
 
+    _has_target = True
+
     def _evaluate(self, points, args, kwargs):
         return self.oracle(points)
 
+    def _check_point(self, y: torch.Tensor) -> torch.Tensor:
+        return check_costs(y) if self.oracle is path_oracle else _check_input(y, False)
+
     def forward(self, costs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        costs = check_costs(costs) if self.oracle is path_oracle else _check_input(costs, False)
+        costs = self._check_point(costs)
         if costs.dim() != 3:
             raise ValueError(f"costs must have shape (N, H, W), got {tuple(costs.shape)}")
         target = check_target(target, costs)

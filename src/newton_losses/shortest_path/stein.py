@@ -53,14 +53,17 @@ def gaussian_noise(
 ) -> torch.Tensor:
     """ε ~ N(0, I) of shape (S, *like.shape) in like's dtype and device.
 
-    Drawn with ``generator`` on the generator's device (so a CPU generator seeds the same noise
-    for CPU and GPU runs) and moved to like's device; the default torch RNG if None.
+    Drawn in float64 with ``generator`` on the generator's device, then cast and moved to like's
+    dtype and device, so that one seed gives the same noise (to the precision of like's dtype) for
+    float32 and float64 inputs and for CPU and GPU runs (torch.randn's streams differ by dtype);
+    the default torch RNG if None.
     """
     shape = (n_samples,) + tuple(like.shape)
     if generator is None:
-        return torch.randn(shape, dtype=like.dtype, device=like.device)
-    noise = torch.randn(shape, generator=generator, dtype=like.dtype, device=generator.device)
-    return noise.to(like.device)
+        noise = torch.randn(shape, dtype=torch.float64, device=like.device)
+    else:
+        noise = torch.randn(shape, generator=generator, dtype=torch.float64, device=generator.device)
+    return noise.to(device=like.device, dtype=like.dtype)
 
 
 def centered(values: torch.Tensor, baseline: str, center: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -111,6 +114,8 @@ def stein_hessian_curvature(c: torch.Tensor, eps: torch.Tensor, sigma: float) ->
     """
     S, N, m = eps.shape
     f64 = torch.float64
+    if S * sigma**2 == 0.0:
+        raise ValueError(f"sigma={sigma!r} is too small: σ² underflows to 0 (use sigma >= 1e-150)")
     scale = 1.0 / (S * sigma**2)
     c = c.to(f64)
     E = eps.to(f64)
