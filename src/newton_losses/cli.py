@@ -1,9 +1,20 @@
-"""The ``newton-losses`` command (also ``python -m newton_losses``)."""
+"""The ``newton-losses`` command (also ``python -m newton_losses``).
+
+    newton-losses train ranking|shortest-path [options]   one run (docs/EXPERIMENTS.md)
+    newton-losses sweep CONFIG.json [--workers K]          a grid of runs in worker processes
+    newton-losses report RUNS... [--out DIR]               markdown table, Welch tests, CSV/JSON, plots
+    newton-losses plot gradients [--out FILE]              gradient of a relaxed sorting loss vs Newton
+    newton-losses demo [--ranking]                         optimization demo / short real ranking runs
+    newton-losses bench                                    curvature cost
+    newton-losses data show OUT.png                        sample data
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import Optional
+
+COMMANDS = ("train", "sweep", "report", "plot", "demo", "bench", "data")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -13,15 +24,43 @@ def main(argv: Optional[list[str]] = None) -> int:
         description="Newton losses for PyTorch (Petersen et al., NeurIPS 2024).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("demo", help="train through a relaxed ranking loss: baseline vs Newton losses",
+    sub.add_parser("train", help="one training run: `train ranking ...` or `train shortest-path ...`",
                    add_help=False)
+    sub.add_parser("sweep", help="a grid of runs from a JSON config, in parallel, resumable",
+                   add_help=False)
+    sub.add_parser("report", help="tables (mean ± std, Welch t-tests), CSV/JSON and plots of runs",
+                   add_help=False)
+    sub.add_parser("plot", help="`plot gradients`: gradient of a relaxed sorting loss vs its Newton loss",
+                   add_help=False)
+    sub.add_parser("demo", help="optimization demo on free scores; `demo --ranking`: short real "
+                   "ranking runs, baseline vs Newton loss", add_help=False)
     sub.add_parser("bench", help="curvature cost relative to a plain backward pass", add_help=False)
     sub.add_parser("data", help="data sets: `data show OUT.png` draws sample data", add_help=False)
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command == "train":
+        from .experiments.cli import train_main
+
+        return train_main(rest)
+    if command == "sweep":
+        from .experiments.cli import sweep_main
+
+        return sweep_main(rest)
+    if command == "report":
+        from .experiments.cli import report_main
+
+        return report_main(rest)
+    if command == "plot":
+        from .experiments.cli import plot_main
+
+        return plot_main(rest)
     if command == "demo":
+        if "--ranking" in rest:
+            from .experiments.cli import demo_ranking_main
+
+            return demo_ranking_main([a for a in rest if a != "--ranking"])
         from .demo import main as demo_main
 
         return demo_main(rest)
@@ -35,5 +74,5 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .data.show import main as show_main
 
         return show_main(rest[1:])
-    parser.error(f"unknown command {command!r}; choose from: demo, bench, data")
+    parser.error(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}")
     return 2

@@ -1,0 +1,16 @@
+"""Experiments: protocols, models, the training loop, sweeps, reports and plots.
+
+- :mod:`.config`: :class:`RunConfig` and the named protocols (:func:`protocol_config`).
+- :mod:`.models`: the protocols' networks.
+- :mod:`.ranking`, :mod:`.shortest_path`: the tasks (data, network, loss, metrics).
+- :mod:`.runner`: :func:`train` — one resumable, deterministic run in its own directory.
+- :mod:`.distributed`: data parallelism under torchrun.
+- :mod:`.sweep`: grids of runs in worker processes; :mod:`.report`: tables, tests and plots.
+- :mod:`.gradients`: the gradient picture of a relaxed sorting loss vs its Newton loss.
+
+Commands: ``newton-losses train | sweep | report | plot gradients`` (docs/EXPERIMENTS.md).
+"""
+from .config import RunConfig, protocol_config
+from .runner import RunFailed, RunLocked, read_metrics, run_status, train
+
+__all__ = ["RunConfig", "protocol_config", "train", "read_metrics", "run_status", "RunFailed", "RunLocked"]

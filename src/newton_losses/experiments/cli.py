@@ -1,0 +1,228 @@
+"""Argument parsing of ``newton-losses train / sweep / report / plot / demo --ranking``."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import PROTOCOLS, RANKING_METHODS, SHORTEST_PATH_METHODS, VARIANTS, RunConfig, protocol_config
+
+# Exit codes of `train`, `sweep` and `report` (argparse usage errors are 2 as well).
+EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED = 2, 3, 4
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _pairs(items: list[str], what: str) -> dict:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{what} expects KEY=VALUE; got {item!r}")
+        out[key.replace("-", "_")] = _value(value)
+    return out
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------------------------
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="newton-losses train",
+        description="One training run (resumes if RUN_DIR holds an unfinished run of the same "
+                    "configuration). Under `torchrun --nproc-per-node K -m newton_losses train ...` "
+                    "it runs data-parallel.",
+    )
+    p.add_argument("task", choices=["ranking", "shortest-path"])
+    p.add_argument("--protocol", help="paper | quick | tiny (default: the --config file's, else quick)")
+    p.add_argument("--config", help="a JSON file of RunConfig fields (applied before the options below)")
+    p.add_argument("--method", help=f"ranking: {', '.join(RANKING_METHODS)}; shortest path: "
+                                    f"{', '.join(SHORTEST_PATH_METHODS)}")
+    p.add_argument("--arg", action="append", metavar="KEY=VALUE",
+                   help="a method argument, e.g. --arg tau=0.5 --arg sigmoid=cauchy")
+    p.add_argument("--variant", choices=VARIANTS, help="Newton variant (default: none = baseline)")
+    p.add_argument("--lam", type=float, help="λ")
+    p.add_argument("--damping", choices=["absolute", "relative"])
+    p.add_argument("--projection", choices=["abs", "clamp", "tikhonov"])
+    p.add_argument("--n", type=int, help="ranking: items per set")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--epochs", type=int, help="shortest path: epochs (steps and lr decay at 60%%/80%%)")
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--model")
+    p.add_argument("--data", help="mnist/terrain or synthetic")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="any other RunConfig field, e.g. --set val_sets=500")
+    p.add_argument("--out", default="runs", help="parent directory of run directories (default: runs)")
+    p.add_argument("--run-dir", help="the run directory (default: OUT/RUN_ID)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice / OMP_NUM_THREADS)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tensorboard", action="store_true", help="also log to RUN_DIR/tensorboard")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    task = args.task.replace("-", "_")
+    fields: dict = {}
+    if args.config:
+        fields.update(json.loads(Path(args.config).read_text()))
+        if fields.pop("task", task) != task:
+            raise ValueError(f"{args.config} configures another task than {args.task!r}")
+    protocol = fields.pop("protocol", "quick")
+    if args.protocol is not None:
+        protocol = args.protocol
+    if protocol not in PROTOCOLS[task]:
+        raise ValueError(f"protocol must be one of {PROTOCOLS[task]}; got {protocol!r}")
+    direct = {"method": args.method, "variant": args.variant, "lam": args.lam, "damping": args.damping,
+              "projection": args.projection, "n": args.n, "steps": args.steps,
+              "eval_every": args.eval_every, "batch_size": args.batch_size, "lr": args.lr,
+              "model": args.model, "data": args.data, "seed": args.seed, "device": args.device}
+    fields.update({k: v for k, v in direct.items() if v is not None})
+    if args.arg:
+        fields["method_args"] = {**fields.get("method_args", {}), **_pairs(args.arg, "--arg")}
+    fields.update(_pairs(args.set, "--set"))
+    if args.method and "method_args" not in fields:
+        fields["method_args"] = {}
+    if args.epochs is not None:
+        if task != "shortest_path":
+            raise ValueError("--epochs applies to shortest-path runs (ranking draws fresh sets: use --steps)")
+        if args.epochs < 1:
+            raise ValueError(f"--epochs must be >= 1; got {args.epochs}")
+        base = protocol_config(task, protocol, **fields)
+        per_epoch = math.ceil((base.train_size or 10_000) / base.batch_size)
+        fields.update(steps=args.epochs * per_epoch, eval_every=per_epoch,
+                      lr_milestones=sorted({max(1, round(f * args.epochs)) * per_epoch for f in (0.6, 0.8)}))
+    cfg = protocol_config(task, protocol, **fields)
+    return cfg
+
+
+def train_main(argv: list[str]) -> int:
+    args = train_parser().parse_args(argv)
+    from .runner import RunFailed, RunLocked, train
+
+    try:
+        cfg = config_from_args(args)
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"newton-losses train: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _set_threads(args.threads)
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / cfg.run_id()
+    try:
+        result = train(cfg, run_dir, progress=not args.no_progress, tensorboard=args.tensorboard)
+    except RunFailed as exc:
+        print(f"newton-losses train: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except RunLocked as exc:
+        print(f"newton-losses train: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    except ValueError as exc:
+        print(f"newton-losses train: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(summary_line(result, run_dir))
+    return 0
+
+
+def summary_line(result: dict, run_dir: Path) -> str:
+    best = result["best"]
+    metrics = ", ".join(f"{k} {100 * v:.2f}%" for k, v in best["test"].items() if k != "cost_ratio")
+    if "cost_ratio" in best["test"]:
+        metrics += f", cost ratio {best['test']['cost_ratio']:.4f}"
+    t = result["time"]
+    return (f"{run_dir}: test at best validation (step {best['step']}): {metrics}; "
+            f"{1e3 * t['step_s']:.2f} ms/step (network {1e3 * t['network_s']:.2f}, Newton "
+            f"{1e3 * t['newton_s']:.2f}); {t['total_s']:.0f} s")
+
+
+# ----------------------------------------------------------------------------------------------
+def sweep_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="newton-losses sweep",
+                                description="Run a grid of configurations (docs/EXPERIMENTS.md) in "
+                                            "worker processes; finished runs are skipped, "
+                                            "interrupted ones resumed.")
+    p.add_argument("config", help="sweep configuration (JSON)")
+    p.add_argument("--workers", type=int, help="parallel worker processes (default: the config's, else 1)")
+    p.add_argument("--out", help="directory of the run directories (default: the config's `out`)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their status, run nothing")
+    p.add_argument("--no-report", action="store_true", help="do not print the report table at the end")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    from .sweep import SweepSpec, run_sweep
+
+    try:
+        spec = SweepSpec.load(args.config)
+        if args.out:
+            spec.out = args.out
+        if args.workers is not None:
+            if args.workers < 1:
+                raise ValueError(f"--workers must be >= 1; got {args.workers}")
+            spec.workers = args.workers
+        configs = spec.expand()
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"newton-losses sweep: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    summary = run_sweep(spec, configs, threads=args.threads, dry_run=args.dry_run,
+                        progress=not args.no_progress)
+    if args.dry_run:
+        return 0
+    if not args.no_report and summary["finished"]:
+        from .report import build_report
+
+        print(build_report([spec.out], out=Path(spec.out) / "report").markdown)
+    return EXIT_FAILED if summary["failed"] or summary["errors"] else 0
+
+
+def report_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="newton-losses report",
+                                description="Markdown table (mean ± std over seeds; exact match with "
+                                            "element-wise in parentheses), Welch t-tests of each Newton "
+                                            "variant against its baseline, CSV/JSON and PNG plots.")
+    p.add_argument("runs", nargs="+", help="run directories or directories holding them")
+    p.add_argument("--out", help="where to write report.md/.csv/.json and plots (default: RUNS[0]/report)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    from .report import build_report
+
+    out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
+    try:
+        report = build_report(args.runs, out=out, alpha=args.alpha, plots=not args.no_plots)
+    except ValueError as exc:
+        print(f"newton-losses report: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(report.markdown)
+    print(f"\nwritten: {', '.join(str(p) for p in report.files)}", file=sys.stderr)
+    return 0
+
+
+def plot_main(argv: list[str]) -> int:
+    if not argv or argv[0] != "gradients":
+        print("usage: newton-losses plot gradients [--out FILE] [options]  (see --help)", file=sys.stderr)
+        return EXIT_CONFIG
+    from .gradients import main as gradients_main
+
+    return gradients_main(argv[1:])
+
+
+def demo_ranking_main(argv: list[str]) -> int:
+    from .demo_ranking import main
+
+    return main(argv)

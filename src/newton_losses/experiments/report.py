@@ -1,0 +1,335 @@
+"""Reports over finished runs: a markdown table like the paper's (mean ± std over seeds, exact
+match with element-wise accuracy in parentheses), a Welch t-test of every Newton variant against
+its baseline, CSV/JSON beside it, and PNG plots (test accuracy over steps with 95% bands; the
+primary metric over λ for an ablation).
+
+Runs are grouped by their whole configuration except the seed; a group's baseline is the group
+with the same configuration and ``variant="none"``. Each run contributes its test metrics at its
+best validation evaluation (the diffsort protocol).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..io import atomic_write, atomic_write_text
+from .config import RunConfig
+from .runner import read_metrics
+
+__all__ = ["Report", "build_report", "find_runs", "welch"]
+
+# Metrics per task: the primary one first; the second is shown in parentheses.
+_METRICS = {"ranking": ("exact", "elementwise"), "shortest_path": ("exact", "cost_optimal", "cost_ratio")}
+_PERCENT = {"exact", "elementwise", "cost_optimal"}
+
+
+@dataclass
+class Group:
+    key: str
+    config: dict  # the configuration without the seed
+    runs: list = field(default_factory=list)  # (seed, run_dir, result)
+
+    @property
+    def task(self) -> str:
+        return self.config["task"]
+
+    def values(self, metric: str) -> np.ndarray:
+        return np.array([r["best"]["test"][metric] for _, _, r in self.runs], dtype=np.float64)
+
+    extra: tuple = ()  # other configuration fields that differ between groups of the report
+
+    def label(self) -> str:
+        c = self.config
+        args = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in c["method_args"].items())
+        more = "".join(f", {k}={_short(c[k])}" for k in self.extra)
+        return f"{c['method']}({args}){more}"
+
+    def variant_label(self) -> str:
+        c = self.config
+        if c["variant"] == "none":
+            return "baseline"
+        lam = f"λ={c['lam']:g}" + (" rel" if c["damping"] == "relative" else "")
+        return f"NL-{c['variant']} {lam}"
+
+
+@dataclass
+class Report:
+    markdown: str
+    groups: list
+    files: list
+
+
+def find_runs(paths: list) -> list[tuple[Path, dict]]:
+    """Finished runs (directories with result.json) under ``paths``, sorted by path."""
+    found = {}
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise ValueError(f"no such run directory: {p}")
+        candidates = [p / "result.json"] if (p / "result.json").exists() else sorted(p.rglob("result.json"))
+        for f in candidates:
+            found[f.parent] = json.loads(f.read_text())
+    return sorted(found.items(), key=lambda kv: str(kv[0]))
+
+
+def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Welch's unequal-variance t-test: (t, two-sided p); NaN when either side has < 2 values
+    or both have zero variance."""
+    from scipy import stats
+
+    if len(a) < 2 or len(b) < 2 or (np.var(a) == 0 and np.var(b) == 0):
+        return math.nan, math.nan
+    with warnings.catch_warnings():
+        # Nearly equal values (e.g. identical seeds) trigger scipy's precision-loss warning;
+        # the p-value is still the right answer (large).
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_ind(a, b, equal_var=False)
+    return float(res.statistic), float(res.pvalue)
+
+
+def _group(runs: list[tuple[Path, dict]]) -> list[Group]:
+    groups: dict[str, Group] = {}
+    for run_dir, result in runs:
+        cfg = dict(result["config"])
+        seed = cfg.pop("seed")
+        key = json.dumps(cfg, sort_keys=True)
+        groups.setdefault(key, Group(key, cfg)).runs.append((seed, run_dir, result))
+    for g in groups.values():
+        g.runs.sort(key=lambda r: r[0])
+    # Fields besides method, n and the Newton settings that differ between groups of a task
+    # (protocol, steps, lr, ...) go into the label, so that no two rows look alike.
+    shown = {"task", "method", "method_args", "n", "variant", "lam", "damping", "projection"}
+    for task in {g.task for g in groups.values()}:
+        same_task = [g for g in groups.values() if g.task == task]
+
+        def varying(gs):
+            return {k for k in gs[0].config if k not in shown
+                    and len({json.dumps(g.config.get(k), sort_keys=True) for g in gs}) > 1}
+
+        extra = varying(same_task)
+        if "protocol" in extra:  # then name the protocol and what differs within one protocol
+            by_protocol: dict = {}
+            for g in same_task:
+                by_protocol.setdefault(g.config["protocol"], []).append(g)
+            extra = {"protocol"}.union(*(varying(gs) for gs in by_protocol.values()))
+        for g in same_task:
+            g.extra = tuple(sorted(extra, key=lambda k: (k != "protocol", k)))
+    return sorted(groups.values(), key=lambda g: (g.task, g.label(), g.config.get("n", 0),
+                                                   g.config["variant"] != "none", g.config["variant"],
+                                                   g.config["lam"]))
+
+
+def _short(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _baseline_key(cfg: dict) -> str:
+    base = RunConfig.from_dict({**cfg, "seed": 0, "variant": "none"}).validate().to_dict()
+    base.pop("seed")
+    return json.dumps(base, sort_keys=True)
+
+
+def _fmt(values: np.ndarray, metric: str) -> str:
+    scale = 100.0 if metric in _PERCENT else 1.0
+    digits = 1 if metric in _PERCENT else 4
+    mean = scale * values.mean()
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {scale * values.std(ddof=1):.{digits}f}"
+
+
+def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha: float = 0.05,
+                 plots: bool = True) -> Report:
+    """Build the report of the finished runs under ``paths``; write files into ``out``.
+
+    Files: ``report.md``, ``summary.csv`` / ``summary.json`` (one row per group, with per-seed
+    values and p-values), ``runs.csv`` (one row per run), ``curves.png``, and ``lambda.png``
+    when some method and variant were run at several λ.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1); got {alpha}")
+    runs = find_runs(paths)
+    if not runs:
+        raise ValueError(f"no finished runs (result.json) under {', '.join(map(str, paths))}")
+    groups = _group(runs)
+    by_key = {g.key: g for g in groups}
+    rows, lines = [], []
+    for task in sorted({g.task for g in groups}):
+        metrics = _METRICS[task]
+        primary, second = metrics[0], metrics[1]
+        title = "Ranking (multi-digit MNIST)" if task == "ranking" else "Shortest path (terrain)"
+        lines += [f"### {title}", "",
+                  f"Test {primary} match % (test {second} %) at the best validation {primary} match, "
+                  f"mean ± std over seeds; p: Welch t-test of {primary} match against the baseline "
+                  f"(* p < {alpha:g}).", "",
+                  f"| method | {'n | ' if task == 'ranking' else ''}variant | seeds | {primary} % ({second} %) "
+                  f"| Δ vs baseline | p | ms/step (Newton) |",
+                  f"|---|{'---|' if task == 'ranking' else ''}---|---|---|---|---|---|"]
+        for g in (g for g in groups if g.task == task):
+            vals = {m: g.values(m) for m in metrics}
+            base = by_key.get(_baseline_key(g.config)) if g.config["variant"] != "none" else None
+            t = p = delta = math.nan
+            if base is not None:
+                t, p = welch(vals[primary], base.values(primary))
+                delta = 100 * (vals[primary].mean() - base.values(primary).mean())
+            step_ms = 1e3 * np.mean([r["time"]["step_s"] for _, _, r in g.runs])
+            newton_ms = 1e3 * np.mean([r["time"]["newton_s"] for _, _, r in g.runs])
+            sig = "*" if (not math.isnan(p) and p < alpha) else ""
+            cell = f"{_fmt(vals[primary], primary)} ({_fmt(vals[second], second)})"
+            if task == "shortest_path":
+                cell += f", cost ratio {_fmt(vals['cost_ratio'], 'cost_ratio')}"
+            lines.append(
+                f"| {g.label()} | {str(g.config['n']) + ' | ' if task == 'ranking' else ''}{g.variant_label()} "
+                f"| {len(g.runs)} | {cell} | {'' if math.isnan(delta) else f'{delta:+.1f}'} "
+                f"| {'' if math.isnan(p) else f'{p:.3g}{sig}'} | {step_ms:.1f} ({newton_ms:.1f}) |")
+            rows.append({
+                "task": task, "method": g.config["method"], "method_args": g.config["method_args"],
+                "n": g.config.get("n"), "variant": g.config["variant"], "lam": g.config["lam"],
+                "damping": g.config["damping"], "seeds": [s for s, _, _ in g.runs],
+                **{f"{m}_mean": float(vals[m].mean()) for m in metrics},
+                **{f"{m}_std": float(vals[m].std(ddof=1)) if len(vals[m]) > 1 else math.nan for m in metrics},
+                **{f"{m}_values": vals[m].tolist() for m in metrics},
+                "delta_vs_baseline": delta, "welch_t": t, "welch_p": p,
+                "significant": bool(sig), "step_ms": step_ms, "newton_ms": newton_ms,
+                "runs": [str(d) for _, d, _ in g.runs], "config": g.config,
+            })
+        lines.append("")
+    markdown = "\n".join(lines).rstrip() + "\n"
+    files = []
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "report.md", markdown)
+        atomic_write_text(out / "summary.json", json.dumps(rows, indent=2, default=_json_default) + "\n")
+        scalar = [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()
+                   if k not in ("config", "runs")} for r in rows]
+        atomic_write_text(out / "summary.csv", _csv(scalar))
+        atomic_write_text(out / "runs.csv", _csv(_run_rows(runs)))
+        files += [out / "report.md", out / "summary.json", out / "summary.csv", out / "runs.csv"]
+        if plots:
+            files += _plots(groups, by_key, out)
+    return Report(markdown, rows, files)
+
+
+def _json_default(o):
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    return str(o)
+
+
+def _csv(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, keys, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _run_rows(runs) -> list[dict]:
+    rows = []
+    for run_dir, r in runs:
+        c = r["config"]
+        row = {"run_dir": str(run_dir), "task": c["task"], "method": c["method"],
+               "method_args": json.dumps(c["method_args"], sort_keys=True), "n": c.get("n"),
+               "variant": c["variant"], "lam": c["lam"], "damping": c["damping"], "seed": c["seed"],
+               "best_step": r["best"]["step"]}
+        row.update({f"test_{k}": v for k, v in r["best"]["test"].items()})
+        row.update({f"val_{k}": v for k, v in r["best"]["val"].items()})
+        row.update({"step_ms": 1e3 * r["time"]["step_s"], "newton_ms": 1e3 * r["time"]["newton_s"],
+                    "network_ms": 1e3 * r["time"]["network_s"], "total_s": r["time"]["total_s"]})
+        rows.append(row)
+    return rows
+
+
+def _band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and half-width of the 95% t-interval over seeds (rows)."""
+    from scipy import stats
+
+    mean = curves.mean(0)
+    k = curves.shape[0]
+    if k < 2:
+        return mean, np.zeros_like(mean)
+    return mean, stats.t.ppf(0.975, k - 1) * curves.std(0, ddof=1) / math.sqrt(k)
+
+
+def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    panels: dict = {}
+    for g in groups:
+        panels.setdefault((g.task, g.label(), g.config.get("n")), []).append(g)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, ((task, label, n), gs) in zip(axes[0], panels.items()):
+        primary = _METRICS[task][0]
+        for g in gs:
+            curves = [[(rec["step"], rec["test"][primary]) for rec in read_metrics(d)] for _, d, _ in g.runs]
+            length = min(len(c) for c in curves)
+            if length == 0:
+                continue
+            steps = np.array([s for s, _ in curves[0][:length]])
+            vals = 100 * np.array([[v for _, v in c[:length]] for c in curves])
+            mean, half = _band(vals)
+            line, = ax.plot(steps, mean, label=f"{g.variant_label()} ({len(g.runs)} seeds)")
+            ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{label}" + (f", n={n}" if task == "ranking" else ""))
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"test {primary} match % (95% band)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    files.append(_save(fig, out / "curves.png"))
+    plt.close(fig)
+
+    ablations: dict = {}
+    for g in groups:
+        if g.config["variant"] != "none":
+            cfg = {k: v for k, v in g.config.items() if k != "lam"}
+            ablations.setdefault(json.dumps(cfg, sort_keys=True), []).append(g)
+    ablations = {k: v for k, v in ablations.items() if len(v) >= 2}
+    if ablations:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for gs in ablations.values():
+            gs = sorted(gs, key=lambda g: g.config["lam"])
+            primary = _METRICS[gs[0].task][0]
+            lams = np.array([g.config["lam"] for g in gs])
+            stats_ = [_band(100 * g.values(primary)[:, None]) for g in gs]
+            mean = np.array([m[0] for m, _ in stats_])
+            half = np.array([h[0] for _, h in stats_])
+            line = ax.errorbar(lams, mean, yerr=half, marker="o", capsize=3,
+                               label=f"{gs[0].label()} NL-{gs[0].config['variant']}")
+            base = by_key.get(_baseline_key(gs[0].config))
+            if base is not None:
+                b = 100 * base.values(primary)
+                ax.axhline(b.mean(), color=line[0].get_color(), ls="--", lw=1,
+                           label=f"{gs[0].label()} baseline")
+        ax.set_xscale("log")
+        ax.set_xlabel("λ")
+        ax.set_ylabel("test exact match % (95% interval)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        files.append(_save(fig, out / "lambda.png"))
+        plt.close(fig)
+    return files
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=120)
+    return path

@@ -1,0 +1,202 @@
+"""Sweeps: a grid of run configurations (methods × Newton variants × λ × seeds), run in worker
+processes, each run in ``OUT/RUN_ID``.
+
+A sweep configuration is JSON::
+
+    {
+      "out": "runs/quick-neuralsort",       # where the run directories go
+      "workers": 2,                          # parallel worker processes
+      "task": "ranking", "protocol": "quick",
+      "base": {"steps": 30000},              # RunConfig fields shared by every run
+      "grid": [                              # a grid (dict: field -> list of values) or a list
+        {"variant": ["none"], "seed": [0, 1, 2]},              # of grids, whose union is run
+        {"variant": ["fisher", "hessian"], "lam": [0.1, 1.0], "seed": [0, 1, 2]}
+      ]
+    }
+
+Every combination is validated before anything runs (an invalid one stops the sweep with a
+message naming it). Runs are identified by :meth:`RunConfig.run_id` (a hash of the whole
+configuration), so duplicates collapse (e.g. the baseline's λ is ignored), a finished run
+(``result.json``) is skipped, a run that failed on a NaN loss (``failed.json``) is reported and
+skipped, and an interrupted run resumes from its checkpoint. Killing the sweep at any instant
+loses no finished run: each run's result is written atomically by the run itself. Worker
+processes die with the sweep (Linux), and a per-run lock keeps two sweeps from training the same
+run at once.
+"""
+from __future__ import annotations
+
+import ctypes
+import itertools
+import json
+import os
+import signal
+import sys
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_text
+from .config import RunConfig, protocol_config
+from .runner import RunFailed, RunLocked, run_status, train
+
+__all__ = ["SweepSpec", "run_sweep"]
+
+_SPEC_KEYS = {"out", "workers", "task", "protocol", "base", "grid", "name"}
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep configuration (see the module docstring)."""
+
+    out: str
+    task: str = "ranking"
+    protocol: str = "quick"
+    workers: int = 1
+    base: dict = field(default_factory=dict)
+    grid: list = field(default_factory=list)
+    name: str = ""
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "SweepSpec":
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(data, default_out=str(Path("runs") / Path(path).stem))
+
+    @classmethod
+    def from_dict(cls, data: dict, default_out: str = "runs/sweep") -> "SweepSpec":
+        if not isinstance(data, dict):
+            raise ValueError("a sweep configuration must be a JSON object")
+        unknown = sorted(set(data) - _SPEC_KEYS)
+        if unknown:
+            raise ValueError(f"sweep configuration: unknown key(s) {unknown}; known: {sorted(_SPEC_KEYS)}")
+        grid = data.get("grid", [{}])
+        grid = [grid] if isinstance(grid, dict) else grid
+        if not isinstance(grid, list) or not all(isinstance(g, dict) for g in grid):
+            raise ValueError("sweep configuration: grid must be an object (field -> list of values) or a list of them")
+        for g in grid:
+            for key, values in g.items():
+                if not isinstance(values, list) or not values:
+                    raise ValueError(f"sweep configuration: grid field {key!r} must be a non-empty list; got {values!r}")
+        workers = data.get("workers", 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"sweep configuration: workers must be an integer >= 1; got {workers!r}")
+        base = data.get("base", {})
+        if not isinstance(base, dict):
+            raise ValueError("sweep configuration: base must be an object of RunConfig fields")
+        return cls(out=data.get("out", default_out), task=data.get("task", "ranking"),
+                   protocol=data.get("protocol", "quick"), workers=workers, base=base, grid=grid,
+                   name=data.get("name", ""))
+
+    def expand(self) -> list[RunConfig]:
+        """Every run of the grid, validated, without duplicates, in grid order."""
+        configs: dict[str, RunConfig] = {}
+        for g in self.grid:
+            keys = list(g)
+            for values in itertools.product(*(g[k] for k in keys)):
+                fields: dict[str, Any] = {**self.base, **dict(zip(keys, values))}
+                try:
+                    cfg = protocol_config(self.task, self.protocol, **fields)
+                except ValueError as exc:
+                    combo = ", ".join(f"{k}={v!r}" for k, v in zip(keys, values))
+                    raise ValueError(f"grid combination ({combo}): {exc}") from None
+                configs.setdefault(cfg.run_id(), cfg)
+        return list(configs.values())
+
+
+def _die_with_parent() -> None:
+    """Linux: deliver SIGKILL to this worker when the sweep process dies, so an interrupted
+    sweep leaves no orphan training a run (a restarted sweep resumes it instead)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _init_worker(threads: int) -> None:
+    _die_with_parent()
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_one(cfg_dict: dict, run_dir: str) -> tuple[str, str, Any]:
+    """Train one run; returns (status, run_dir, result or message). Never raises."""
+    cfg = RunConfig.from_dict(cfg_dict)
+    try:
+        return "finished", run_dir, train(cfg, run_dir, progress=False)
+    except RunFailed as exc:
+        return "failed", run_dir, str(exc)
+    except RunLocked as exc:
+        return "locked", run_dir, str(exc)
+    except Exception:  # noqa: BLE001 — one broken run must not stop the others
+        return "error", run_dir, traceback.format_exc()
+
+
+def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dry_run: bool = False,
+              progress: bool = True) -> dict:
+    """Run every configuration not finished yet; returns counts and messages.
+
+    Returns: ``{"finished": [...run dirs], "failed": [...], "locked": [...], "errors": [...],
+    "skipped": n}`` (``skipped``: finished or failed before this call).
+    """
+    out = Path(spec.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "sweep.json", json.dumps(
+        {"name": spec.name, "task": spec.task, "protocol": spec.protocol,
+         "runs": {c.run_id(): c.to_dict() for c in configs}}, indent=2, sort_keys=True) + "\n")
+    todo, summary = [], {"finished": [], "failed": [], "locked": [], "errors": [], "skipped": 0}
+    for cfg in configs:
+        run_dir = out / cfg.run_id()
+        status = run_status(run_dir)
+        if dry_run:
+            print(f"{status:9s} {run_dir}")
+        if status == "finished":
+            summary["finished"].append(str(run_dir))
+            summary["skipped"] += 1
+        elif status == "failed":
+            summary["failed"].append(str(run_dir))
+            summary["skipped"] += 1
+        else:
+            todo.append((cfg, str(run_dir)))
+    if dry_run or not todo:
+        return summary
+    print(f"sweep {spec.out}: {len(configs)} runs, {summary['skipped']} already done, "
+          f"{len(todo)} to run on {min(spec.workers, len(todo))} worker(s)", file=sys.stderr)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress, file=sys.stderr)
+
+    def collect(status: str, run_dir: str, payload: Any) -> None:
+        key = {"finished": "finished", "failed": "failed", "locked": "locked"}.get(status, "errors")
+        summary[key].append(run_dir)
+        if status != "finished":
+            tqdm.write(f"{status}: {run_dir}: {payload}", file=sys.stderr)
+        bar.update(1)
+
+    try:
+        if spec.workers == 1:
+            import torch
+
+            torch.set_num_threads(threads)
+            for cfg, run_dir in todo:
+                collect(*_run_one(cfg.to_dict(), run_dir))
+        else:
+            with ProcessPoolExecutor(max_workers=min(spec.workers, len(todo)), mp_context=get_context("spawn"),
+                                     initializer=_init_worker, initargs=(threads,)) as pool:
+                futures = [pool.submit(_run_one, cfg.to_dict(), run_dir) for cfg, run_dir in todo]
+                try:
+                    for fut in as_completed(futures):
+                        collect(*fut.result())
+                except BaseException:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+    finally:
+        bar.close()
+    return summary

@@ -1,0 +1,88 @@
+"""Run configurations: validation messages name the field, JSON round trip, stable run ids,
+protocol values from METHOD.md §2, and the command line rejecting bad input before any work."""
+import json
+import math
+
+import pytest
+
+from newton_losses.cli import main
+from newton_losses.experiments.config import RunConfig, protocol_config
+
+
+def test_paper_ranking_protocol_matches_method_md():
+    c = protocol_config("ranking", "paper")
+    assert (c.model, c.downscale, c.batch_size, c.steps, c.eval_every) == ("cnn", 1, 100, 100_000, 1000)
+    assert math.isclose(c.lr, 10 ** -3.5)
+    assert c.digits == 4 and c.method == "neuralsort"
+
+
+def test_paper_shortest_path_protocol_matches_method_md():
+    c = protocol_config("shortest_path", "paper")
+    per_epoch = math.ceil(10_000 / 70)
+    assert (c.model, c.batch_size, c.lr) == ("resnet_stem", 70, 5e-4)
+    assert c.steps == 50 * per_epoch and c.lr_milestones == [30 * per_epoch, 40 * per_epoch]
+
+
+@pytest.mark.parametrize("overrides, field", [
+    (dict(variant="newton"), "variant"),
+    (dict(method="quicksort"), "method"),
+    (dict(method_args={"temperature": 1.0}), "method_args"),
+    (dict(method_args={"tau": -1.0}), "method_args.tau"),
+    (dict(method_args={"tau": "hot"}), "method_args.tau"),
+    (dict(variant="fisher", lam=0.0), "lam"),
+    (dict(lam=-1.0, variant="fisher"), "lam"),
+    (dict(lam=float("nan"), variant="fisher"), "lam"),
+    (dict(damping="none"), "damping"),
+    (dict(lr=0.0), "lr"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(steps=1.5), "steps"),
+    (dict(eval_every=10**6), "eval_every"),
+    (dict(downscale=3), "downscale"),
+    (dict(model="resnet_stem"), "model"),
+    (dict(lr_milestones=[20, 10]), "lr_milestones"),
+    (dict(n=1), "n"),
+    (dict(seed=-1), "seed"),
+    (dict(device="tpu"), "device"),
+    (dict(dtype="float16"), "dtype"),
+])
+def test_invalid_fields_are_rejected_with_their_name(overrides, field):
+    with pytest.raises(ValueError) as exc:
+        protocol_config("ranking", "tiny", **overrides)
+    assert str(exc.value).split(" ")[0].rstrip(":") == field
+
+
+def test_unknown_field_and_task_specific_rules():
+    with pytest.raises(ValueError, match="unknown configuration field"):
+        RunConfig.from_dict({"task": "ranking", "learning_rate": 1.0})
+    with pytest.raises(ValueError, match="stochastic method"):
+        protocol_config("shortest_path", "tiny", method="perturbed_fy", variant="hessian_batch", lam=0.1)
+    with pytest.raises(ValueError, match="zero second derivative"):
+        protocol_config("shortest_path", "tiny", method="bf_for", method_args={"loss": "l1"},
+                        variant="gauss_newton", lam=0.1)
+
+
+def test_json_round_trip_and_stable_ids():
+    c = protocol_config("ranking", "quick", variant="hessian", lam=0.1, method_args={"tau": 0.5}, seed=3)
+    back = RunConfig.from_json(c.to_json()).validate()
+    assert back == c and back.run_id() == c.run_id()
+    assert c.run_id().startswith("ranking-neuralsort-n5-hessian-lam0.1-s3-")
+    assert c.replace(seed=4).validate().run_id() != c.run_id()
+    assert json.loads(c.to_json())["method_args"] == {"tau": 0.5}
+
+
+def test_baseline_ignores_newton_fields():
+    a = protocol_config("ranking", "quick", variant="none", lam=0.3, damping="relative")
+    b = protocol_config("ranking", "quick", variant="none")
+    assert a.run_id() == b.run_id()
+
+
+def test_cli_rejects_invalid_configuration_before_work(tmp_path, capsys):
+    rc = main(["train", "ranking", "--protocol", "tiny", "--variant", "fisher", "--lam", "0",
+               "--out", str(tmp_path)])
+    assert rc == 2
+    assert "lam must be > 0" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    rc = main(["train", "ranking", "--protocol", "tiny", "--arg", "tau", "--out", str(tmp_path)])
+    assert rc == 2 and "KEY=VALUE" in capsys.readouterr().err
+    rc = main(["train", "ranking", "--epochs", "3", "--out", str(tmp_path)])
+    assert rc == 2 and "--epochs applies to shortest-path" in capsys.readouterr().err

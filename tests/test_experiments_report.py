@@ -1,0 +1,94 @@
+"""Reports on synthetic result files: the table, Welch p-values against scipy, files written."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from newton_losses.experiments.config import protocol_config
+from newton_losses.experiments.report import build_report, welch
+
+EXACT = {"none": [0.70, 0.72, 0.71, 0.69], "fisher": [0.80, 0.83, 0.79, 0.82], "hessian": [0.71, 0.69, 0.73, 0.70]}
+
+
+def _write_run(root, variant, seed, exact, lam=0.1):
+    cfg = protocol_config("ranking", "quick", variant=variant, lam=lam if variant != "none" else 0.0, seed=seed)
+    d = root / cfg.run_id()
+    d.mkdir(parents=True)
+    records = []
+    for step in (1000, 2000, 3000):
+        acc = exact * step / 3000
+        records.append({"step": step, "train_loss": 0.1, "val": {"exact": acc, "elementwise": acc + 0.1},
+                        "test": {"exact": acc, "elementwise": acc + 0.1}, "time": {"step_s": 0.01}})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    best = {"step": 3000, "val": records[-1]["val"], "test": records[-1]["test"]}
+    result = {"status": "finished", "config": cfg.to_dict(), "best": best, "final": records[-1],
+              "time": {"step_s": 0.01, "newton_s": 0.002 if variant != "none" else 0.0, "network_s": 0.008,
+                       "total_s": 30.0}}
+    (d / "result.json").write_text(json.dumps(result))
+    (d / "config.json").write_text(cfg.to_json())
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    for variant, values in EXACT.items():
+        for seed, v in enumerate(values):
+            _write_run(root, variant, seed, v)
+    for seed, v in enumerate([0.75, 0.77, 0.76]):  # an ablation point: fisher at another λ
+        _write_run(root, "fisher", seed, v, lam=1.0)
+    return root
+
+
+def test_welch_matches_scipy():
+    a, b = np.array(EXACT["fisher"]), np.array(EXACT["none"])
+    expected = stats.ttest_ind(a, b, equal_var=False)
+    # Independent formula: t = Δ / sqrt(s_a²/n_a + s_b²/n_b).
+    t_manual = (a.mean() - b.mean()) / np.sqrt(a.var(ddof=1) / 4 + b.var(ddof=1) / 4)
+    t, p = welch(a, b)
+    assert t == pytest.approx(t_manual) and p == pytest.approx(expected.pvalue)
+    assert np.isnan(welch(a[:1], b)[1])
+
+
+def test_report_table_and_files(runs, tmp_path):
+    out = tmp_path / "report"
+    report = build_report([runs], out=out)
+    md = report.markdown
+    # Baseline 70.5 ± 1.3 (80.5 ± 1.3), like the paper: exact match with element-wise in parentheses.
+    assert "| neuralsort(tau=1) | 5 | baseline | 4 | 70.5 ± 1.3 (80.5 ± 1.3) |" in md
+    rows = {(r["variant"], r["lam"]): r for r in report.groups}
+    p_fisher = stats.ttest_ind(EXACT["fisher"], EXACT["none"], equal_var=False).pvalue
+    p_hessian = stats.ttest_ind(EXACT["hessian"], EXACT["none"], equal_var=False).pvalue
+    assert rows[("fisher", 0.1)]["welch_p"] == pytest.approx(p_fisher)
+    assert rows[("hessian", 0.1)]["welch_p"] == pytest.approx(p_hessian)
+    assert rows[("fisher", 0.1)]["significant"] and not rows[("hessian", 0.1)]["significant"]
+    assert f"{p_fisher:.3g}*" in md and f"{p_hessian:.3g} |" in md
+    assert rows[("fisher", 0.1)]["delta_vs_baseline"] == pytest.approx(100 * (0.81 - 0.705))
+    for name in ("report.md", "summary.csv", "summary.json", "runs.csv", "curves.png", "lambda.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(out / "runs.csv") as f:
+        assert len(list(csv.DictReader(f))) == 15
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary[0]["exact_values"]) == sorted(EXACT["none"])
+
+
+def test_report_without_runs_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no finished runs"):
+        build_report([tmp_path])
+
+
+def test_groups_differing_beyond_method_get_distinct_labels(tmp_path):
+    root = tmp_path / "runs"
+    for seed, v in enumerate([0.5, 0.6]):
+        _write_run(root, "none", seed, v)
+    cfg = protocol_config("ranking", "quick", steps=1000, seed=0)
+    d = root / cfg.run_id()
+    d.mkdir()
+    result = json.loads(next(root.glob("*/result.json")).read_text())
+    result["config"] = cfg.to_dict()
+    (d / "result.json").write_text(json.dumps(result))
+    md = build_report([root], plots=False).markdown
+    assert "| neuralsort(tau=1), steps=1000 | 5 | baseline | 1 |" in md
+    assert "| neuralsort(tau=1), steps=30000 | 5 | baseline | 2 |" in md

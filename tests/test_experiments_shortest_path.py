@@ -1,0 +1,54 @@
+"""The shortest-path task: metrics against hand-computed cases, and tiny end-to-end runs on
+synthetic terrain for the relaxed and stochastic methods (with resume equality)."""
+import pytest
+import torch
+
+from newton_losses.experiments import protocol_config, read_metrics, run_status, train
+from newton_losses.experiments.shortest_path import path_metrics
+
+
+def test_path_metrics_against_hand_cases():
+    # 3×3 grids whose optimum is the diagonal (cost 3). The predicted costs make the path
+    # (0,0) (0,1) (1,2) (2,2) cheapest: it costs 4 on the first grid, and 3 on the second — a
+    # second optimal path, which is cost-optimal without being an exact match.
+    w = torch.tensor([[[1.0, 1.0, 9.0], [9.0, 1.0, 1.0], [9.0, 9.0, 1.0]],
+                      [[1.0, 0.5, 9.0], [9.0, 1.0, 0.5], [9.0, 9.0, 1.0]]])
+    truth = torch.eye(3).expand(2, 3, 3)
+    pred_costs = torch.tensor([[[1.0, 0.0, 9.0], [9.0, 9.0, 0.0], [9.0, 9.0, 1.0]]] * 2)
+    m = path_metrics(pred_costs, w, truth)
+    assert m["exact"].tolist() == [0.0, 0.0]
+    assert m["cost_optimal"].tolist() == [0.0, 1.0]
+    assert torch.allclose(m["cost_ratio"], torch.tensor([4 / 3, 1.0], dtype=torch.float64))
+    m = path_metrics(w, w, truth)
+    assert m["exact"][0] == 1.0 and m["cost_ratio"][0] == 1.0
+
+
+@pytest.mark.parametrize("method, variant", [("bf_for", "none"), ("bf_for", "gauss_newton"),
+                                             ("perturbed_fy", "hessian"), ("smoothed_loss", "fisher")])
+def test_tiny_shortest_path_runs(tmp_path, method, variant):
+    cfg = protocol_config("shortest_path", "tiny", method=method, variant=variant, lam=0.1)
+    result = train(cfg, tmp_path / "r", progress=False)
+    assert run_status(tmp_path / "r") == "finished"
+    for key in ("exact", "cost_optimal", "cost_ratio"):
+        assert key in result["best"]["test"]
+    assert result["best"]["test"]["cost_ratio"] >= 1.0
+    assert [r["step"] for r in read_metrics(tmp_path / "r")] == [3, 6]
+
+
+def test_stochastic_run_resumes_identically(tmp_path):
+    cfg = protocol_config("shortest_path", "tiny", method="perturbed_fy", variant="hessian", lam=0.1)
+    reference = train(cfg, tmp_path / "ref", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop(step):
+        if step == 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "cut", progress=False, on_step=stop)
+    resumed = train(cfg, tmp_path / "cut", progress=False)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "cut")) == strip(read_metrics(tmp_path / "ref"))
+    assert resumed["best"] == reference["best"]

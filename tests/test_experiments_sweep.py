@@ -1,0 +1,79 @@
+"""Sweeps: grid expansion and validation, skipping finished runs, and a sweep killed in the middle
+that loses no finished run and completes on restart."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from newton_losses.experiments.runner import read_metrics, run_status
+from newton_losses.experiments.sweep import SweepSpec, run_sweep
+
+BASE = {"steps": 400, "eval_every": 100, "synthetic_size": 240}
+
+
+def _spec(tmp_path, **kw):
+    data = {"out": str(tmp_path / "runs"), "workers": 2, "task": "ranking", "protocol": "tiny", "base": BASE,
+            "grid": [{"variant": ["none"], "seed": [0, 1]},
+                     {"variant": ["fisher"], "lam": [0.1], "seed": [0, 1]}]}
+    data.update(kw)
+    return data
+
+
+def test_grid_expansion_deduplicates_and_validates(tmp_path):
+    spec = SweepSpec.from_dict(_spec(tmp_path, grid={"variant": ["none", "hessian"], "lam": [0.1, 1.0],
+                                                        "seed": [0, 1]}))
+    configs = spec.expand()
+    # The baseline ignores λ: 2 seeds × (1 baseline + 2 λ for hessian).
+    assert len(configs) == 6 and len({c.run_id() for c in configs}) == 6
+    bad = SweepSpec.from_dict(_spec(tmp_path, grid={"variant": ["fisher"], "lam": [0.1, -1.0]}))
+    with pytest.raises(ValueError, match=r"grid combination \(variant='fisher', lam=-1.0\): lam"):
+        bad.expand()
+    with pytest.raises(ValueError, match="unknown key"):
+        SweepSpec.from_dict({"out": "x", "grids": []})
+    with pytest.raises(ValueError, match="non-empty list"):
+        SweepSpec.from_dict({"out": "x", "grid": {"seed": 3}})
+
+
+def test_sweep_skips_finished_runs(tmp_path):
+    spec = SweepSpec.from_dict(_spec(tmp_path, workers=1, base={**BASE, "steps": 20, "eval_every": 10}))
+    configs = spec.expand()
+    first = run_sweep(spec, configs, progress=False)
+    assert len(first["finished"]) == 4 and first["skipped"] == 0
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/result.json")}
+    second = run_sweep(spec, configs, progress=False)
+    assert second["skipped"] == 4 and len(second["finished"]) == 4
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/result.json")}
+
+
+def test_sweep_killed_in_the_middle_loses_nothing_and_resumes(tmp_path):
+    cfg_path = tmp_path / "sweep.json"
+    cfg_path.write_text(json.dumps(_spec(tmp_path)))
+    cmd = [sys.executable, "-m", "newton_losses", "sweep", str(cfg_path), "--no-progress", "--no-report"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    runs = tmp_path / "runs"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and not list(runs.glob("*/result.json")):
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # the sweep process only: its workers must die with it
+        proc.wait()
+    finished = {p.parent.name: p.read_text() for p in runs.glob("*/result.json")}
+    assert finished, "no run finished before the deadline"
+    time.sleep(0.5)
+    spec = SweepSpec.load(cfg_path)
+    configs = spec.expand()
+    statuses = {c.run_id(): run_status(runs / c.run_id()) for c in configs}
+    assert any(s != "finished" for s in statuses.values()), "the sweep finished before it was killed"
+    summary = run_sweep(spec, configs, progress=False)
+    assert len(summary["finished"]) == 4 and not summary["errors"] and not summary["locked"]
+    for name, text in finished.items():  # finished runs untouched
+        assert (runs / name / "result.json").read_text() == text
+    for c in configs:
+        records = read_metrics(runs / c.run_id())
+        assert [r["step"] for r in records] == [100, 200, 300, 400]
