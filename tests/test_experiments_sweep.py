@@ -54,7 +54,8 @@ def test_sweep_killed_in_the_middle_loses_nothing_and_resumes(tmp_path):
     cfg_path.write_text(json.dumps(_spec(tmp_path)))
     cmd = [sys.executable, "-m", "newton_losses", "sweep", str(cfg_path), "--no-progress", "--no-report"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
     runs = tmp_path / "runs"
     deadline = time.monotonic() + 120
     try:

@@ -65,6 +65,12 @@ def setup(device_type: str) -> DistContext:
     return DistContext(rank=rank, world=world, local_rank=local_rank, active=True)
 
 
-def teardown(ctx: DistContext) -> None:
+def teardown(ctx: DistContext, *, failed: bool = False) -> None:
+    """Leave the process group. After success, all ranks first meet at a barrier: destroying a
+    gloo group while another rank still completes the last collective aborts the process
+    ("terminate called without an active exception"). After a failure a barrier could wait
+    for a rank that will never come, so the group is destroyed directly."""
     if ctx.active and dist.is_initialized():
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()

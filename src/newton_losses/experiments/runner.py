@@ -120,6 +120,7 @@ def train(
     cfg = RunConfig.from_dict(cfg.to_dict()).validate()
     device = _device(cfg.device)
     ctx = setup(device.type)
+    failed = True
     try:
         if cfg.batch_size % ctx.world:
             raise ValueError(
@@ -130,12 +131,14 @@ def train(
             device = torch.device("cuda", ctx.local_rank)
         run_dir = Path(run_dir)
         with _lock(run_dir, ctx):
-            existing = _check_config(run_dir, cfg, ctx)
-            if existing is not None:
-                return existing
-            return _Trainer(cfg, run_dir, ctx, device, progress, tensorboard, task_kwargs or {}, on_step).run()
+            result = _check_config(run_dir, cfg, ctx)  # the result if already finished
+            if result is None:
+                result = _Trainer(cfg, run_dir, ctx, device, progress, tensorboard, task_kwargs or {},
+                                  on_step).run()
+        failed = False
+        return result
     finally:
-        teardown(ctx)
+        teardown(ctx, failed=failed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -265,6 +268,11 @@ class _Trainer:
         x, target = x.to(self.device), target.to(self.device)
         y = self.task.outputs(self.net, x)
         finite = bool(torch.isfinite(y).all())
+        if ctx.active:
+            # Agree before the Newton loss: its Fisher / batch-Hessian all-reduce must be entered
+            # by every rank or by none.
+            bad = ctx.all_reduce_sum(torch.tensor([0.0 if finite else 1.0], device=self.device))
+            finite = bool(bad.item() == 0)
         newton_s = 0.0
         if finite and self.newton is not None:
             loss = self.newton(y, target)
