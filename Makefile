@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m newton_losses demo
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not network" -q
+	$(PY) -m pytest -m "not slow and not network" -q tests --doctest-modules src/newton_losses
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow or network" -q
