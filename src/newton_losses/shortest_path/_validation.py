@@ -13,17 +13,9 @@ from typing import Optional
 
 import torch
 
+from .._checks import check_positive  # noqa: F401  (re-exported for this package)
+
 BASELINES = ("center", "loo", "none")
-
-
-def check_positive(name: str, value: object) -> float:
-    """Return ``value`` as a float if it is a finite real number > 0, else raise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
 
 
 def check_int(name: str, value: object, minimum: int) -> int:

@@ -65,26 +65,9 @@ def _check_input(y: object, oracle_is_default: bool) -> torch.Tensor:
     return y
 
 
-class PerturbedOptimizer(PerturbedBase):
-    """The perturbed optimizer ŷ_σ(θ) = E[y*(θ + σZ)] with a Stein-Jacobian backward.
-
-    Forward: θ (N, H, W) ≥ 0 -> ŷ (N, H, W), the mean of the oracle's outputs over S samples,
-    from one oracle call on S·N grids (S·N + N with the ``"center"`` baseline). Backward (Berthet
-    et al. 2020, Prop. 3.1, with a baseline b):
-
-        v ↦ Ĵᵀ v = (1/(Sσ)) Σ_s ⟨v, y_s − b⟩ Z_s        (Ĵ estimates ∇ŷ_σ = E[y* Zᵀ]/σ)
-
-    This is also "stochastic smoothing of the algorithm": :class:`~.smoothing.SmoothedAlgorithmLoss`
-    puts a path loss on ŷ. Not twice differentiable by autograd (use the estimators).
-
-    Args:
-        oracle: points (K, *shape) -> outputs (K, *p), evaluated without gradients; default
-            :func:`path_oracle` (then inputs must be (N, H, W) non-negative costs).
-        sigma: noise scale σ > 0.
-        n_samples: S ≥ 1.
-        baseline: ``"center"`` (b = y*(θ)), ``"loo"`` or ``"none"`` (see :mod:`.stein`).
-        generator: torch.Generator for reproducible noise (default: the global RNG).
-    """
+class _OracleLoss(PerturbedBase):
+    """Shared part of the perturbed-optimizer losses: a black-box oracle (the exact shortest-path
+    solver by default) evaluated on perturbed inputs."""
 
     def __init__(
         self,
@@ -109,13 +92,35 @@ class PerturbedOptimizer(PerturbedBase):
     def _check_point(self, y: torch.Tensor) -> torch.Tensor:
         return _check_input(y, self.oracle is path_oracle)
 
+
+class PerturbedOptimizer(_OracleLoss):
+    """The perturbed optimizer ŷ_σ(θ) = E[y*(θ + σZ)] with a Stein-Jacobian backward.
+
+    Forward: θ (N, H, W) ≥ 0 -> ŷ (N, H, W), the mean of the oracle's outputs over S samples,
+    from one oracle call on S·N grids (S·N + N with the ``"center"`` baseline). Backward (Berthet
+    et al. 2020, Prop. 3.1, with a baseline b):
+
+        v ↦ Ĵᵀ v = (1/(Sσ)) Σ_s ⟨v, y_s − b⟩ Z_s        (Ĵ estimates ∇ŷ_σ = E[y* Zᵀ]/σ)
+
+    This is also "stochastic smoothing of the algorithm": :class:`~.smoothing.SmoothedAlgorithmLoss`
+    puts a path loss on ŷ. Not twice differentiable by autograd (use the estimators).
+
+    Args:
+        oracle: points (K, *shape) -> outputs (K, *p), evaluated without gradients; default
+            :func:`path_oracle` (then inputs must be (N, H, W) non-negative costs).
+        sigma: noise scale σ > 0.
+        n_samples: S ≥ 1.
+        baseline: ``"center"`` (b = y*(θ)), ``"loo"`` or ``"none"`` (see :mod:`.stein`).
+        generator: torch.Generator for reproducible noise (default: the global RNG).
+    """
+
     def forward(self, theta: torch.Tensor) -> torch.Tensor:
         theta = _check_input(theta, self.oracle is path_oracle)
         samples = self._forward_samples(theta, (), {})
         return stein_mean(theta, samples, self.baseline)
 
 
-class FenchelYoungLoss(PerturbedBase):
+class FenchelYoungLoss(_OracleLoss):
     """Perturbed Fenchel-Young loss for shortest paths (minimization; see the module docstring).
 
         ℓ_i = ⟨θ_i, ȳ_i⟩ − (1/S) Σ_s ⟨θ_i + σZ_s, y*(θ_i + σZ_s)⟩,     ∇ℓ_i = ȳ_i − ŷ_i
@@ -151,25 +156,13 @@ class FenchelYoungLoss(PerturbedBase):
         baseline: str = "center",
         generator: Optional[torch.Generator] = None,
     ) -> None:
-        super().__init__(sigma, n_samples, baseline, generator)
-        if oracle is not None and not callable(oracle):
-            raise TypeError(f"oracle must be callable or None, got {type(oracle).__name__}")
-        self.oracle = path_oracle if oracle is None else oracle
+        super().__init__(oracle, sigma=sigma, n_samples=n_samples, baseline=baseline, generator=generator)
         self._center_wanted = False  # set by hessian_estimator(): only it uses the centre
-
-    def _evaluate(self, points, args, kwargs):
-        return self.oracle(points)
 
     def _center_in_forward(self) -> bool:
         return self.baseline == "center" and self._center_wanted
 
     _has_target = True
-
-    def _needs_grid(self) -> bool:
-        return self.oracle is path_oracle
-
-    def _check_point(self, y: torch.Tensor) -> torch.Tensor:
-        return _check_input(y, self.oracle is path_oracle)
 
     def forward(self, theta: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         theta = _check_input(theta, self.oracle is path_oracle)

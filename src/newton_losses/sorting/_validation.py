@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import torch
 
-
-def check_positive(name: str, value: object) -> float:
-    """Return ``value`` as a float if it is a finite real number > 0, else raise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0.0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
+from .._checks import check_positive  # noqa: F401  (re-exported for this package)
 
 
 def check_in_unit_interval(name: str, value: object) -> float:
