@@ -67,7 +67,9 @@ def test_json_round_trip_and_stable_ids():
     assert back == c and back.run_id() == c.run_id()
     assert c.run_id().startswith("ranking-neuralsort-n5-hessian-lam0.1-s3-")
     assert c.replace(seed=4).validate().run_id() != c.run_id()
-    assert json.loads(c.to_json())["method_args"] == {"tau": 0.5}
+    assert json.loads(c.to_json())["method_args"] == {"tau": 0.5, "loss": "bce"}
+    with pytest.raises(ValueError, match="method_args.loss"):
+        protocol_config("ranking", "quick", method_args={"loss": "l2"})
 
 
 def test_baseline_ignores_newton_fields():

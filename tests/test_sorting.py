@@ -338,3 +338,59 @@ def test_targets_in_the_unit_interval_are_accepted():
         torch.testing.assert_close(ranking_bce(P, same), ranking_bce(P, hard.double()))
     with pytest.raises(TypeError, match="P_true must be a real tensor"):
         ranking_bce(P, hard.to(torch.complex128))
+
+
+# ---------------------------------------------------------------- loss definitions (bce_clamp, ce)
+from newton_losses.sorting import RANKING_LOSSES, ranking_bce_clamped, ranking_ce  # noqa: E402
+
+
+def test_bce_clamped_matches_torch_bce_inside_the_clamp():
+    g = torch.Generator().manual_seed(0)
+    P = NeuralSort(1.0)(torch.randn(6, 5, generator=g, dtype=torch.float64))
+    T = permutation_matrix(torch.randn(6, 5, generator=g, dtype=torch.float64))
+    ref = torch.nn.functional.binary_cross_entropy(P.clamp(1e-6, 1 - 1e-6), T, reduction="none").mean((-2, -1))
+    torch.testing.assert_close(ranking_bce_clamped(P, T), ref)
+
+
+def test_bce_clamped_zeroes_the_gradient_of_confidently_wrong_entries():
+    # A sharp relaxation, scores in the wrong order: the true entries round below ε.
+    scores = torch.tensor([[3.0, 2.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    T = permutation_matrix(torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64))
+    (g_clamp,) = torch.autograd.grad(RankingLoss(NeuralSort(0.06), loss="bce_clamp")(scores, T).sum(), scores)
+    (g_bce,) = torch.autograd.grad(RankingLoss(NeuralSort(0.06), loss="bce")(scores, T).sum(), scores)
+    assert torch.count_nonzero(g_clamp) == 0
+    assert g_bce.abs().max() > 0.1  # the shifted log keeps a gradient there
+
+
+def test_row_cross_entropy_against_a_float64_loop():
+    g = torch.Generator().manual_seed(1)
+    P = NeuralSort(0.7)(torch.randn(4, 6, generator=g, dtype=torch.float64))
+    ranks = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    T = permutation_matrix(ranks)
+    order = ranks.argsort(-1)
+    ref = torch.tensor([
+        -sum(math.log((P[b, i, order[b, i]].item() + 1e-12) / (1 + 1e-12)) for i in range(6)) / 6
+        for b in range(4)
+    ], dtype=torch.float64)
+    torch.testing.assert_close(ranking_ce(P, T), ref)
+    assert float(ranking_ce(T, T).abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("loss", RANKING_LOSSES)
+def test_ranking_loss_kinds_have_finite_difference_gradients(loss):
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    T = permutation_matrix(torch.randn(3, 4, generator=g, dtype=torch.float64))
+    rl = RankingLoss(NeuralSort(1.0), loss=loss)
+    assert torch.autograd.gradcheck(lambda s: rl(s, T), (scores,))
+    assert torch.autograd.gradgradcheck(lambda s: rl(s, T), (scores,))
+
+
+def test_ranking_loss_kind_errors():
+    with pytest.raises(ValueError, match="loss must be one of"):
+        RankingLoss(NeuralSort(), loss="mse")
+    with pytest.raises(ValueError, match="eps"):
+        RankingLoss(NeuralSort(), loss="bce_clamp", eps=0.7)
+    with pytest.raises(ValueError, match="eps"):
+        ranking_bce_clamped(torch.eye(3), torch.eye(3), eps=0.5)
+    assert RankingLoss(NeuralSort(), loss="bce_clamp").eps == 1e-6

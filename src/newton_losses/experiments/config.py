@@ -31,11 +31,15 @@ VARIANTS = ("none", "hessian", "hessian_batch", "fisher", "gauss_newton")
 PROTOCOLS = {"ranking": ("paper", "quick", "tiny"), "shortest_path": ("paper", "quick", "tiny")}
 
 # method -> {argument: (type, default)}; defaults follow METHOD.md §2 where it names one.
+# Every ranking method also takes ``loss``: the ranking loss on the relaxed permutation matrix
+# ("bce": log(P + 1e-12) form, "bce_clamp": BCE of P clamped to [1e-6, 1 - 1e-6], "ce": row-wise
+# cross-entropy; see newton_losses.sorting.RankingLoss).
+_RANKING_LOSS_ARG = {"loss": (str, "bce")}
 RANKING_METHODS: dict[str, dict[str, tuple[type, Any]]] = {
-    "neuralsort": {"tau": (float, 1.0)},
-    "softsort": {"tau": (float, 1.0), "power": (float, 1.0)},
-    "odd_even": {"steepness": (float, 10.0), "sigmoid": (str, "logistic")},
-    "bitonic": {"steepness": (float, 10.0), "sigmoid": (str, "logistic")},
+    "neuralsort": {"tau": (float, 1.0), **_RANKING_LOSS_ARG},
+    "softsort": {"tau": (float, 1.0), "power": (float, 1.0), **_RANKING_LOSS_ARG},
+    "odd_even": {"steepness": (float, 10.0), "sigmoid": (str, "logistic"), **_RANKING_LOSS_ARG},
+    "bitonic": {"steepness": (float, 10.0), "sigmoid": (str, "logistic"), **_RANKING_LOSS_ARG},
 }
 SHORTEST_PATH_METHODS: dict[str, dict[str, tuple[type, Any]]] = {
     "bf_for": {"beta": (float, 10.0), "loss": (str, "l2"), "iterations": (int, 0)},
@@ -226,6 +230,8 @@ class RunConfig:
         """A readable, stable directory name: ``method-variant[-lamλ]-sSEED-HASH``."""
         parts = [self.task, self.method]
         if self.task == "ranking":
+            if self.method_args.get("loss", "bce") != "bce":
+                parts.append(self.method_args["loss"])
             parts.append(f"n{self.n}")
         parts.append(self.variant)
         if self.variant != "none":
@@ -300,6 +306,8 @@ def _check_method_args(task: str, method: str, args: dict) -> None:
             _int(f"method_args.{key}", args[key], 0)
     if task == "shortest_path" and "loss" in args:
         _choice("method_args.loss", args["loss"], ("l1", "l2", "smooth_l1"))
+    if task == "ranking":
+        _choice("method_args.loss", args["loss"], ("bce", "bce_clamp", "ce"))
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:

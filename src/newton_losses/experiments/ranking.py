@@ -80,7 +80,7 @@ class RankingTask:
         self.val = MultiDigitSets("val", num_sets=cfg.val_sets, seed=_VAL_SEED, **common)
         self.test = MultiDigitSets("test", num_sets=cfg.test_sets, seed=_TEST_SEED, **common)
         self.model = build_model(cfg.model, image_shape=self.train.image_shape, hidden=cfg.hidden)
-        ranking = RankingLoss(_relaxation(cfg))
+        ranking = RankingLoss(_relaxation(cfg), loss=cfg.method_args["loss"])
         self.loss_fn = CompositeLoss(ranking.inner, ranking.outer)
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

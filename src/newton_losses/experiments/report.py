@@ -49,7 +49,9 @@ class Group:
 
     def label(self) -> str:
         c = self.config
-        args = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in c["method_args"].items())
+        shown = {k: v for k, v in c["method_args"].items()
+                 if not (c["task"] == "ranking" and k == "loss" and v == "bce")}  # the default loss
+        args = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
         more = "".join(f", {k}={_short(c[k])}" for k in self.extra)
         return f"{c['method']}({args}){more}"
 

@@ -20,7 +20,14 @@ All are dtype/device generic, any batch shape, twice differentiable and usable u
 """
 
 from .neuralsort import NeuralSort, neural_sort
-from .ranking_loss import RankingLoss, permutation_matrix, ranking_bce
+from .ranking_loss import (
+    RANKING_LOSSES,
+    RankingLoss,
+    permutation_matrix,
+    ranking_bce,
+    ranking_bce_clamped,
+    ranking_ce,
+)
 from .softsort import SoftSort, soft_sort
 from .sorting_networks import DiffSortNet
 
@@ -32,5 +39,8 @@ __all__ = [
     "neural_sort",
     "permutation_matrix",
     "ranking_bce",
+    "ranking_bce_clamped",
+    "ranking_ce",
+    "RANKING_LOSSES",
     "soft_sort",
 ]

@@ -13,6 +13,10 @@ import torch
 from ._validation import all_finite, all_in_unit_interval, check_positive
 
 DEFAULT_EPS = 1e-12
+#: ε of :func:`ranking_bce_clamped`: P is clamped to [ε, 1 − ε] (1 − 1e-6 is representable in float32).
+DEFAULT_CLAMP_EPS = 1e-6
+#: The ranking losses :class:`RankingLoss` can use, by name.
+RANKING_LOSSES = ("bce", "bce_clamp", "ce")
 
 
 def permutation_matrix(values: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -117,34 +121,83 @@ def _ranking_bce(P: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Ten
     return -(target * log_p + (1.0 - target) * log_q).mean(dim=(-2, -1))
 
 
+def ranking_bce_clamped(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_CLAMP_EPS) -> torch.Tensor:
+    """Per-sample BCE with clamped probabilities, the form common in ranking-supervision code:
+
+        ℓ(P, T) = −(1/n²) Σ_{i,k} [ T_ik log p_ik + (1 − T_ik) log(1 − p_ik) ],
+        p = clamp(P, ε, 1 − ε).
+
+    Where an entry is confidently wrong (P_ik < ε with T_ik = 1, or P_ik > 1 − ε with T_ik = 0)
+    the clamp makes its gradient — and its curvature — exactly zero: such entries stop
+    contributing to training. This is the key difference from :func:`ranking_bce`, whose shift
+    keeps a (large) gradient there. Shapes and checks as :func:`ranking_bce`; ε in (0, 0.5).
+    """
+    eps = check_positive("eps", eps)
+    if not eps < 0.5:
+        raise ValueError(f"eps must be in (0, 0.5) so that [eps, 1 - eps] is an interval; got {eps!r}")
+    _check_matrices(P, P_true)
+    p = P.clamp(eps, 1.0 - eps)
+    target = P_true.to(P.dtype)
+    return -(target * torch.log(p) + (1.0 - target) * torch.log1p(-p)).mean(dim=(-2, -1))
+
+
+def ranking_ce(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """Per-sample row-wise cross-entropy: each row of P (a sorted position) is a distribution over
+    items, scored against the true item at that position,
+
+        ℓ(P, T) = −(1/n) Σ_i Σ_k T_ik log((P_ik + ε)/(1 + ε)).
+
+    Only the entries where T = 1 enter (n of the n² of :func:`ranking_bce`); convex in P, so
+    Gauss-Newton applies. ℓ(T, T) = 0. Shapes and checks as :func:`ranking_bce`.
+    """
+    eps = check_positive("eps", eps)
+    _check_matrices(P, P_true)
+    P = P.clamp(0.0, 1.0)
+    target = P_true.to(P.dtype)
+    n = P.shape[-1]
+    return -(target * torch.log((P + eps) / (1.0 + eps))).sum(dim=(-2, -1)) / n
+
+
 class RankingLoss(torch.nn.Module):
-    """Ranking-supervision loss: ℓ_i = ranking_bce(relaxation(scores_i), P_true_i), one per sample.
+    """Ranking-supervision loss: ℓ_i = h(relaxation(scores_i), P_true_i), one per sample, with h
+    :func:`ranking_bce` (``loss="bce"``, default), :func:`ranking_bce_clamped` (``"bce_clamp"``) or
+    :func:`ranking_ce` (``"ce"``).
 
     Composite form for Gauss-Newton: ``inner`` = the relaxation, scores (N, n) -> P (N, n, n);
-    ``outer`` = :func:`ranking_bce`, (P, P_true) -> (N,), convex in P. With the core:
+    ``outer`` = h, (P, P_true) -> (N,), convex in P. With the core:
     ``CompositeLoss(loss.inner, loss.outer)``.
 
     Args:
         relaxation: callable scores (..., n) -> P (..., n, n), e.g. :class:`NeuralSort`,
             :class:`SoftSort` or :class:`DiffSortNet`.
-        eps: ε of :func:`ranking_bce`.
+        eps: ε of the loss; default 1e-12 (``"bce"``, ``"ce"``) or 1e-6 (``"bce_clamp"``).
+        loss: ``"bce"``, ``"bce_clamp"`` or ``"ce"`` (see above).
 
     Forward: scores (..., n), P_true (..., n, n) -> (...,) per-sample losses.
     """
 
-    def __init__(self, relaxation: Callable[[torch.Tensor], torch.Tensor], eps: float = DEFAULT_EPS) -> None:
+    def __init__(self, relaxation: Callable[[torch.Tensor], torch.Tensor], eps: float | None = None,
+                 loss: str = "bce") -> None:
         super().__init__()
         if not callable(relaxation):
             raise TypeError(f"relaxation must be callable (scores -> P), got {type(relaxation).__name__}")
+        if loss not in RANKING_LOSSES:
+            raise ValueError(f"loss must be one of {RANKING_LOSSES}; got {loss!r}")
+        if eps is None:
+            eps = DEFAULT_CLAMP_EPS if loss == "bce_clamp" else DEFAULT_EPS
         self.relaxation = relaxation
+        self.loss = loss
         self.eps = check_positive("eps", eps)
+        if loss == "bce_clamp" and not self.eps < 0.5:
+            raise ValueError(f"eps must be in (0, 0.5) for loss='bce_clamp'; got {eps!r}")
+        self._outer = {"bce": ranking_bce, "bce_clamp": ranking_bce_clamped, "ce": ranking_ce}[loss]
 
     @property
     def inner(self) -> Callable[[torch.Tensor], torch.Tensor]:
         return self.relaxation
 
     def outer(self, P: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
-        return ranking_bce(P, P_true, eps=self.eps)
+        return self._outer(P, P_true, eps=self.eps)
 
     def forward(self, scores: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
         if isinstance(scores, torch.Tensor) and isinstance(P_true, torch.Tensor):
@@ -157,4 +210,4 @@ class RankingLoss(torch.nn.Module):
         return self.outer(self.inner(scores), P_true)
 
     def extra_repr(self) -> str:
-        return f"eps={self.eps}"
+        return f"loss={self.loss!r}, eps={self.eps}"
