@@ -1,4 +1,8 @@
-"""`newton-losses bench`: the cost of each curvature relative to a plain backward pass.
+"""`newton-losses bench`: what each curvature costs, measured in one process.
+
+Sections: ``loss`` and ``step`` (the package's real losses and whole training steps, in
+:mod:`newton_losses.experiments.bench_step`), ``dense`` (our Hessian path against a dense
+(N·m)² reference) and ``synthetic`` (the self-contained cases below, with every solver option).
 
 Every figure is the median of ``repeats`` timed runs after a warm-up, all measured in one
 process, and printed as a ratio to the plain loss's forward+backward at the same size — the
@@ -263,32 +267,72 @@ def markdown_table(rows: list[dict]) -> str:
     return head + body
 
 
+SECTIONS = ("loss", "step", "dense", "synthetic")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="newton-losses bench", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer sizes and repeats (a smoke run)")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per figure (median)")
+    p = argparse.ArgumentParser(
+        prog="newton-losses bench",
+        description="Newton-step cost, in one process: §1 on the package's losses relative to a plain "
+                    "backward pass, §2 whole training steps relative to the baseline step (quick and "
+                    "paper networks), §3 our Hessian path against a dense (N·m)² reference; then the "
+                    "issue-6 targets checked against the measurements. docs/PERFORMANCE.md records "
+                    "the output.")
+    p.add_argument("--section", action="append", choices=SECTIONS, default=None,
+                   help="run only these sections (repeatable; default: loss, step, dense). "
+                        "'synthetic' is the stand-alone pairwise/softmin-grid table with every "
+                        "solver option")
+    p.add_argument("--no-paper", action="store_true",
+                   help="§2 without the paper networks (seconds per step on a CPU)")
+    p.add_argument("--quick", action="store_true", help="fewer cases and repeats (a smoke run)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per figure, median (default 15 for losses, 5 for steps; --quick 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--lam", type=float, default=0.1, help="λ for every variant")
-    p.add_argument("--json", type=str, default=None, help="also write the rows as JSON here")
+    p.add_argument("--json", type=str, default=None, help="also write every row as JSON here")
     args = p.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
             p.error(f"--threads must be >= 1; got {args.threads}")
         torch.set_num_threads(args.threads)
-    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 15)
-    if repeats < 1:
-        p.error(f"--repeats must be >= 1; got {repeats}")
-    print("newton-losses bench — Newton-step cost relative to a plain backward pass")
+    if args.repeats is not None and args.repeats < 1:
+        p.error(f"--repeats must be >= 1; got {args.repeats}")
+    if not args.lam > 0:
+        p.error(f"--lam must be > 0; got {args.lam}")
+    sections = args.section or ["loss", "step", "dense"]
+    loss_repeats = args.repeats or (2 if args.quick else 15)
+    step_repeats = args.repeats or (2 if args.quick else 5)
+    print("newton-losses bench — what a Newton loss costs")
     print(f"machine: {machine_description()}")
-    print(f"median of {repeats} runs per figure; λ={args.lam}; times include the loss's own "
-          "forward and backward")
-    rows = run_core(default_cases(args.quick), VARIANTS, repeats, lam=args.lam)
-    print("\nMarkdown (ratio to plain forward+backward of the same loss):\n")
-    print(markdown_table(rows))
-    dense = run_dense_reference(repeats, lam=args.lam)
+    print(f"each figure: median of {loss_repeats} (losses) / {step_repeats} (steps) interleaved runs; "
+          f"λ={args.lam}")
+    from .experiments import bench_step as bs
+
+    rows: list[dict] = []
+    dense: list[dict] = []
+    if "loss" in sections:
+        rows += bs.run_losses(bs.loss_cases(args.quick), loss_repeats, lam=args.lam)
+        print("\nMarkdown (ratio to the plain loss's forward+backward; (cg): solved by CG):\n")
+        print(bs.loss_table(rows))
+    if "step" in sections:
+        rows += bs.run_steps(bs.step_cases(args.quick, paper=not args.no_paper), step_repeats, lam=args.lam)
+        print("\nMarkdown (whole training step, ratio to the baseline step):\n")
+        print(bs.step_table(rows))
+    if "dense" in sections:
+        dense = run_dense_reference(loss_repeats, lam=args.lam)
+    if "synthetic" in sections:
+        synthetic = run_core(default_cases(args.quick), VARIANTS, loss_repeats, lam=args.lam)
+        print("\nMarkdown (ratio to plain forward+backward of the same loss):\n")
+        print(markdown_table(synthetic))
+        rows += [{**r, "section": "synthetic"} for r in synthetic]
+    targets = bs.check_targets(rows, dense)
+    if targets:
+        print("\nIssue-6 targets, from the figures above:")
+        for line in targets:
+            print("  " + line)
     if args.json:
         from .io import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(dict(machine=machine_description(), rows=rows,
-                                                     dense_reference=dense), indent=2))
+                                                     dense_reference=dense, targets=targets), indent=2))
     return 0

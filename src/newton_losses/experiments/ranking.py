@@ -75,6 +75,7 @@ class RankingTask:
         self.device, self.dtype = device, dtype
         if mnist is None:
             mnist = synthetic_mnist(cfg.synthetic_size) if cfg.data == "synthetic" else load_mnist()
+        self.mnist = mnist
         common = dict(n=cfg.n, k=cfg.digits, downscale=cfg.downscale, mnist=mnist, device=device, dtype=dtype)
         self.train = MultiDigitSets("train", num_sets=0, seed=cfg.seed, **common)
         self.val = MultiDigitSets("val", num_sets=cfg.val_sets, seed=_VAL_SEED, **common)

@@ -42,7 +42,7 @@ from ..newton import NewtonLoss
 from .config import RunConfig
 from .distributed import DistContext, setup, teardown
 
-__all__ = ["RunFailed", "RunLocked", "train", "read_metrics", "run_status", "build_task"]
+__all__ = ["RunFailed", "RunLocked", "train", "read_metrics", "run_status", "build_task", "newton_loss_for"]
 
 
 class RunFailed(RuntimeError):
@@ -141,6 +141,19 @@ def train(
         teardown(ctx, failed=failed)
 
 
+def newton_loss_for(cfg: RunConfig, task: Any, **kwargs: Any) -> Optional[NewtonLoss]:
+    """The :class:`NewtonLoss` a run of ``cfg`` trains with (``None`` for the baseline):
+    the task's loss, the variant's curvature (a stochastic method's Stein estimator for
+    ``"hessian"``), λ, damping and projection; NaN/Inf samples are skipped and counted.
+    ``kwargs`` override NewtonLoss arguments (benchmarks)."""
+    if cfg.variant == "none":
+        return None
+    curvature = task.curvature(cfg.variant) if hasattr(task, "curvature") else cfg.variant
+    options = dict(curvature=curvature, lam=cfg.lam, damping=cfg.damping, projection=cfg.projection,
+                   on_nonfinite="skip")
+    return NewtonLoss(task.loss_fn, **{**options, **kwargs})
+
+
 # ----------------------------------------------------------------------------------------------
 def _device(name: str) -> torch.device:
     if name == "auto":
@@ -209,13 +222,7 @@ class _Trainer:
             )
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, cfg.lr_milestones, cfg.lr_gamma)
-        self.newton = None
-        if cfg.variant != "none":
-            curvature = self.task.curvature(cfg.variant) if hasattr(self.task, "curvature") else cfg.variant
-            self.newton = NewtonLoss(
-                self.task.loss_fn, curvature=curvature, lam=cfg.lam, damping=cfg.damping,
-                projection=cfg.projection, on_nonfinite="skip",
-            )
+        self.newton = newton_loss_for(cfg, self.task)
         self.generator = torch.Generator().manual_seed(_derived_seed(cfg.seed, 1))
         self.step = 0
         self.best: Optional[dict] = None

@@ -1,0 +1,335 @@
+"""Benchmarks on the package's real losses and the experiment protocols' networks.
+
+Two sections of ``newton-losses bench`` (see :mod:`newton_losses.bench`):
+
+- :func:`run_losses` — the Newton-step cost (curvature + solve, plus the loss's own forward
+  and backward) relative to a plain backward pass of the same loss: sorting relaxations at
+  batch 100 with n ∈ {5, 10, 32}, relaxed Bellman-Ford on 12×12 grids at batch 70, and the
+  stochastic losses (smoothing, perturbed optimizer + Fenchel-Young) with 10 samples.
+- :func:`run_steps` — the whole training step (forward through the network, loss or Newton
+  loss, backward, Adam) of each Newton variant relative to the baseline's step, for the quick
+  and the paper networks of the ranking (n = 5, 10) and shortest-path protocols.
+
+Both use the experiment runner's own construction of the loss and of the Newton loss
+(:func:`~newton_losses.experiments.runner.newton_loss_for`), so they time what training runs.
+Timings are interleaved (one repeat of every variant, then the next repeat) so that slow drifts
+of a noisy machine hit every variant alike; each figure is the median over repeats.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..curvature import CompositeLoss
+from .config import RunConfig, protocol_config
+
+__all__ = ["LossCase", "StepCase", "loss_cases", "step_cases", "run_losses", "run_steps", "loss_table",
+           "step_table", "check_targets"]
+
+_SORTING_VARIANTS = ("fisher", "hessian", "hessian_batch", "gauss_newton")
+_STOCHASTIC = ("smoothed_loss", "smoothed_algorithm", "perturbed_fy")
+
+
+@dataclass
+class LossCase:
+    """A loss at a size: ``cfg`` names the method (a run configuration), ``N`` the batch."""
+
+    name: str
+    cfg: RunConfig
+    N: int
+    variants: tuple
+
+    @property
+    def m(self) -> int:
+        return self.cfg.n if self.cfg.task == "ranking" else 144
+
+
+@dataclass
+class StepCase:
+    """A training step: a protocol's network, data shapes, method and batch size."""
+
+    name: str
+    cfg: RunConfig
+    variants: tuple
+
+
+def _variants(method: str) -> tuple:
+    return ("fisher", "hessian") if method in _STOCHASTIC else _SORTING_VARIANTS
+
+
+def loss_cases(quick: bool = False) -> list[LossCase]:
+    """The losses of issue 6 §1 (``quick``: n ∈ {5, 10} and fewer cases, for smoke tests)."""
+    cases = []
+    sorts = [("NeuralSort", "neuralsort", {"tau": 1.0}), ("SoftSort", "softsort", {"tau": 1.0}),
+             ("logistic DSN", "odd_even", {"steepness": 10.0, "sigmoid": "logistic"})]
+    for n in ((5, 10) if quick else (5, 10, 32)):
+        for label, method, args in sorts:
+            cfg = protocol_config("ranking", "tiny", method=method, method_args=args, n=n)
+            cases.append(LossCase(f"{label} n={n}", cfg, 100, _SORTING_VARIANTS))
+    paths = [("relaxed BF For L2", "bf_for", {"loss": "l2"}),
+             ("smoothed loss, 10 samples", "smoothed_loss", {"samples": 10}),
+             ("perturbed FY, 10 samples", "perturbed_fy", {"samples": 10})]
+    for label, method, args in (paths[:1] if quick else paths):
+        cfg = protocol_config("shortest_path", "tiny", method=method, method_args=args)
+        cases.append(LossCase(f"{label} 12x12", cfg, 70, _variants(method)))
+    return cases
+
+
+def step_cases(quick: bool = False, paper: bool = True) -> list[StepCase]:
+    """The training steps of issue 6 §2: quick and paper networks (``paper=False`` drops the
+    paper networks, which take seconds per step on a CPU)."""
+    ranking = [("NeuralSort n=5", "neuralsort", {}, 5), ("NeuralSort n=10", "neuralsort", {}, 10),
+               ("logistic DSN n=10", "odd_even", {}, 10)]
+    paths = [("relaxed BF For L2", "bf_for", {"loss": "l2"}),
+             ("smoothed loss, 10 samples", "smoothed_loss", {"samples": 10}),
+             ("perturbed FY, 10 samples", "perturbed_fy", {"samples": 10})]
+    protocols = [("quick", "MLP 14x56", "small CNN")]
+    if paper:
+        protocols.append(("paper", "CNN 28x112", "ResNet18 stem"))
+    cases = []
+    for protocol, rnet, pnet in protocols:
+        for label, method, args, n in (ranking[:1] if quick else ranking):
+            cfg = protocol_config("ranking", protocol, method=method, method_args=args, n=n,
+                                  data="synthetic", synthetic_size=600, val_sets=1, test_sets=1)
+            cases.append(StepCase(f"ranking {protocol} ({rnet}), {label}, batch 100", cfg,
+                                  ("none",) + _SORTING_VARIANTS))
+        for label, method, args in (paths[:1] if quick else paths):
+            cfg = protocol_config("shortest_path", protocol, method=method, method_args=args,
+                                  data="synthetic", synthetic_size=150, train_size=140,
+                                  val_sets=5, test_sets=5)
+            cases.append(StepCase(f"shortest path {protocol} ({pnet}), {label}, batch 70", cfg,
+                                  ("none",) + _variants(method)))
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------
+class _LossOnly:
+    """The loss of a run configuration without its data or network (for :func:`run_losses`)."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        if cfg.task == "ranking":
+            from ..sorting import RankingLoss
+            from .ranking import _relaxation
+
+            rl = RankingLoss(_relaxation(cfg), loss=cfg.method_args["loss"])
+            self.loss_fn, self._loss = CompositeLoss(rl.inner, rl.outer), rl
+        else:
+            from .shortest_path import _loss
+
+            self.loss_fn, self._loss = _loss(cfg, torch.Generator().manual_seed(0))
+
+    def curvature(self, variant: str):
+        if self.cfg.method in _STOCHASTIC and variant == "hessian":
+            return self._loss.hessian_estimator()
+        return variant
+
+
+def _inputs(case: LossCase, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    if case.cfg.task == "ranking":
+        from ..sorting import permutation_matrix
+
+        y = torch.randn(case.N, case.m, generator=gen)
+        return y, permutation_matrix(torch.randn(case.N, case.m, generator=gen))
+    from ..shortest_path import shortest_path
+
+    y = torch.nn.functional.softplus(torch.randn(case.N, 12, 12, generator=gen)) + 0.3  # β·min > log 8
+    weights = torch.rand(case.N, 12, 12, generator=gen, dtype=torch.float64) * 9 + 1
+    return y, shortest_path(weights).path.to(y.dtype)
+
+
+def _interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median seconds of each callable, timing one call of every callable per round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def run_losses(cases: list[LossCase], repeats: int, lam: float = 0.1, out=sys.stdout) -> list[dict]:
+    """Newton loss forward+backward relative to the plain loss's, per case and variant."""
+    from .runner import newton_loss_for
+
+    print("\n§1 Newton-step cost on the package's losses, relative to a plain backward pass of the "
+          f"same loss (λ={lam}, relative damping off, automatic solver)", file=out)
+    rows = []
+    for case in cases:
+        gen = torch.Generator().manual_seed(0)
+        y0, target = _inputs(case, gen)
+        base = _LossOnly(case.cfg)
+
+        def plain(base=base, y0=y0, target=target) -> None:
+            y = y0.clone().requires_grad_(True)
+            base.loss_fn(y, target).mean().backward()
+
+        fns, newtons = {"plain backward": plain}, {}
+        for v in case.variants:
+            cfg = case.cfg.replace(variant=v, lam=lam).validate()
+            newton = newton_loss_for(cfg, _LossOnly(cfg), check_hessian="never")
+            newtons[v] = newton
+
+            def step(newton=newton, y0=y0, target=target) -> None:
+                y = y0.clone().requires_grad_(True)
+                newton(y, target).backward()
+
+            fns[v] = step
+        times = _interleaved(fns, repeats)
+        t_plain = times["plain backward"]
+        print(f"\n{case.name}  (N={case.N}, m={case.m})", file=out)
+        print(f"  {'variant':<16} {'ms':>9} {'× plain':>9}  {'Newton ms':>9}  how", file=out)
+        for v, t in times.items():
+            d = newtons[v].last_diagnostics if v in newtons else None
+            newton_ms = 1e3 * (d.time_curvature_s + d.time_solve_s) if d is not None else 0.0
+            how = "" if d is None else d.method + (f", CG {d.cg_iterations} it." if d.method == "cg" else "")
+            rows.append(dict(section="loss", case=case.name, N=case.N, m=case.m, variant=v,
+                             seconds=t, ratio=t / t_plain, newton_s=newton_ms / 1e3, how=how))
+            print(f"  {v:<16} {1e3 * t:>9.2f} {t / t_plain:>9.2f}  {newton_ms:>9.2f}  {how}", file=out)
+        out.flush()
+    return rows
+
+
+def run_steps(cases: list[StepCase], repeats: int, lam: float = 0.1, out=sys.stdout,
+              progress: bool = True) -> list[dict]:
+    """Whole training-step time of each variant relative to the baseline step.
+
+    A step is what the runner does per batch, minus drawing the batch (the same for every
+    variant): network forward, loss or Newton loss, backward, Adam update. Every variant trains
+    its own copy of one initialization on the same batches.
+    """
+    from .runner import build_task, newton_loss_for
+
+    print("\n§2 Whole training step (forward, loss or Newton loss, backward, Adam) relative to the "
+          f"baseline step (λ={lam}; the batch is drawn outside the timed region)", file=out)
+    rows = []
+    for case in cases:
+        torch.manual_seed(0)
+        task = build_task(case.cfg, torch.device("cpu"), torch.float32)
+        gen = torch.Generator().manual_seed(0)
+        batches = [task.sample(case.cfg.batch_size, gen) for _ in range(repeats + 1)]
+        fns, newtons = {}, {}
+        for v in case.variants:
+            cfg = case.cfg.replace(variant=v, lam=lam if v != "none" else 0.0).validate()
+            model = copy.deepcopy(task.model)
+            model.train()
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+            vtask = build_task(cfg, torch.device("cpu"), torch.float32,
+                               **({"mnist": task.mnist} if cfg.task == "ranking" else
+                                  {"terrain": _terrain_of(task)}))
+            newton = newton_loss_for(cfg, vtask, check_hessian="never")
+            newtons[v] = newton
+            state = {"i": 0}
+
+            def step(model=model, opt=opt, vtask=vtask, newton=newton, state=state) -> None:
+                x, target = batches[state["i"] % len(batches)]
+                state["i"] += 1
+                y = vtask.outputs(model, x)
+                loss = newton(y, target) if newton is not None else vtask.loss_fn(y, target).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            fns[v] = step
+        if progress:
+            print(f"  … {case.name}", file=sys.stderr, flush=True)
+        times = _interleaved(fns, repeats)
+        t_base = times["none"]
+        print(f"\n{case.name}", file=out)
+        print(f"  {'variant':<16} {'ms/step':>9} {'× baseline':>11}  {'Newton ms':>9}", file=out)
+        for v, t in times.items():
+            d = newtons[v].last_diagnostics if newtons[v] is not None else None
+            newton_ms = 1e3 * (d.time_curvature_s + d.time_solve_s) if d is not None else 0.0
+            rows.append(dict(section="step", case=case.name, variant=v, seconds=t, ratio=t / t_base,
+                             newton_s=newton_ms / 1e3, protocol=case.cfg.protocol, task=case.cfg.task,
+                             method=case.cfg.method, n=case.cfg.n if case.cfg.task == "ranking" else None))
+            print(f"  {('baseline' if v == 'none' else v):<16} {1e3 * t:>9.1f} {t / t_base:>11.3f}  "
+                  f"{newton_ms:>9.2f}", file=out)
+        out.flush()
+    return rows
+
+
+def _terrain_of(task) -> dict:
+    """The terrain splits a ShortestPathTask was built from (to build more tasks without
+    regenerating the maps)."""
+    import types
+
+    return {s: types.SimpleNamespace(maps=task.maps[s].numpy(), weights=task.weights[s].numpy(),
+                                     paths=task.paths[s].numpy()) for s in task.maps}
+
+
+def step_table(rows: list[dict]) -> str:
+    """Markdown: one row per step case, one column per variant (ratio to the baseline step,
+    baseline ms in its own column)."""
+    variants = ["fisher", "hessian", "hessian_batch", "gauss_newton"]
+    head = ("| training step | baseline ms | " + " | ".join(variants) + " |\n|---|---|"
+            + "---|" * len(variants) + "\n")
+    body = ""
+    for case in dict.fromkeys(r["case"] for r in rows if r["section"] == "step"):
+        sel = {r["variant"]: r for r in rows if r["case"] == case and r["section"] == "step"}
+        cells = [f"{sel[v]['ratio']:.3f}" if v in sel else "n/a" for v in variants]
+        body += f"| {case} | {1e3 * sel['none']['seconds']:.1f} | " + " | ".join(cells) + " |\n"
+    return head + body
+
+
+def loss_table(rows: list[dict]) -> str:
+    """Markdown: one row per loss case, ratio to the plain backward pass per variant."""
+    variants = ["fisher", "hessian", "hessian_batch", "gauss_newton"]
+    head = ("| loss (N, m) | plain fwd+bwd ms | " + " | ".join(variants) + " |\n|---|---|"
+            + "---|" * len(variants) + "\n")
+    body = ""
+    for case in dict.fromkeys(r["case"] for r in rows if r["section"] == "loss"):
+        sel = {r["variant"]: r for r in rows if r["case"] == case and r["section"] == "loss"}
+        first = sel["plain backward"]
+        cells = []
+        for v in variants:
+            if v not in sel:
+                cells.append("n/a")
+            else:
+                how = sel[v]["how"]
+                cells.append(f"{sel[v]['ratio']:.2f}" + (" (cg)" if how.startswith("cg") else ""))
+        body += (f"| {case} ({first['N']}, {first['m']}) | {1e3 * first['seconds']:.2f} | "
+                 + " | ".join(cells) + " |\n")
+    return head + body
+
+
+def check_targets(rows: list[dict], dense_rows: Optional[list[dict]] = None) -> list[str]:
+    """The issue-6 targets as lines "PASS/FAIL: ..." from measured rows."""
+    lines = []
+    steps = [r for r in rows if r["section"] == "step"]
+    paper = [r for r in steps if r["protocol"] == "paper"]
+    fisher = [r for r in paper if r["variant"] == "fisher"]
+    if fisher:
+        worst = max(fisher, key=lambda r: r["ratio"])
+        lines.append(f"{'PASS' if worst['ratio'] <= 1.05 else 'FAIL'}: Fisher step ≤ 1.05× baseline, "
+                     f"paper networks — worst {worst['ratio']:.3f}× ({worst['case']})")
+    hess = [r for r in paper if r["variant"] == "hessian" and r["task"] == "ranking" and r["n"] == 10]
+    if hess:
+        worst = max(hess, key=lambda r: r["ratio"])
+        lines.append(f"{'PASS' if worst['ratio'] <= 1.5 else 'FAIL'}: Hessian step ≤ 1.5× baseline, "
+                     f"sorting n=10, paper CNN — worst {worst['ratio']:.3f}× ({worst['case']})")
+    bf = [r for r in steps if r["method"] == "bf_for" and r["variant"] in ("hessian", "gauss_newton")]
+    for protocol in ("paper", "quick"):
+        sel = [r for r in bf if r["protocol"] == protocol]
+        if sel:
+            best = min(sel, key=lambda r: r["ratio"])
+            lines.append(f"{'PASS' if best['ratio'] <= 2.0 else 'FAIL'}: relaxed Bellman-Ford 12x12 "
+                         f"batch 70, a second-order variant ≤ 2× baseline step ({protocol} network) — "
+                         f"{best['variant']} {best['ratio']:.3f}×")
+    for r in dense_rows or []:
+        ok = r["speedup"] >= 20 and r["max_abs_diff"] <= 1e-6
+        lines.append(f"{'PASS' if ok else 'FAIL'}: Hessian path ≥ 20× faster than the dense "
+                     f"reference, same result to 1e-6 — {r['case']}: {r['speedup']:.0f}×, "
+                     f"max |Δ| {r['max_abs_diff']:.1e}")
+    return lines

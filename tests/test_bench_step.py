@@ -1,0 +1,55 @@
+"""Smoke tests of the real-loss and training-step benchmarks (timings are never asserted)."""
+import io
+
+import pytest
+
+from newton_losses.experiments import bench_step as bs
+from newton_losses.experiments.config import protocol_config
+
+
+def test_loss_section_times_every_variant_against_the_plain_loss():
+    cases = [c for c in bs.loss_cases(quick=True) if c.name in ("NeuralSort n=5", "relaxed BF For L2 12x12")]
+    cases[1].N = 4  # a small batch of grids
+    out = io.StringIO()
+    rows = bs.run_losses(cases, repeats=1, out=out)
+    assert {(r["case"], r["variant"]) for r in rows} == {
+        (c.name, v) for c in cases for v in ("plain backward",) + c.variants}
+    assert all(r["seconds"] > 0 for r in rows)
+    assert "hessian" in bs.loss_table(rows) and "(cg)" in bs.loss_table(rows)  # m = 144 solves by CG
+
+
+def test_step_section_trains_each_variant_on_the_same_batches():
+    cfg = protocol_config("ranking", "tiny", n=4)
+    case = bs.StepCase("tiny ranking", cfg, ("none", "fisher", "gauss_newton"))
+    sp = protocol_config("shortest_path", "tiny", method="perturbed_fy", method_args={"samples": 2})
+    case2 = bs.StepCase("tiny path", sp, ("none", "fisher", "hessian"))
+    out = io.StringIO()
+    rows = bs.run_steps([case, case2], repeats=1, out=out, progress=False)
+    assert [r["variant"] for r in rows] == ["none", "fisher", "gauss_newton", "none", "fisher", "hessian"]
+    assert rows[0]["ratio"] == 1.0 and all(r["seconds"] > 0 for r in rows)
+    assert "| tiny ranking |" in bs.step_table(rows)
+
+
+def _row(variant, ratio, protocol="paper", task="ranking", method="odd_even", n=10):
+    return dict(section="step", case=f"{protocol} {method}", variant=variant, seconds=1.0, ratio=ratio,
+                newton_s=0.0, protocol=protocol, task=task, method=method, n=n)
+
+
+def test_targets_are_read_from_the_rows():
+    rows = [_row("fisher", 1.01), _row("hessian", 1.6),
+            _row("gauss_newton", 1.9, task="shortest_path", method="bf_for", n=None),
+            _row("hessian", 2.5, task="shortest_path", method="bf_for", n=None)]
+    dense = [dict(case="x", speedup=25.0, max_abs_diff=1e-7), dict(case="y", speedup=300.0, max_abs_diff=1e-3)]
+    lines = bs.check_targets(rows, dense)
+    assert lines[0].startswith("PASS: Fisher") and lines[1].startswith("FAIL: Hessian")
+    assert lines[2].startswith("PASS: relaxed Bellman-Ford") and "gauss_newton 1.900" in lines[2]
+    assert lines[3].startswith("PASS: Hessian path") and lines[4].startswith("FAIL: Hessian path")
+
+
+def test_cli_rejects_bad_arguments():
+    from newton_losses.bench import main
+
+    with pytest.raises(SystemExit):
+        main(["--repeats", "0"])
+    with pytest.raises(SystemExit):
+        main(["--section", "gpu"])
