@@ -92,3 +92,32 @@ def test_groups_differing_beyond_method_get_distinct_labels(tmp_path):
     md = build_report([root], plots=False).markdown
     assert "| neuralsort(tau=1), steps=1000 | 5 | baseline | 1 |" in md
     assert "| neuralsort(tau=1), steps=30000 | 5 | baseline | 2 |" in md
+
+
+def test_results_document_is_rendered_from_runs(runs, tmp_path, monkeypatch):
+    from newton_losses.cli import main as cli_main
+    from newton_losses.experiments.results_doc import render_results
+
+    monkeypatch.chdir(tmp_path)
+    template = tmp_path / "T.md"
+    template.write_text("# Results\n\nProse stays.\n<!-- an ordinary comment -->\n\n"
+                        "<!-- report main: runs -->\n\n<!-- runs: runs -->\n")
+    text = render_results(template, tmp_path / "RESULTS.md")
+    assert text.startswith("# Results\n\nProse stays.\n<!-- an ordinary comment -->")
+    assert "| neuralsort(tau=1) | 5 | NL-fisher λ=0.1 | 4 |" in text
+    assert "![test accuracy over steps (mean, 95% band)](docs/results/main/curves.png)" in text
+    assert "![accuracy over λ](docs/results/main/lambda.png)" in text
+    assert "15 finished runs, 0.1 h of training wall time" in text
+    assert (tmp_path / "docs/results/main/summary.csv").exists()
+    assert (tmp_path / "RESULTS.md").read_text() == text
+    # The same through the command line; a directive without runs is an error naming the line.
+    assert cli_main(["report", "--template", str(template), "--results", "R2.md"]) == 0
+    assert (tmp_path / "R2.md").read_text() == text
+    (tmp_path / "empty").mkdir()
+    template.write_text("x\n<!-- report bad: empty -->\n")
+    with pytest.raises(ValueError, match="T.md:2: no finished runs"):
+        render_results(template, tmp_path / "R3.md")
+    assert not (tmp_path / "R3.md").exists()
+    template.write_text("<!-- report: runs -->\n")
+    with pytest.raises(ValueError, match="malformed directive"):
+        render_results(template, tmp_path / "R3.md")

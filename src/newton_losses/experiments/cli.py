@@ -195,12 +195,30 @@ def report_main(argv: list[str]) -> int:
                                 description="Markdown table (mean ± std over seeds; exact match with "
                                             "element-wise in parentheses), Welch t-tests of each Newton "
                                             "variant against its baseline, CSV/JSON and PNG plots.")
-    p.add_argument("runs", nargs="+", help="run directories or directories holding them")
+    p.add_argument("runs", nargs="*", help="run directories or directories holding them")
     p.add_argument("--out", help="where to write report.md/.csv/.json and plots (default: RUNS[0]/report)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--template", help="render a results document from this markdown template instead "
+                                      "(its `<!-- report NAME: DIR ... -->` directives become tables and "
+                                      "plots of the runs; see experiments/results_doc.py)")
+    p.add_argument("--results", default="RESULTS.md",
+                   help="the document --template renders (default RESULTS.md)")
     args = p.parse_args(argv)
     from .report import build_report
+
+    if args.template:
+        from .results_doc import render_results
+
+        try:
+            render_results(args.template, args.results)
+        except (ValueError, OSError) as exc:
+            print(f"newton-losses report: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"written: {args.results}", file=sys.stderr)
+        return 0
+    if not args.runs:
+        p.error("give run directories, or --template")
 
     out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
     try:

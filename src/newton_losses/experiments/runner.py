@@ -447,6 +447,7 @@ class _Trainer:
             "best": self.best,
             "final": read_metrics(self.dir)[-1] if self.ctx.is_main else None,
             "world_size": self.ctx.world,
+            "machine": _machine(self.device),
             "time": {
                 "total_s": self.elapsed_now(),
                 "step_s": t["step_s"] / k,
@@ -460,6 +461,15 @@ class _Trainer:
             self.tb.close()
         self.ctx.barrier()
         return self.ctx.broadcast_object(result)
+
+
+def _machine(device: torch.device) -> str:
+    from ..bench import machine_description
+
+    text = machine_description()
+    if device.type == "cuda":
+        text += f"; {torch.cuda.get_device_name(device)}"
+    return text
 
 
 def _derived_seed(seed: int, stream: int) -> int:

@@ -1,0 +1,94 @@
+"""A results document (RESULTS.md) rendered from committed runs and a markdown template.
+
+The template holds the prose; every number in the rendered document comes from runs on disk.
+A directive is an HTML comment on a line of its own:
+
+``<!-- report NAME: DIR [DIR ...] -->``
+    The report table of the finished runs under the DIRs (:func:`~.report.build_report`), with
+    its files (summary CSV/JSON, ``curves.png``, ``lambda.png``) written to
+    ``FIGURES/NAME/`` and the plots linked below the table.
+``<!-- runs: DIR [DIR ...] -->``
+    A line: number of finished runs, their total training wall time, and the machine(s) they
+    recorded.
+
+Paths in directives are relative to the current directory (the repository root). Rendering is
+deterministic given the runs, so a committed RESULTS.md can be checked by regenerating it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Optional
+
+from ..io import atomic_write_text
+from .report import build_report, find_runs
+
+__all__ = ["render_results"]
+
+_DIRECTIVE = re.compile(r"^<!--\s*(report\s+[\w.-]+|runs)\s*:\s*(.+?)\s*-->\s*$")
+
+
+def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
+                   figures: Optional[str | os.PathLike] = None) -> str:
+    """Render ``template`` into ``out`` (atomically); returns the text.
+
+    Args:
+        template: the markdown template (see the module docstring for its directives).
+        out: the document to write, e.g. ``RESULTS.md``.
+        figures: where report files go (default: ``docs/results`` beside ``out``).
+
+    Raises:
+        ValueError: an unknown directive, or a directive whose directories hold no finished run
+            (nothing is written then).
+    """
+    template, out = Path(template), Path(out)
+    figures = Path(figures) if figures is not None else out.parent / "docs" / "results"
+    lines = []
+    for number, line in enumerate(template.read_text().splitlines(), 1):
+        if not line.lstrip().startswith("<!--") or "-->" not in line:
+            lines.append(line)
+            continue
+        m = _DIRECTIVE.match(line.strip())
+        if m is None:
+            if re.match(r"^<!--\s*(report|runs)\b", line.strip()):
+                raise ValueError(f"{template}:{number}: malformed directive {line.strip()!r}; expected "
+                                 "'<!-- report NAME: DIR ... -->' or '<!-- runs: DIR ... -->'")
+            lines.append(line)  # an ordinary comment
+            continue
+        kind, dirs = m.group(1), shlex.split(m.group(2))
+        try:
+            if kind == "runs":
+                lines.append(_runs_line(dirs))
+            else:
+                name = kind.split()[1]
+                lines += _report_block(dirs, figures / name, out.parent)
+        except ValueError as exc:
+            raise ValueError(f"{template}:{number}: {exc}") from None
+    text = "\n".join(lines).rstrip() + "\n"
+    atomic_write_text(out, text)
+    return text
+
+
+def _report_block(dirs: list[str], where: Path, doc_dir: Path) -> list[str]:
+    report = build_report(dirs, out=where)
+    block = report.markdown.rstrip().splitlines()
+    for png in ("curves.png", "lambda.png"):
+        path = where / png
+        if path in report.files:
+            rel = os.path.relpath(path, doc_dir)
+            caption = "test accuracy over steps (mean, 95% band)" if png == "curves.png" else "accuracy over λ"
+            block += ["", f"![{caption}]({rel})"]
+    return block
+
+
+def _runs_line(dirs: list[str]) -> str:
+    runs = find_runs(dirs)
+    if not runs:
+        raise ValueError(f"no finished runs under {', '.join(dirs)}")
+    total = sum(r["time"]["total_s"] for _, r in runs)
+    machines = sorted({json.dumps(r.get("machine", "not recorded")) for _, r in runs})
+    return (f"{len(runs)} finished runs, {total / 3600:.1f} h of training wall time in total; "
+            f"machine: {', '.join(json.loads(m) for m in machines)}.")
