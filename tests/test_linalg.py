@@ -158,3 +158,25 @@ def test_float32_roundoff_is_not_reported_as_indefinite():
     d, info = damped_solve(G, g, 0.0, projection="tikhonov")
     assert info.n_indefinite == 0 and info.n_fallback == 0
     assert torch.isfinite(d).all()
+
+
+# ---------------------------------------------------------------- batch damping (unit-free λ)
+def test_batch_damping_is_absolute_damping_at_the_batch_scale():
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(6, 4, 4, generator=g, dtype=torch.float64)
+    C = A @ A.transpose(-1, -2) * torch.logspace(-3, 2, 6, dtype=torch.float64).view(6, 1, 1)
+    rhs = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    scale = float(torch.linalg.eigvalsh(C).abs().mean())
+    d_batch, info = damped_solve(C, rhs, 0.3, damping="batch")
+    d_abs, _ = damped_solve(C, rhs, 0.3 * scale)
+    torch.testing.assert_close(d_batch, d_abs)
+    assert info.lam_effective == pytest.approx(0.3 * scale)
+    # Unit-free: scaling the curvature and the gradient together leaves the direction unchanged.
+    d_scaled, _ = damped_solve(1e4 * C, 1e4 * rhs, 0.3, damping="batch")
+    torch.testing.assert_close(d_scaled, d_batch)
+    # Unlike per-matrix relative damping, samples keep their relative weighting.
+    d_rel, _ = damped_solve(C, rhs, 0.3, damping="relative")
+    assert not torch.allclose(d_rel, d_batch)
+    # A reduce hook sees (Σ|μ|, count): doubling both leaves the scale unchanged.
+    d_red, _ = damped_solve(C, rhs, 0.3, damping="batch", reduce=lambda t: 2 * t)
+    torch.testing.assert_close(d_red, d_batch)

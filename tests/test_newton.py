@@ -399,3 +399,30 @@ def test_chunk_sizes_give_identical_blocks(curvature):
     for z in zs[1:]:
         torch.testing.assert_close(z, zs[0], rtol=1e-12, atol=1e-12)
     assert list(auto._chunk_cache.values())[0] in (1, 4, 7)
+
+
+def test_non_absolute_damping_of_a_low_rank_fisher_uses_its_trace():
+    # m > 512 with N < m: the Woodbury path. Relative/batch damping must not be ignored there.
+    from newton_losses.linalg import damped_solve
+
+    g = torch.Generator().manual_seed(4)
+    N, m = 8, 600
+    y = torch.randn(N, m, generator=g, dtype=torch.float64)
+    t = torch.randn(N, m, generator=g, dtype=torch.float64)
+
+    def loss(y, t):
+        return ((y - t) ** 2 * torch.linspace(0.5, 2.0, m, dtype=y.dtype)).sum(-1)
+
+    grads = 2 * (y - t) * torch.linspace(0.5, 2.0, m, dtype=torch.float64)
+    F = grads.T @ grads / N
+    for damping in ("relative", "batch"):
+        nl = NewtonLoss(loss, curvature="fisher", lam=0.5, damping=damping)
+        d = y - nl.target(y, t)
+        assert nl.last_diagnostics.method == "woodbury"
+        ref, _ = damped_solve(F, grads, 0.5, damping="relative")
+        torch.testing.assert_close(d, ref, rtol=1e-7, atol=1e-9)
+
+
+def test_non_absolute_damping_needs_a_dense_solver():
+    with pytest.raises(ValueError, match="damping='batch' needs the curvature's eigenvalues"):
+        NewtonLoss(lambda y: (y ** 2).sum(-1), curvature="hessian", lam=0.1, damping="batch", solver="cg")

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 PROJECTIONS = ("abs", "clamp", "tikhonov")
-DAMPINGS = ("absolute", "relative")
+DAMPINGS = ("absolute", "relative", "batch")
 
 __all__ = [
     "PROJECTIONS",
@@ -92,7 +92,7 @@ def _check_common(g: Tensor, lam: float, projection: str, fallback: str, damping
 
 
 def _spectral_map(mu: Tensor, lam: float, projection: str, fallback: str, damping: str,
-                  eps: Optional[float] = None):
+                  eps: Optional[float] = None, reduce: Optional[Callable[[Tensor], Tensor]] = None):
     """Map eigenvalues mu (..., m) to the damped, projected eigenvalues; return extras.
 
     Returns (denominator (..., m), lam_eff (...,), fallback_mask (...,)).
@@ -101,6 +101,12 @@ def _spectral_map(mu: Tensor, lam: float, projection: str, fallback: str, dampin
         # λ relative to the curvature's own scale: mean |eigenvalue| of each matrix. This makes
         # λ independent of the loss's reduction and of the relaxation's sharpness.
         lam_eff = lam * mu.abs().mean(dim=-1)
+    elif damping == "batch":
+        # One scale for all matrices: mean |eigenvalue| over the batch (all-reduced if asked).
+        total = torch.stack([mu.abs().sum(), torch.tensor(float(mu.numel()), dtype=mu.dtype, device=mu.device)])
+        if reduce is not None:
+            total = reduce(total)
+        lam_eff = torch.full(mu.shape[:-1], 0.0, dtype=mu.dtype, device=mu.device) + lam * total[0] / total[1]
     else:
         lam_eff = torch.full(mu.shape[:-1], lam, dtype=mu.dtype, device=mu.device)
     lam_b = lam_eff.unsqueeze(-1)
@@ -142,6 +148,7 @@ def damped_solve(
     fallback: str = "abs",
     damping: str = "absolute",
     dtype: Optional[torch.dtype] = torch.float64,
+    reduce: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> tuple[Tensor, SolveInfo]:
     """Dense damped Newton directions ``d_i = (proj(C_i) + λI)^{-1} g_i``.
 
@@ -149,11 +156,14 @@ def damped_solve(
         C: (N, m, m) one matrix per sample, or (m, m) shared by all samples. Symmetrized as
             ``(C + Cᵀ)/2`` (stochastic estimates are not exactly symmetric).
         g: (N, m) right-hand sides (per-sample gradients).
-        lam: λ ≥ 0. With ``damping="relative"`` the added value is ``λ · mean|μ|`` per matrix.
+        lam: λ ≥ 0. With ``damping="relative"`` the added value is ``λ · mean|μ|`` per matrix;
+            with ``damping="batch"`` it is ``λ`` times the mean |μ| over all N matrices.
         projection: ``"abs"``, ``"clamp"`` or ``"tikhonov"`` (see the module docstring).
         fallback: projection used for ``"tikhonov"`` matrices whose ``μ + λ`` is not positive.
-        damping: ``"absolute"`` or ``"relative"``.
+        damping: ``"absolute"``, ``"relative"`` or ``"batch"``.
         dtype: dtype of the eigendecomposition (float64 by default); ``None`` keeps C's dtype.
+        reduce: with ``damping="batch"``, a sum over processes (e.g. an all-reduce) applied to
+            the pair (Σ|μ|, count) so that every process uses the global batch's scale.
 
     Returns:
         d: (N, m) in g's dtype, and a :class:`SolveInfo`.
@@ -175,7 +185,7 @@ def damped_solve(
     Cw = 0.5 * (Cw + Cw.transpose(-1, -2))
     mu, Q = torch.linalg.eigh(Cw)
     eps_in = torch.finfo(C.dtype).eps
-    den, lam_eff, fb = _spectral_map(mu, lam, projection, fallback, damping, eps_in)
+    den, lam_eff, fb = _spectral_map(mu, lam, projection, fallback, damping, eps_in, reduce)
     inv = torch.where(den > _zero_tol(den), 1.0 / den, torch.zeros_like(den))
     gw = g.to(work)
     if shared:

@@ -142,8 +142,16 @@ class NewtonLoss(nn.Module):
             ``fallback`` wherever ``C + λI`` has a negative eigenvalue). Irrelevant for the
             Fisher and Gauss-Newton, which are PSD.
         fallback: ``"abs"`` or ``"clamp"``, used by ``"tikhonov"`` for non-PD matrices.
-        damping: ``"absolute"`` (add λ) or ``"relative"`` (add ``λ · mean|eigenvalue|`` of each
-            matrix, making λ independent of the loss's scale; dense solves only).
+        damping: how λ is added. ``"absolute"``: add λ. ``"batch"``: add ``λ · s`` with s the
+            mean |eigenvalue| over all the batch's curvature matrices (over the global batch
+            under torch.distributed) — λ becomes unit-free (independent of the loss's
+            reduction and scale) while samples keep their relative weighting. ``"relative"``:
+            add ``λ · mean|eigenvalue|`` of each matrix separately — also unit-free, but every
+            sample's step becomes scale-free, so a nearly solved sample (tiny gradient, tiny
+            curvature) takes as large a step as an unsolved one; on losses whose per-sample
+            minimum lies at infinity (cross-entropies of relaxed sorts) this drove training
+            with Gauss-Newton to diverge (RESULTS.md). Non-absolute damping needs eigenvalues:
+            dense solves only (a Fisher with m > 512 uses its trace instead).
         solver: ``"auto"``, ``"dense"`` or ``"cg"`` (matrix-free conjugate gradients on
             Hessian- or Gauss-Newton-vector products; negative curvature truncates).
             ``"auto"`` uses dense for m ≤ 64 and CG above.
@@ -241,9 +249,9 @@ class NewtonLoss(nn.Module):
             raise TypeError(f"solve_dtype must be a floating torch.dtype; got {solve_dtype!r}")
         if hessian_method == "cg":
             solver = "cg"
-        if damping == "relative" and solver == "cg":
+        if damping != "absolute" and solver == "cg":
             raise ValueError(
-                "damping='relative' needs the curvature's eigenvalues, which the matrix-free "
+                f"damping={damping!r} needs the curvature's eigenvalues, which the matrix-free "
                 "solver does not have; use solver='dense' or damping='absolute'"
             )
         if solver == "cg" and curvature in ("fisher", "hessian_batch"):
@@ -461,14 +469,22 @@ class NewtonLoss(nn.Module):
     def _solve(self, est: CurvatureEstimate, g: Tensor, solver: str) -> tuple[Tensor, SolveInfo]:
         if est.matrix is not None:
             if est.low_rank is not None:
-                return low_rank_damped_solve(est.low_rank, est.n_total or est.low_rank.shape[0], g,
-                                             self.lam, dtype=self.solve_dtype)
+                n_total = est.n_total or est.low_rank.shape[0]
+                lam = self.lam
+                if self.damping != "absolute":
+                    # One PSD matrix F = GᵀG/n: mean |eigenvalue| = trace(F)/m = ‖G‖²_F/(n·m).
+                    scale = float(est.low_rank.double().pow(2).sum()) / (n_total * est.low_rank.shape[1])
+                    lam = self.lam * scale if scale > 0 else self.lam
+                return low_rank_damped_solve(est.low_rank, n_total, g, lam, dtype=self.solve_dtype)
+            reduce = None
+            if self.damping == "batch" and not est.shared and self._use_distributed():
+                reduce = _curv.all_reduce_sum
             return damped_solve(
                 est.matrix, g, self.lam, projection=self.projection, fallback=self.fallback,
-                damping=self.damping, dtype=self.solve_dtype,
+                damping=self.damping, dtype=self.solve_dtype, reduce=reduce,
             )
-        if self.damping == "relative":
-            raise ValueError("damping='relative' needs a dense curvature; got a matrix-free one")
+        if self.damping != "absolute":
+            raise ValueError(f"damping={self.damping!r} needs a dense curvature; got a matrix-free one")
         return conjugate_gradient(
             est.matvec, g, self.lam, max_iter=self.cg_max_iter, rtol=self.cg_rtol,
             dtype=self.solve_dtype,

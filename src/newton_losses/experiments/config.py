@@ -50,7 +50,7 @@ SHORTEST_PATH_METHODS: dict[str, dict[str, tuple[type, Any]]] = {
 }
 MODELS = {"ranking": ("cnn", "mlp"), "shortest_path": ("resnet_stem", "small_cnn")}
 DATA = {"ranking": ("mnist", "synthetic"), "shortest_path": ("terrain", "synthetic")}
-DAMPINGS = ("absolute", "relative")
+DAMPINGS = ("absolute", "relative", "batch")
 PROJECTIONS = ("abs", "clamp", "tikhonov")
 DTYPES = ("float32", "float64")
 
