@@ -56,7 +56,8 @@ def train_parser() -> argparse.ArgumentParser:
                    help="a method argument, e.g. --arg tau=0.5 --arg sigmoid=cauchy")
     p.add_argument("--variant", choices=VARIANTS, help="Newton variant (default: none = baseline)")
     p.add_argument("--lam", type=float, help="λ")
-    p.add_argument("--damping", choices=["absolute", "relative"])
+    p.add_argument("--damping", choices=["absolute", "batch", "relative"],
+                   help="absolute: add λ; batch: λ · mean |eigenvalue| over the batch; relative: per matrix")
     p.add_argument("--projection", choices=["abs", "clamp", "tikhonov"])
     p.add_argument("--n", type=int, help="ranking: items per set")
     p.add_argument("--steps", type=int)

@@ -20,6 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="hessian:0.1",
                    help="Newton variants as VARIANT:λ, comma-separated (default hessian:0.1)")
     p.add_argument("--method", default="neuralsort", help="relaxation (default neuralsort)")
+    p.add_argument("--loss", default="bce", choices=("bce", "bce_clamp", "ce"),
+                   help="ranking loss on the relaxed permutation matrix (default bce)")
+    p.add_argument("--damping", default="absolute", choices=("absolute", "batch", "relative"),
+                   help="how λ is added to the curvature (default absolute)")
     p.add_argument("--n", type=int, default=5)
     p.add_argument("--workers", type=int, default=2, help="parallel worker processes (default 2)")
     p.add_argument("--out", default="runs/demo-ranking", help="run directories (default runs/demo-ranking)")
@@ -37,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         seeds = list(range(args.seeds))
         spec = SweepSpec.from_dict({
             "out": args.out, "workers": args.workers, "task": "ranking", "protocol": "quick",
-            "base": {"method": args.method, "n": args.n, "steps": args.steps,
+            "base": {"method": args.method, "method_args": {"loss": args.loss}, "n": args.n,
+                     "steps": args.steps, "damping": args.damping,
                      "eval_every": max(1, min(1000, args.steps // 4)), "data": args.data},
             "grid": [{"variant": ["none"], "seed": seeds}] + [{**v, "seed": seeds} for v in variants],
         })
