@@ -83,7 +83,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     task = args.task.replace("-", "_")
     fields: dict = {}
     if args.config:
-        fields.update(json.loads(Path(args.config).read_text()))
+        try:
+            loaded = json.loads(Path(args.config).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{args.config} is not valid JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config} must hold a JSON object of RunConfig fields; "
+                             f"got a {type(loaded).__name__}")
+        fields.update(loaded)
         if fields.pop("task", task) != task:
             raise ValueError(f"{args.config} configures another task than {args.task!r}")
     protocol = fields.pop("protocol", "quick")
@@ -107,11 +114,20 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if args.epochs < 1:
             raise ValueError(f"--epochs must be >= 1; got {args.epochs}")
         base = protocol_config(task, protocol, **fields)
-        per_epoch = math.ceil((base.train_size or 10_000) / base.batch_size)
+        per_epoch = math.ceil(_train_maps(base) / base.batch_size)
         fields.update(steps=args.epochs * per_epoch, eval_every=per_epoch,
                       lr_milestones=sorted({max(1, round(f * args.epochs)) * per_epoch for f in (0.6, 0.8)}))
     cfg = protocol_config(task, protocol, **fields)
     return cfg
+
+
+def _train_maps(cfg: RunConfig) -> int:
+    """Training maps of a shortest-path configuration (what an epoch visits)."""
+    if cfg.train_size:
+        return cfg.train_size
+    if cfg.data == "synthetic":
+        return cfg.synthetic_size // 2  # ShortestPathTask's default split
+    return 10_000
 
 
 def train_main(argv: list[str]) -> int:
@@ -188,7 +204,13 @@ def sweep_main(argv: list[str]) -> int:
         from .report import build_report
 
         print(build_report([spec.out], out=Path(spec.out) / "report").markdown)
-    return EXIT_FAILED if summary["failed"] or summary["errors"] else 0
+    if summary["failed"] or summary["errors"]:
+        return EXIT_FAILED
+    if summary["locked"]:
+        print(f"newton-losses sweep: {len(summary['locked'])} run(s) are being trained by another "
+              "process and were left to it", file=sys.stderr)
+        return EXIT_LOCKED
+    return 0
 
 
 def report_main(argv: list[str]) -> int:
@@ -233,8 +255,13 @@ def report_main(argv: list[str]) -> int:
 
 
 def plot_main(argv: list[str]) -> int:
+    usage = "usage: newton-losses plot gradients [--out FILE] [options]  (see plot gradients --help)"
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage + "\n\n  gradients   the gradient of a relaxed sorting loss with respect to one input "
+              "as that input moves, original versus Newton loss")
+        return 0
     if not argv or argv[0] != "gradients":
-        print("usage: newton-losses plot gradients [--out FILE] [options]  (see --help)", file=sys.stderr)
+        print(usage, file=sys.stderr)
         return EXIT_CONFIG
     from .gradients import main as gradients_main
 

@@ -144,7 +144,7 @@ class RunConfig:
         self.method_args = args
         _choice("variant", self.variant, VARIANTS)
         self.lam = _number("lam", self.lam, minimum=0.0)
-        if self.variant != "none" and self.lam == 0.0 and self.damping == "absolute":
+        if self.variant != "none" and self.lam == 0.0:
             raise ValueError(
                 f"lam must be > 0 for variant {self.variant!r}: every sorting/path curvature is "
                 "singular (e.g. along the all-ones vector); got lam=0"
@@ -235,7 +235,7 @@ class RunConfig:
             parts.append(f"n{self.n}")
         parts.append(self.variant)
         if self.variant != "none":
-            parts.append(f"lam{self.lam:g}" + ("r" if self.damping == "relative" else ""))
+            parts.append(f"lam{self.lam:g}" + {"relative": "r", "batch": "b"}.get(self.damping, ""))
         parts.append(f"s{self.seed}")
         return "-".join(parts) + "-" + self.digest()[:8]
 

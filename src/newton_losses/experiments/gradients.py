@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", type=int, default=401)
     args = p.parse_args(argv)
     names = [r.strip() for r in args.relaxations.split(",") if r.strip()]
+    if not names:
+        p.error(f"--relaxations names none; choose from {', '.join(_RELAXATIONS)}")
     try:
         curves = {r: gradient_curves(r, n=args.n, lam=args.lam, points=args.points) for r in names}
     except ValueError as exc:

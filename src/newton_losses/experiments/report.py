@@ -59,7 +59,7 @@ class Group:
         c = self.config
         if c["variant"] == "none":
             return "baseline"
-        lam = f"λ={c['lam']:g}" + (" rel" if c["damping"] == "relative" else "")
+        lam = f"λ={c['lam']:g}" + {"relative": " rel", "batch": " batch"}.get(c["damping"], "")
         return f"NL-{c['variant']} {lam}"
 
 
@@ -104,7 +104,15 @@ def _group(runs: list[tuple[Path, dict]]) -> list[Group]:
         cfg = dict(result["config"])
         seed = cfg.pop("seed")
         key = json.dumps(cfg, sort_keys=True)
-        groups.setdefault(key, Group(key, cfg)).runs.append((seed, run_dir, result))
+        group = groups.setdefault(key, Group(key, cfg))
+        twin = next((d for s, d, _ in group.runs if s == seed), None)
+        if twin is not None:
+            # The same configuration and seed twice (e.g. a copied run): counting both would
+            # fake a seed and shrink the standard deviation.
+            warnings.warn(f"{run_dir} repeats the configuration and seed {seed} of {twin}; "
+                          "counted once", stacklevel=3)
+            continue
+        group.runs.append((seed, run_dir, result))
     for g in groups.values():
         g.runs.sort(key=lambda r: r[0])
     # Fields besides method, n and the Newton settings that differ between groups of a task
@@ -211,7 +219,8 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "report.md", markdown)
-        atomic_write_text(out / "summary.json", json.dumps(rows, indent=2, default=_json_default) + "\n")
+        atomic_write_text(out / "summary.json",
+                          json.dumps(_strict(rows), indent=2, default=_json_default, allow_nan=False) + "\n")
         scalar = [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()
                    if k not in ("config", "runs")} for r in rows]
         atomic_write_text(out / "summary.csv", _csv(scalar))
@@ -220,6 +229,17 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
         if plots:
             files += _plots(groups, by_key, out)
     return Report(markdown, rows, files)
+
+
+def _strict(o):
+    """NaN/Inf → None, recursively (strict JSON has no NaN)."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _strict(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_strict(v) for v in o]
+    return o
 
 
 def _json_default(o):
@@ -276,8 +296,12 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
     panels: dict = {}
     for g in groups:
         panels.setdefault((g.task, g.label(), g.config.get("n")), []).append(g)
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    for ax, ((task, label, n), gs) in zip(axes[0], panels.items()):
+    cols = min(3, len(panels))
+    rows_ = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(5.5 * cols, 4 * rows_), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, ((task, label, n), gs) in zip(axes.flat, panels.items()):
         primary = _METRICS[task][0]
         for g in gs:
             curves = [[(rec["step"], rec["test"][primary]) for rec in read_metrics(d)] for _, d, _ in g.runs]
@@ -288,7 +312,8 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
             vals = 100 * np.array([[v for _, v in c[:length]] for c in curves])
             mean, half = _band(vals)
             line, = ax.plot(steps, mean, label=f"{g.variant_label()} ({len(g.runs)} seeds)")
-            ax.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+            ax.fill_between(steps, np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100),
+                            color=line.get_color(), alpha=0.2)
         ax.set_title(f"{label}" + (f", n={n}" if task == "ranking" else ""))
         ax.set_xlabel("step")
         ax.set_ylabel(f"test {primary} match % (95% band)")
@@ -314,7 +339,8 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
             mean = np.array([m[0] for m, _ in stats_])
             half = np.array([h[0] for _, h in stats_])
             line = ax.errorbar(lams, mean, yerr=half, marker="o", capsize=3,
-                               label=f"{gs[0].label()} NL-{gs[0].config['variant']}")
+                               label=f"{gs[0].label()} NL-{gs[0].config['variant']}"
+                                     + ("" if gs[0].config["damping"] == "absolute" else f" ({gs[0].config['damping']})"))
             base = by_key.get(_baseline_key(gs[0].config))
             if base is not None:
                 b = 100 * base.values(primary)

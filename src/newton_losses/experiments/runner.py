@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import random
 import sys
@@ -207,6 +208,8 @@ class _Trainer:
         self.dtype = getattr(torch, cfg.dtype)
         self.progress, self.on_step = progress, on_step
         _seed_everything(cfg.seed)
+        if cfg.task == "shortest_path" and ctx.active:
+            task_kwargs = {"rank": ctx.rank, **task_kwargs}
         self.task = build_task(cfg, device, self.dtype, **task_kwargs)
         self.model = self.task.model.to(device=device, dtype=self.dtype)
         self.net = self.model
@@ -421,11 +424,14 @@ class _Trainer:
         self.ctx.barrier()
 
     def _fail(self, x, target, value: float) -> None:
-        msg = (f"non-finite training loss ({value}) at step {self.step + 1} of run {self.dir}: "
-               f"stopped; the state before this step and its batch are in "
-               f"{self.dir / 'checkpoint_nan.pt'}, the last good checkpoint (step "
-               f"{self.step - self.step % self.cfg.eval_every}) in checkpoint.pt. Lower lr, raise "
-               f"lam, or change the method's parameters.")
+        last = self.step - self.step % self.cfg.eval_every
+        what = (f"non-finite training loss ({value})" if not math.isfinite(value)
+                else f"non-finite Newton direction (loss {value:.6g})")
+        where = (f"the last good checkpoint (step {last}) in checkpoint.pt" if last > 0
+                 else "no checkpoint was written before it")
+        msg = (f"{what} at step {self.step + 1} of run {self.dir}: stopped; the state before this "
+               f"step and its batch are in {self.dir / 'checkpoint_nan.pt'}, {where}. Lower lr, "
+               f"raise lam, or change the method's parameters.")
         if self.ctx.is_main:
             state = self._state()
             state["batch"] = {"x": x.cpu(), "target": target.cpu()}

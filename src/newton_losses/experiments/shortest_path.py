@@ -49,7 +49,7 @@ class ShortestPathTask:
     metric_names = ("exact", "cost_optimal", "cost_ratio")
 
     def __init__(self, cfg: RunConfig, *, device: torch.device, dtype: torch.dtype,
-                 terrain: Optional[dict] = None) -> None:
+                 terrain: Optional[dict] = None, rank: int = 0) -> None:
         self.cfg, self.device, self.dtype = cfg, device, dtype
         splits = terrain if terrain is not None else _load(cfg)
         # Maps stay uint8 (10,000 float maps would take 1.1 GB); batches are converted on use.
@@ -58,7 +58,11 @@ class ShortestPathTask:
         self.paths = {s: torch.from_numpy(d.paths.copy()) for s, d in splits.items()}
         grid = tuple(self.weights["train"].shape[1:])
         self.model = build_model(cfg.model, hidden=cfg.hidden, grid=grid)
-        self.noise = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
+        # Under data parallelism each process perturbs its own slice of the batch: its noise
+        # stream must differ from the other ranks' (rank 0 keeps the single-process stream), or
+        # the Monte-Carlo samples would repeat across the global batch. The global run is then
+        # equal in distribution to one process, not bit-identical.
+        self.noise = torch.Generator().manual_seed(cfg.seed * 7919 + 17 + rank * 1_000_003)
         self._buffer = torch.empty(0, dtype=torch.long)
         self.loss_fn, self._loss = _loss(cfg, self.noise)
 

@@ -78,6 +78,17 @@ class SweepSpec:
         grid = [grid] if isinstance(grid, dict) else grid
         if not isinstance(grid, list) or not all(isinstance(g, dict) for g in grid):
             raise ValueError("sweep configuration: grid must be an object (field -> list of values) or a list of them")
+        if not grid:
+            raise ValueError("sweep configuration: grid is an empty list: it would run nothing "
+                             "(use {} for the base configuration alone)")
+        out = data.get("out", default_out)
+        if not isinstance(out, str) or not out:
+            raise ValueError(f"sweep configuration: out must be a directory path (a string); got {out!r}")
+        for where, fields in [("base", data.get("base", {}))] + [("grid", g) for g in grid]:
+            clash = sorted({"task", "protocol"} & set(fields if isinstance(fields, dict) else ()))
+            if clash:
+                raise ValueError(f"sweep configuration: {clash} belong at the top level of the sweep "
+                                 f"configuration, not in {where!r}")
         for g in grid:
             for key, values in g.items():
                 if not isinstance(values, list) or not values:
@@ -88,7 +99,7 @@ class SweepSpec:
         base = data.get("base", {})
         if not isinstance(base, dict):
             raise ValueError("sweep configuration: base must be an object of RunConfig fields")
-        return cls(out=data.get("out", default_out), task=data.get("task", "ranking"),
+        return cls(out=out, task=data.get("task", "ranking"),
                    protocol=data.get("protocol", "quick"), workers=workers, base=base, grid=grid,
                    name=data.get("name", ""))
 
@@ -147,10 +158,19 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
     "skipped": n}`` (``skipped``: finished or failed before this call).
     """
     out = Path(spec.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "sweep.json", json.dumps(
-        {"name": spec.name, "task": spec.task, "protocol": spec.protocol,
-         "runs": {c.run_id(): c.to_dict() for c in configs}}, indent=2, sort_keys=True) + "\n")
+    if not dry_run:  # a dry run changes nothing on disk
+        out.mkdir(parents=True, exist_ok=True)
+        # Several sweeps may share an output directory: merge the run lists, never drop one.
+        previous: dict = {}
+        if (out / "sweep.json").exists():
+            try:
+                previous = json.loads((out / "sweep.json").read_text()).get("runs", {})
+            except (json.JSONDecodeError, AttributeError):
+                previous = {}
+        atomic_write_text(out / "sweep.json", json.dumps(
+            {"name": spec.name, "task": spec.task, "protocol": spec.protocol,
+             "runs": {**previous, **{c.run_id(): c.to_dict() for c in configs}}},
+            indent=2, sort_keys=True) + "\n")
     todo, summary = [], {"finished": [], "failed": [], "locked": [], "errors": [], "skipped": 0}
     for cfg in configs:
         run_dir = out / cfg.run_id()

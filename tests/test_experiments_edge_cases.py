@@ -1,0 +1,118 @@
+"""Edge cases of the runner, sweeps and reports found in review: repeated seeds, damping labels,
+strict JSON, epochs of small training sets, sweep-configuration errors, NaN messages."""
+import json
+import warnings
+
+import pytest
+
+from newton_losses.experiments.config import protocol_config
+from newton_losses.experiments.report import build_report
+from newton_losses.experiments.sweep import SweepSpec, run_sweep
+
+
+def _fake_run(root, name, variant="none", seed=0, exact=0.5, damping="absolute", lam=0.1):
+    cfg = protocol_config("ranking", "quick", variant=variant, seed=seed, damping=damping,
+                          lam=lam if variant != "none" else 0.0)
+    d = root / name
+    d.mkdir(parents=True)
+    rec = {"step": 1000, "train_loss": 0.1, "val": {"exact": exact, "elementwise": exact},
+           "test": {"exact": exact, "elementwise": exact}, "time": {"step_s": 0.01}}
+    (d / "metrics.jsonl").write_text(json.dumps(rec) + "\n")
+    (d / "result.json").write_text(json.dumps({
+        "status": "finished", "config": cfg.to_dict(), "best": {"step": 1000, "val": rec["val"], "test": rec["test"]},
+        "final": rec, "time": {"step_s": 0.01, "newton_s": 0.0, "network_s": 0.01, "total_s": 10.0}}))
+    return cfg
+
+
+def test_a_repeated_seed_counts_once(tmp_path):
+    _fake_run(tmp_path, "a", seed=0, exact=0.5)
+    _fake_run(tmp_path, "b", seed=1, exact=0.7)
+    _fake_run(tmp_path, "copy_of_a", seed=0, exact=0.5)
+    with pytest.warns(UserWarning, match="repeats the configuration and seed 0"):
+        report = build_report([tmp_path])
+    assert report.groups[0]["seeds"] == [0, 1]
+
+
+def test_damping_is_visible_in_labels_ids_and_strict_json(tmp_path):
+    _fake_run(tmp_path, "base")
+    for damping in ("absolute", "batch", "relative"):
+        _fake_run(tmp_path, damping, variant="hessian", damping=damping)
+    out = tmp_path / "rep"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        md = build_report([tmp_path], out=out, plots=False).markdown
+    assert "NL-hessian λ=0.1 |" in md and "NL-hessian λ=0.1 batch |" in md and "NL-hessian λ=0.1 rel |" in md
+    ids = {d: protocol_config("ranking", "quick", variant="hessian", lam=0.1, damping=d).run_id()
+           for d in ("absolute", "batch", "relative")}
+    assert "-lam0.1-" in ids["absolute"] and "-lam0.1b-" in ids["batch"] and "-lam0.1r-" in ids["relative"]
+
+    def no_nan(token):
+        raise AssertionError(f"summary.json holds {token}")
+
+    rows = json.loads((out / "summary.json").read_text(), parse_constant=no_nan)
+    assert rows[0]["welch_p"] is None  # one seed: no test
+
+
+def test_lam_zero_is_rejected_for_every_damping():
+    for damping in ("absolute", "batch", "relative"):
+        with pytest.raises(ValueError, match="lam must be > 0"):
+            protocol_config("ranking", "quick", variant="fisher", lam=0.0, damping=damping)
+
+
+def test_epochs_count_the_actual_training_maps():
+    from newton_losses.experiments.cli import config_from_args, train_parser
+
+    args = train_parser().parse_args(["shortest-path", "--protocol", "quick", "--data", "synthetic",
+                                      "--set", "synthetic_size=600", "--epochs", "2"])
+    cfg = config_from_args(args)
+    per_epoch = -(-300 // 70)  # 600 // 2 training maps, batch 70
+    assert cfg.steps == 2 * per_epoch and cfg.eval_every == per_epoch
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    from newton_losses.experiments.cli import config_from_args, train_parser
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(ValueError, match="bad.json is not valid JSON"):
+        config_from_args(train_parser().parse_args(["ranking", "--config", str(bad)]))
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        config_from_args(train_parser().parse_args(["ranking", "--config", str(bad)]))
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"grid": []}, "grid is an empty list"),
+    ({"out": 5}, "out must be a directory path"),
+    ({"base": {"task": "ranking"}}, "belong at the top level"),
+    ({"grid": [{"protocol": ["quick"]}]}, "belong at the top level"),
+])
+def test_sweep_configuration_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        SweepSpec.from_dict(spec)
+
+
+def test_dry_run_writes_nothing_and_shared_outputs_merge(tmp_path):
+    out = tmp_path / "sweep"
+    spec = SweepSpec.from_dict({"out": str(out), "protocol": "tiny", "grid": {"seed": [0, 1]}})
+    run_sweep(spec, spec.expand(), dry_run=True, progress=False)
+    assert not out.exists()
+    other = SweepSpec.from_dict({"out": str(out), "protocol": "tiny", "grid": {"seed": [2]},
+                                 "base": {"steps": 2, "eval_every": 1}})
+    run_sweep(other, other.expand(), progress=False)
+    spec2 = SweepSpec.from_dict({"out": str(out), "protocol": "tiny", "grid": {"seed": [3]},
+                                 "base": {"steps": 2, "eval_every": 1}})
+    run_sweep(spec2, spec2.expand(), progress=False)
+    runs = json.loads((out / "sweep.json").read_text())["runs"]
+    assert {c["seed"] for c in runs.values()} == {2, 3}
+
+
+def test_nan_before_the_first_checkpoint_says_so(tmp_path, monkeypatch):
+    from newton_losses.experiments import ranking
+    from newton_losses.experiments.runner import RunFailed, train
+
+    original = ranking.RankingTask.outputs
+    monkeypatch.setattr(ranking.RankingTask, "outputs",
+                        lambda self, model, x: original(self, model, x) * float("nan"))
+    with pytest.raises(RunFailed, match="at step 1 .*no checkpoint was written before it"):
+        train(protocol_config("ranking", "tiny"), tmp_path / "run", progress=False)
