@@ -165,21 +165,27 @@ def choose_chunk_size(
 
     Batching backward passes with vmap is fast for small graphs and can be many times slower
     than a plain loop for large ones (cache pressure; measured in docs/PERFORMANCE.md), so the
-    choice is made by timing each candidate on the first rows of ``grad_outputs`` (K, ...) and
-    comparing the cost per row. The results are the same whatever is chosen — the choice only
-    affects speed (batched and looped passes give bit-identical rows on the losses we tested).
+    choice is made by timing each candidate on the same work — the first R = min(K, max
+    candidate) rows of ``grad_outputs`` (K, ...), in chunks of the candidate's size — after one
+    warm-up call (vmap tracing, allocations), keeping the best of two timings. Timing equal work
+    rather than one chunk per candidate matters: per-row costs of single small calls are noisy
+    enough on a busy machine to pick a chunk 2–3× slower than the best (measured: NeuralSort
+    n = 32). The results are the same whatever is chosen — the choice only affects speed
+    (batched and looped passes give bit-identical rows on the losses we tested).
     """
     import time
 
     K = grad_outputs.shape[0]
     cands = sorted({min(int(c), K) for c in candidates})
+    rows = grad_outputs[: max(cands)]
     best, best_cost = cands[0], float("inf")
     for c in cands:
+        batched_grad(output, inputs, grad_outputs[:c], chunk_size=c)  # warm-up
         cost = float("inf")
-        for _ in range(2):  # the first run pays one-time setup (vmap tracing, allocations)
+        for _ in range(2):
             t0 = time.perf_counter()
-            batched_grad(output, inputs, grad_outputs[:c], chunk_size=c)
-            cost = min(cost, (time.perf_counter() - t0) / c)
+            batched_grad(output, inputs, rows, chunk_size=c)
+            cost = min(cost, time.perf_counter() - t0)
         if cost < best_cost * 0.95:  # prefer the smaller chunk (less memory) unless clearly faster
             best, best_cost = c, cost
     return best
