@@ -116,3 +116,14 @@ def test_nan_before_the_first_checkpoint_says_so(tmp_path, monkeypatch):
                         lambda self, model, x: original(self, model, x) * float("nan"))
     with pytest.raises(RunFailed, match="at step 1 .*no checkpoint was written before it"):
         train(protocol_config("ranking", "tiny"), tmp_path / "run", progress=False)
+
+
+def test_report_names_runs_it_leaves_out(tmp_path):
+    _fake_run(tmp_path, "done")
+    (tmp_path / "crashed").mkdir()
+    (tmp_path / "crashed" / "config.json").write_text("{}")
+    (tmp_path / "crashed" / "failed.json").write_text("{}")
+    (tmp_path / "running").mkdir()
+    (tmp_path / "running" / "config.json").write_text("{}")
+    md = build_report([tmp_path]).markdown
+    assert "Not in the table: 1 failed run(s), 1 unfinished run(s) (failed: crashed; unfinished: running)." in md

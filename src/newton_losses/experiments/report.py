@@ -213,6 +213,11 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                 "runs": [str(d) for _, d, _ in g.runs], "config": g.config,
             })
         lines.append("")
+    left_out = _unfinished(paths)
+    if left_out:
+        lines.append("Not in the table: " + ", ".join(f"{len(v)} {k} run(s)" for k, v in left_out.items())
+                     + " (" + "; ".join(f"{k}: " + ", ".join(Path(d).name for d in v[:5])
+                                         + (", ..." if len(v) > 5 else "") for k, v in left_out.items()) + ").")
     markdown = "\n".join(lines).rstrip() + "\n"
     files = []
     if out is not None:
@@ -229,6 +234,20 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
         if plots:
             files += _plots(groups, by_key, out)
     return Report(markdown, rows, files)
+
+
+def _unfinished(paths: list) -> dict:
+    """Run directories under ``paths`` without a result: {"failed": [...], "unfinished": [...]}."""
+    found: dict = {}
+    for p in paths:
+        p = Path(p)
+        dirs = [p] if (p / "config.json").exists() else sorted(c.parent for c in p.rglob("config.json"))
+        for d in dirs:
+            if (d / "result.json").exists():
+                continue
+            kind = "failed" if (d / "failed.json").exists() else "unfinished"
+            found.setdefault(kind, []).append(str(d))
+    return found
 
 
 def _strict(o):

@@ -246,7 +246,7 @@ class _Trainer:
         if self.progress and self.ctx.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=self.step, desc=self.dir.name[:40], unit="step",
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=self.dir.name[:64], unit="step",
                        dynamic_ncols=True, file=sys.stderr)
         try:
             while self.step < cfg.steps:
