@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` (main job) and `make test` (test suite).
+# The two commands of the README: `make demo` (main job: a short real ranking run, then the
+# free-score optimization demo) and `make test` (test suite).
 # Both create a virtual environment in .venv on first use; only Python >= 3.10 and make are needed.
 PYTHON ?= python3
 VENV   := .venv
@@ -16,6 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
+	$(PY) -m newton_losses demo --ranking
 	$(PY) -m newton_losses demo
 
 test: $(STAMP)

@@ -180,10 +180,11 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
         lines += [f"### {title}", "",
                   f"Test {primary} match % (test {second} %) at the best validation {primary} match, "
                   f"mean ± std over seeds; p: Welch t-test of {primary} match against the baseline "
-                  f"(* p < {alpha:g}).", "",
+                  f"(* p < {alpha:g}); last: test {primary} match % at the run's last evaluation "
+                  f"(far below the first column: the run degraded after its best).", "",
                   f"| method | {'n | ' if task == 'ranking' else ''}variant | seeds | {primary} % ({second} %) "
-                  f"| Δ vs baseline | p | ms/step (Newton) |",
-                  f"|---|{'---|' if task == 'ranking' else ''}---|---|---|---|---|---|"]
+                  f"| Δ vs baseline | p | last % | ms/step (Newton) |",
+                  f"|---|{'---|' if task == 'ranking' else ''}---|---|---|---|---|---|---|"]
         for g in (g for g in groups if g.task == task):
             vals = {m: g.values(m) for m in metrics}
             base = by_key.get(_baseline_key(g.config)) if g.config["variant"] != "none" else None
@@ -191,6 +192,7 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
             if base is not None:
                 t, p = welch(vals[primary], base.values(primary))
                 delta = 100 * (vals[primary].mean() - base.values(primary).mean())
+            last = np.array([r["final"]["test"][primary] for _, _, r in g.runs], dtype=np.float64)
             step_ms = 1e3 * np.mean([r["time"]["step_s"] for _, _, r in g.runs])
             newton_ms = 1e3 * np.mean([r["time"]["newton_s"] for _, _, r in g.runs])
             sig = "*" if (not math.isnan(p) and p < alpha) else ""
@@ -200,7 +202,8 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
             lines.append(
                 f"| {g.label()} | {str(g.config['n']) + ' | ' if task == 'ranking' else ''}{g.variant_label()} "
                 f"| {len(g.runs)} | {cell} | {'' if math.isnan(delta) else f'{delta:+.1f}'} "
-                f"| {'' if math.isnan(p) else f'{p:.3g}{sig}'} | {step_ms:.1f} ({newton_ms:.1f}) |")
+                f"| {'' if math.isnan(p) else f'{p:.3g}{sig}'} | {_fmt(last, primary)} "
+                f"| {step_ms:.1f} ({newton_ms:.1f}) |")
             rows.append({
                 "task": task, "method": g.config["method"], "method_args": g.config["method_args"],
                 "n": g.config.get("n"), "variant": g.config["variant"], "lam": g.config["lam"],
@@ -210,6 +213,7 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                 **{f"{m}_values": vals[m].tolist() for m in metrics},
                 "delta_vs_baseline": delta, "welch_t": t, "welch_p": p,
                 "significant": bool(sig), "step_ms": step_ms, "newton_ms": newton_ms,
+                f"last_{primary}_mean": float(last.mean()),
                 "runs": [str(d) for _, d, _ in g.runs], "config": g.config,
             })
         lines.append("")
