@@ -1,6 +1,7 @@
 """Edge cases of the runner, sweeps and reports found in review: repeated seeds, damping labels,
 strict JSON, epochs of small training sets, sweep-configuration errors, NaN messages."""
 import json
+from pathlib import Path
 import warnings
 
 import pytest
@@ -127,3 +128,13 @@ def test_report_names_runs_it_leaves_out(tmp_path):
     (tmp_path / "running" / "config.json").write_text("{}")
     md = build_report([tmp_path]).markdown
     assert "Not in the table: 1 failed run(s), 1 unfinished run(s) (failed: crashed; unfinished: running)." in md
+
+
+def test_demo_ranking_runs_what_its_config_file_says():
+    from newton_losses.experiments.demo_ranking import _parser, demo_spec
+
+    demo = {c.run_id() for c in demo_spec(_parser().parse_args([])).expand()}
+    documented = {c.run_id() for c in SweepSpec.load(Path(__file__).resolve().parent.parent / "configs" / "demo_ranking.json").expand()}
+    assert demo == documented and len(demo) == 6
+    with pytest.raises(ValueError, match="is not VARIANT:λ"):
+        demo_spec(_parser().parse_args(["--variants", "fisher:x"]))

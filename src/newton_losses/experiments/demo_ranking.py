@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="newton-losses demo --ranking", description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=4000, help="training steps per run (default 4000)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per method (default 2)")
@@ -31,23 +31,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo-ranking", help="run directories (default runs/demo-ranking)")
     p.add_argument("--data", default="mnist", help="mnist or synthetic (offline)")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def demo_spec(args: argparse.Namespace):
+    """The sweep the demo runs (configs/demo_ranking.json describes the default one).
+
+    Raises:
+        ValueError: a malformed ``--variants`` or an invalid configuration.
+    """
+    from .sweep import SweepSpec
+
+    variants = []
+    for item in args.variants.split(","):
+        name, _, lam = item.partition(":")
+        try:
+            value = float(lam) if lam else 0.1
+        except ValueError:
+            raise ValueError(f"--variants: {item!r} is not VARIANT:λ (e.g. fisher:0.1)") from None
+        variants.append({"variant": [name.strip()], "lam": [value]})
+    seeds = list(range(args.seeds))
+    return SweepSpec.from_dict({
+        "out": args.out, "workers": args.workers, "task": "ranking", "protocol": "quick",
+        "base": {"method": args.method, "method_args": {"loss": args.loss}, "n": args.n,
+                 "steps": args.steps, "damping": args.damping,
+                 "eval_every": max(1, min(1000, args.steps // 4)), "data": args.data},
+        "grid": [{"variant": ["none"], "seed": seeds}] + [{**v, "seed": seeds} for v in variants],
+    })
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     from .report import build_report
-    from .sweep import SweepSpec, run_sweep
+    from .sweep import run_sweep
 
     try:
-        variants = []
-        for item in args.variants.split(","):
-            name, _, lam = item.partition(":")
-            variants.append({"variant": [name.strip()], "lam": [float(lam) if lam else 0.1]})
-        seeds = list(range(args.seeds))
-        spec = SweepSpec.from_dict({
-            "out": args.out, "workers": args.workers, "task": "ranking", "protocol": "quick",
-            "base": {"method": args.method, "method_args": {"loss": args.loss}, "n": args.n,
-                     "steps": args.steps, "damping": args.damping,
-                     "eval_every": max(1, min(1000, args.steps // 4)), "data": args.data},
-            "grid": [{"variant": ["none"], "seed": seeds}] + [{**v, "seed": seeds} for v in variants],
-        })
+        spec = demo_spec(args)
         configs = spec.expand()
     except ValueError as exc:
         print(f"newton-losses demo --ranking: {exc}", file=sys.stderr)
@@ -56,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if not summary["finished"]:
         print("no run finished", file=sys.stderr)
         return 3
-    report = build_report([args.out], out=Path(args.out) / "report")
+    # Only this demo's runs: the directory may also hold runs of other settings.
+    report = build_report(summary["finished"], out=Path(args.out) / "report")
     print(report.markdown)
     print(f"(runs and report files in {args.out}; `newton-losses report {args.out}` rebuilds the table)",
           file=sys.stderr)
