@@ -138,3 +138,10 @@ def test_demo_ranking_runs_what_its_config_file_says():
     assert demo == documented and len(demo) == 6
     with pytest.raises(ValueError, match="is not VARIANT:λ"):
         demo_spec(_parser().parse_args(["--variants", "fisher:x"]))
+
+
+def test_matrix_free_path_curvature_rejects_eigenvalue_damping_up_front():
+    with pytest.raises(ValueError, match="solved matrix-free"):
+        protocol_config("shortest_path", "tiny", method="bf_for", variant="gauss_newton", lam=0.1,
+                        damping="batch")
+    protocol_config("shortest_path", "tiny", method="bf_for", variant="fisher", lam=0.1, damping="batch")

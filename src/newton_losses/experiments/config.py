@@ -156,6 +156,12 @@ class RunConfig:
             self.lam, self.damping, self.projection = 0.0, "absolute", "abs"
         if self.task == "shortest_path":
             if self.method.startswith("bf_"):
+                if self.variant in ("hessian", "gauss_newton") and self.damping != "absolute":
+                    raise ValueError(
+                        f"damping {self.damping!r} with variant {self.variant!r} on a 12×12 path: "
+                        "the 144-dimensional curvature is solved matrix-free (CG), without the "
+                        "eigenvalues that damping needs; use damping 'absolute'"
+                    )
                 if self.variant == "gauss_newton" and args["loss"] == "l1":
                     raise ValueError(
                         "variant 'gauss_newton' with method_args.loss='l1': the L1 loss has zero "
