@@ -121,3 +121,15 @@ def test_results_document_is_rendered_from_runs(runs, tmp_path, monkeypatch):
     template.write_text("<!-- report: runs -->\n")
     with pytest.raises(ValueError, match="malformed directive"):
         render_results(template, tmp_path / "R3.md")
+
+
+def test_results_document_includes_files(tmp_path, monkeypatch):
+    from newton_losses.experiments.results_doc import render_results
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "table.md").write_text("| a |\n|---|\n| 1 |\n")
+    (tmp_path / "T.md").write_text("before\n<!-- include: table.md -->\nafter\n")
+    assert render_results(tmp_path / "T.md", tmp_path / "R.md") == "before\n| a |\n|---|\n| 1 |\nafter\n"
+    (tmp_path / "T.md").write_text("<!-- include: missing.md -->\n")
+    with pytest.raises(ValueError, match="T.md:1: include: expected one existing file"):
+        render_results(tmp_path / "T.md", tmp_path / "R.md")

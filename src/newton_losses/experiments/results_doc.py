@@ -10,6 +10,8 @@ A directive is an HTML comment on a line of its own:
 ``<!-- runs: DIR [DIR ...] -->``
     A line: number of finished runs, their total training wall time, and the machine(s) they
     recorded.
+``<!-- include: FILE -->``
+    The text of FILE (e.g. a committed analysis table), as it is.
 
 Paths in directives are relative to the current directory (the repository root). Rendering is
 deterministic given the runs, so a committed RESULTS.md can be checked by regenerating it.
@@ -28,7 +30,7 @@ from .report import build_report, find_runs
 
 __all__ = ["render_results"]
 
-_DIRECTIVE = re.compile(r"^<!--\s*(report\s+[\w.-]+|runs)\s*:\s*(.+?)\s*-->\s*$")
+_DIRECTIVE = re.compile(r"^<!--\s*(report\s+[\w.-]+|runs|include)\s*:\s*(.+?)\s*-->\s*$")
 
 
 def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
@@ -53,7 +55,7 @@ def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
             continue
         m = _DIRECTIVE.match(line.strip())
         if m is None:
-            if re.match(r"^<!--\s*(report|runs)\b", line.strip()):
+            if re.match(r"^<!--\s*(report|runs|include)\b", line.strip()):
                 raise ValueError(f"{template}:{number}: malformed directive {line.strip()!r}; expected "
                                  "'<!-- report NAME: DIR ... -->' or '<!-- runs: DIR ... -->'")
             lines.append(line)  # an ordinary comment
@@ -62,6 +64,10 @@ def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
         try:
             if kind == "runs":
                 lines.append(_runs_line(dirs))
+            elif kind == "include":
+                if len(dirs) != 1 or not Path(dirs[0]).is_file():
+                    raise ValueError(f"include: expected one existing file; got {dirs}")
+                lines += Path(dirs[0]).read_text().rstrip().splitlines()
             else:
                 name = kind.split()[1]
                 lines += _report_block(dirs, figures / name, out.parent)
