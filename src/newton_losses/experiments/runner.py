@@ -139,6 +139,13 @@ def train(
         failed = False
         return result
     finally:
+        if ctx.active:
+            # DistributedDataParallel sits in reference cycles that hold the process group;
+            # left to interpreter shutdown, their gloo work threads abort the process
+            # ("terminate called without an active exception"). Free them now.
+            import gc
+
+            gc.collect()
         teardown(ctx, failed=failed)
 
 
