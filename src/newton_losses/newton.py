@@ -143,9 +143,10 @@ class NewtonLoss(nn.Module):
             Fisher and Gauss-Newton, which are PSD.
         fallback: ``"abs"`` or ``"clamp"``, used by ``"tikhonov"`` for non-PD matrices.
         damping: how λ is added. ``"absolute"``: add λ. ``"batch"``: add ``λ · s`` with s the
-            mean |eigenvalue| over all the batch's curvature matrices (over the global batch
-            under torch.distributed) — λ becomes unit-free (independent of the loss's
-            reduction and scale) while samples keep their relative weighting. ``"relative"``:
+            mean |eigenvalue| over all the batch's curvature matrices — λ becomes unit-free
+            (independent of the loss's reduction and scale) while samples keep their relative
+            weighting (with per-sample curvatures under torch.distributed, s is each process's
+            local batch mean). ``"relative"``:
             add ``λ · mean|eigenvalue|`` of each matrix separately — also unit-free, but every
             sample's step becomes scale-free, so a nearly solved sample (tiny gradient, tiny
             curvature) takes as large a step as an unsolved one; on losses whose per-sample
@@ -476,12 +477,12 @@ class NewtonLoss(nn.Module):
                     scale = float(est.low_rank.double().pow(2).sum()) / (n_total * est.low_rank.shape[1])
                     lam = self.lam * scale if scale > 0 else self.lam
                 return low_rank_damped_solve(est.low_rank, n_total, g, lam, dtype=self.solve_dtype)
-            reduce = None
-            if self.damping == "batch" and not est.shared and self._use_distributed():
-                reduce = _curv.all_reduce_sum
+            # Under torch.distributed, "batch" damping uses each process's own batch scale: an
+            # all-reduce here could pair with another collective when a rank skips a non-finite
+            # batch (found in review). Shared matrices (Fisher, batch Hessian) are global anyway.
             return damped_solve(
                 est.matrix, g, self.lam, projection=self.projection, fallback=self.fallback,
-                damping=self.damping, dtype=self.solve_dtype, reduce=reduce,
+                damping=self.damping, dtype=self.solve_dtype,
             )
         if self.damping != "absolute":
             raise ValueError(f"damping={self.damping!r} needs a dense curvature; got a matrix-free one")
