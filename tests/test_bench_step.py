@@ -15,7 +15,7 @@ def test_loss_section_times_every_variant_against_the_plain_loss():
     assert {(r["case"], r["variant"]) for r in rows} == {
         (c.name, v) for c in cases for v in ("plain backward",) + c.variants}
     assert all(r["seconds"] > 0 for r in rows)
-    assert "hessian" in bs.loss_table(rows) and "(cg)" in bs.loss_table(rows)  # m = 144 solves by CG
+    assert "hessian" in bs.loss_table(rows) and " cg" in bs.loss_table(rows)  # m = 144 solves by CG
 
 
 def test_step_section_trains_each_variant_on_the_same_batches():
@@ -27,6 +27,7 @@ def test_step_section_trains_each_variant_on_the_same_batches():
     rows = bs.run_steps([case, case2], repeats=1, out=out, progress=False)
     assert [r["variant"] for r in rows] == ["none", "fisher", "gauss_newton", "none", "fisher", "hessian"]
     assert rows[0]["ratio"] == 1.0 and all(r["seconds"] > 0 for r in rows)
+    assert rows[0]["newton_s"] == 0.0 and all(r["newton_s"] > 0 and r["grad_s"] > 0 for r in rows[1:3])
     assert "| tiny ranking |" in bs.step_table(rows)
 
 
@@ -38,12 +39,14 @@ def _row(variant, ratio, protocol="paper", task="ranking", method="odd_even", n=
 def test_targets_are_read_from_the_rows():
     rows = [_row("fisher", 1.01), _row("hessian", 1.6),
             _row("gauss_newton", 1.9, task="shortest_path", method="bf_for", n=None),
-            _row("hessian", 2.5, task="shortest_path", method="bf_for", n=None)]
+            _row("hessian", 2.5, task="shortest_path", method="bf_for", n=None),
+            _row("hessian@cg2", 1.5, protocol="quick", task="shortest_path", method="bf_for", n=None)]
     dense = [dict(case="x", speedup=25.0, max_abs_diff=1e-7), dict(case="y", speedup=300.0, max_abs_diff=1e-3)]
     lines = bs.check_targets(rows, dense)
     assert lines[0].startswith("PASS: Fisher") and lines[1].startswith("FAIL: Hessian")
     assert lines[2].startswith("PASS: relaxed Bellman-Ford") and "gauss_newton 1.900" in lines[2]
-    assert lines[3].startswith("PASS: Hessian path") and lines[4].startswith("FAIL: Hessian path")
+    assert lines[3].startswith("PASS: relaxed Bellman-Ford") and "quick network) — hessian@cg2 1.500" in lines[3]
+    assert lines[4].startswith("PASS: Hessian path") and lines[5].startswith("FAIL: Hessian path")
 
 
 def test_cli_rejects_bad_arguments():

@@ -355,7 +355,7 @@ def test_indefinite_hessian_diagnostics_and_descent():
         assert d.min_descent_cosine > 0
         assert (d.n_fallback > 0) == (projection == "tikhonov")
         assert newton.totals.calls == 1 and newton.totals.indefinite_matrices == d.n_indefinite
-        assert d.time_curvature_s >= 0 and d.time_solve_s >= 0
+        assert d.time_curvature_s >= 0 and d.time_solve_s >= 0 and d.time_gradient_s > 0
 
 
 def test_auto_solver_uses_cg_for_large_outputs_and_agrees_with_dense():
@@ -399,6 +399,28 @@ def test_chunk_sizes_give_identical_blocks(curvature):
     for z in zs[1:]:
         torch.testing.assert_close(z, zs[0], rtol=1e-12, atol=1e-12)
     assert list(auto._chunk_cache.values())[0] in (1, 4, 7)
+
+
+@pytest.mark.parametrize("costs,expected", [
+    ({1: 1.0, 4: 0.95, 16: 0.5, 64: 0.48}, 16),  # 64 is not 10% faster than 16: keep the smaller
+    ({1: 1.0, 4: 0.95, 16: 0.92, 64: 0.93}, 1),  # nothing clearly faster than a loop
+    ({1: 1.0, 4: 0.2, 16: 0.3, 64: 5.0}, 4),
+])
+def test_chunk_chooser_keeps_the_smaller_chunk_unless_a_larger_one_is_clearly_faster(monkeypatch, costs, expected):
+    import newton_losses.curvature as curv
+
+    clock = {"t": 0.0, "c": None}
+
+    def fake_batched_grad(output, inputs, grad_outputs, chunk_size=None):
+        clock["c"] = chunk_size
+        clock["t"] += costs[chunk_size]
+
+    monkeypatch.setattr(curv, "batched_grad", fake_batched_grad)
+    import time
+
+    monkeypatch.setattr(time, "perf_counter", lambda: clock["t"])
+    K = 100
+    assert curv.choose_chunk_size(None, None, torch.zeros(K, 3)) == expected
 
 
 def test_non_absolute_damping_of_a_low_rank_fisher_uses_its_trace():

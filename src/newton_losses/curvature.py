@@ -166,27 +166,33 @@ def choose_chunk_size(
     Batching backward passes with vmap is fast for small graphs and can be many times slower
     than a plain loop for large ones (cache pressure; measured in docs/PERFORMANCE.md), so the
     choice is made by timing each candidate on the same work — the first R = min(K, max
-    candidate) rows of ``grad_outputs`` (K, ...), in chunks of the candidate's size — after one
-    warm-up call (vmap tracing, allocations), keeping the best of two timings. Timing equal work
-    rather than one chunk per candidate matters: per-row costs of single small calls are noisy
-    enough on a busy machine to pick a chunk 2–3× slower than the best (measured: NeuralSort
-    n = 32). The results are the same whatever is chosen — the choice only affects speed
-    (batched and looped passes give bit-identical rows on the losses we tested).
+    candidate) rows of ``grad_outputs`` (K, ...), in chunks of the candidate's size. Every
+    candidate is warmed up once (vmap tracing, allocations), then the candidates are timed in
+    round-robin for ``rounds`` rounds, so that a burst of load on a busy machine hits all of them
+    alike, and each is scored by its median. A larger chunk (more memory) is chosen only when it
+    is at least 10% faster than the best smaller one. The results are the same whatever is
+    chosen — the choice only affects speed (batched and looped passes give bit-identical rows on
+    the losses we tested).
     """
+    import statistics
     import time
 
+    rounds = 5
     K = grad_outputs.shape[0]
     cands = sorted({min(int(c), K) for c in candidates})
     rows = grad_outputs[: max(cands)]
-    best, best_cost = cands[0], float("inf")
     for c in cands:
         batched_grad(output, inputs, grad_outputs[:c], chunk_size=c)  # warm-up
-        cost = float("inf")
-        for _ in range(2):
+    times: dict = {c: [] for c in cands}
+    for _ in range(rounds):
+        for c in cands:
             t0 = time.perf_counter()
             batched_grad(output, inputs, rows, chunk_size=c)
-            cost = min(cost, time.perf_counter() - t0)
-        if cost < best_cost * 0.95:  # prefer the smaller chunk (less memory) unless clearly faster
+            times[c].append(time.perf_counter() - t0)
+    best, best_cost = cands[0], statistics.median(times[cands[0]])
+    for c in cands[1:]:
+        cost = statistics.median(times[c])
+        if cost < 0.9 * best_cost:  # prefer the smaller chunk (less memory) unless clearly faster
             best, best_cost = c, cost
     return best
 

@@ -60,7 +60,11 @@ class NewtonDiagnostics:
         min_descent_cosine: smallest cos∠(d_i, g_i) over samples with g_i ≠ 0; positive means
             every per-sample step is a descent direction for that sample's loss.
         skipped: the update was skipped because of NaN/Inf (``on_nonfinite="skip"``).
-        time_curvature_s, time_solve_s: wall time of building C and of the solve.
+        time_gradient_s: wall time of the loss's forward pass and per-sample gradient (the
+            part a plain backward pass also pays; for ``gauss_newton`` it includes the
+            Jacobian of the inner part).
+        time_curvature_s, time_solve_s: wall time of building C (after the gradient) and of
+            the solve. Their sum is the Newton step's own cost.
     """
 
     curvature: str
@@ -78,6 +82,7 @@ class NewtonDiagnostics:
     cg_max_residual: Optional[float] = None
     min_descent_cosine: Optional[float] = None
     skipped: bool = False
+    time_gradient_s: float = 0.0
     time_curvature_s: float = 0.0
     time_solve_s: float = 0.0
 
@@ -346,6 +351,8 @@ class NewtonLoss(nn.Module):
             if g is None:
                 g = torch.zeros_like(flat)
         value = value.detach()
+        t_grad = time.perf_counter()
+        diag.time_gradient_s = t_grad - t0
 
         if not self._finite(value, g, "loss value or gradient"):
             return self._skip(value, flat, diag)
@@ -366,7 +373,7 @@ class NewtonLoss(nn.Module):
         t2 = time.perf_counter()
         if not self._finite(value, direction, "Newton direction"):
             return self._skip(value, flat, diag)
-        self._record(diag, info, g.detach(), direction, t1 - t0, t2 - t1)
+        self._record(diag, info, g.detach(), direction, t1 - t_grad, t2 - t1)
         return value, direction
 
     def _pick_solver(self, m: int) -> str:

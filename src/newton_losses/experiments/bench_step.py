@@ -64,6 +64,19 @@ def _variants(method: str) -> tuple:
     return ("fisher", "hessian") if method in _STOCHASTIC else _SORTING_VARIANTS
 
 
+#: Variant labels of the form ``"hessian@cg2"``: the Hessian by HVP + conjugate gradients
+#: stopped after 2 iterations (an inexact Newton step; ``NewtonLoss(cg_max_iter=2)``).
+TRUNCATED_CG = "hessian@cg2"
+
+
+def _parse_variant(label: str) -> tuple[str, dict]:
+    """``"hessian@cg2"`` → ("hessian", {"cg_max_iter": 2}); other labels unchanged."""
+    if "@cg" in label:
+        name, cap = label.split("@cg")
+        return name, {"cg_max_iter": int(cap)}
+    return label, {}
+
+
 def loss_cases(quick: bool = False) -> list[LossCase]:
     """The losses of issue 6 §1 (``quick``: n ∈ {5, 10} and fewer cases, for smoke tests)."""
     cases = []
@@ -80,6 +93,8 @@ def loss_cases(quick: bool = False) -> list[LossCase]:
         cfg = protocol_config("shortest_path", "tiny", method=method, method_args=args)
         # hessian_batch at m = 144 needs 144 double-backward passes (seconds per call); §2 times it.
         variants = tuple(v for v in _variants(method) if v != "hessian_batch")
+        if method == "bf_for":
+            variants += (TRUNCATED_CG,)
         cases.append(LossCase(f"{label} 12x12", cfg, 70, variants))
     return cases
 
@@ -106,8 +121,9 @@ def step_cases(quick: bool = False, paper: bool = True) -> list[StepCase]:
             cfg = protocol_config("shortest_path", protocol, method=method, method_args=args,
                                   data="synthetic", synthetic_size=150, train_size=140,
                                   val_sets=5, test_sets=5)
+            extra = (TRUNCATED_CG,) if method == "bf_for" else ()
             cases.append(StepCase(f"shortest path {protocol} ({pnet}), {label}, batch 70", cfg,
-                                  ("none",) + _variants(method)))
+                                  ("none",) + _variants(method) + extra))
     return cases
 
 
@@ -147,26 +163,49 @@ def _inputs(case: LossCase, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     return y, shortest_path(weights).path.to(y.dtype)
 
 
-def _interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    """Median seconds of each callable, timing one call of every callable per round."""
+def _interleaved(fns: dict, repeats: int, warmup: int = 1, newtons: Optional[dict] = None) -> tuple[dict, dict]:
+    """Median seconds of each callable, timing one call of every callable per round.
+
+    Returns ``(times, parts)``: ``parts[k]`` holds, for a callable with a Newton loss in
+    ``newtons``, the medians over the timed calls of the Newton loss's own split — ``grad_s``
+    (the loss's forward and per-sample gradient inside it) and ``step_s`` (curvature + solve:
+    what the Newton step adds) — read from ``last_diagnostics`` after every call.
+    """
+    newtons = newtons or {}
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict = {k: [] for k in fns}
+    split: dict = {k: ([], []) for k in fns if newtons.get(k) is not None}
     for _ in range(repeats):
         for k, fn in fns.items():
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            if k in split:
+                d = newtons[k].last_diagnostics
+                split[k][0].append(d.time_gradient_s)
+                split[k][1].append(d.time_curvature_s + d.time_solve_s)
+    parts = {k: dict(grad_s=statistics.median(g), step_s=statistics.median(c)) for k, (g, c) in split.items()}
+    return {k: statistics.median(v) for k, v in times.items()}, parts
+
+
+def _how(newton) -> str:
+    d = newton.last_diagnostics if newton is not None else None
+    if d is None:
+        return ""
+    return d.method + (f", CG {d.cg_iterations} it." if d.method == "cg" else "")
 
 
 def run_losses(cases: list[LossCase], repeats: int, lam: float = 0.1, out=sys.stdout) -> list[dict]:
     """Newton loss forward+backward relative to the plain loss's, per case and variant."""
     from .runner import newton_loss_for
 
-    print("\n§1 Newton-step cost on the package's losses, relative to a plain backward pass of the "
-          f"same loss (λ={lam}, relative damping off, automatic solver)", file=out)
+    print("\n§1 Newton-step cost on the package's losses (λ={lam}, absolute damping, automatic "
+          "solver). 'plain' is a forward and backward pass of the loss alone; for each variant: the "
+          "whole Newton-loss forward+backward, and its curvature + solve part alone (the Newton "
+          "step's own cost; the rest is the loss's forward and gradient, which a plain pass also "
+          "pays). Medians over repeats.".format(lam=lam), file=out)
     rows = []
     for case in cases:
         gen = torch.Generator().manual_seed(0)
@@ -178,27 +217,29 @@ def run_losses(cases: list[LossCase], repeats: int, lam: float = 0.1, out=sys.st
             base.loss_fn(y, target).mean().backward()
 
         fns, newtons = {"plain backward": plain}, {}
-        for v in case.variants:
+        for label in case.variants:
+            v, extra = _parse_variant(label)
             cfg = case.cfg.replace(variant=v, lam=lam).validate()
-            newton = newton_loss_for(cfg, _LossOnly(cfg), check_hessian="never")
-            newtons[v] = newton
+            newton = newton_loss_for(cfg, _LossOnly(cfg), check_hessian="never", **extra)
+            newtons[label] = newton
 
             def step(newton=newton, y0=y0, target=target) -> None:
                 y = y0.clone().requires_grad_(True)
                 newton(y, target).backward()
 
-            fns[v] = step
-        times = _interleaved(fns, repeats)
+            fns[label] = step
+        times, parts = _interleaved(fns, repeats, newtons=newtons)
         t_plain = times["plain backward"]
         print(f"\n{case.name}  (N={case.N}, m={case.m})", file=out)
-        print(f"  {'variant':<16} {'ms':>9} {'× plain':>9}  {'Newton ms':>9}  how", file=out)
+        print(f"  {'variant':<16} {'ms':>9} {'× plain':>8}  {'curv+solve ms':>13} {'× plain':>8}  how",
+              file=out)
         for v, t in times.items():
-            d = newtons[v].last_diagnostics if v in newtons else None
-            newton_ms = 1e3 * (d.time_curvature_s + d.time_solve_s) if d is not None else 0.0
-            how = "" if d is None else d.method + (f", CG {d.cg_iterations} it." if d.method == "cg" else "")
+            p = parts.get(v, dict(grad_s=0.0, step_s=0.0))
             rows.append(dict(section="loss", case=case.name, N=case.N, m=case.m, variant=v,
-                             seconds=t, ratio=t / t_plain, newton_s=newton_ms / 1e3, how=how))
-            print(f"  {v:<16} {1e3 * t:>9.2f} {t / t_plain:>9.2f}  {newton_ms:>9.2f}  {how}", file=out)
+                             seconds=t, ratio=t / t_plain, newton_s=p["step_s"], grad_s=p["grad_s"],
+                             step_ratio=p["step_s"] / t_plain, how=_how(newtons.get(v))))
+            print(f"  {v:<16} {1e3 * t:>9.2f} {t / t_plain:>8.2f}  {1e3 * p['step_s']:>13.2f} "
+                  f"{p['step_s'] / t_plain:>8.2f}  {rows[-1]['how']}", file=out)
         out.flush()
     return rows
 
@@ -222,7 +263,8 @@ def run_steps(cases: list[StepCase], repeats: int, lam: float = 0.1, out=sys.std
         gen = torch.Generator().manual_seed(0)
         batches = [task.sample(case.cfg.batch_size, gen) for _ in range(repeats + 1)]
         fns, newtons = {}, {}
-        for v in case.variants:
+        for label in case.variants:
+            v, extra = _parse_variant(label)
             cfg = case.cfg.replace(variant=v, lam=lam if v != "none" else 0.0).validate()
             model = copy.deepcopy(task.model)
             model.train()
@@ -230,8 +272,8 @@ def run_steps(cases: list[StepCase], repeats: int, lam: float = 0.1, out=sys.std
             vtask = build_task(cfg, torch.device("cpu"), torch.float32,
                                **({"mnist": task.mnist} if cfg.task == "ranking" else
                                   {"terrain": _terrain_of(task)}))
-            newton = newton_loss_for(cfg, vtask, check_hessian="never")
-            newtons[v] = newton
+            newton = newton_loss_for(cfg, vtask, check_hessian="never", **extra)
+            newtons[label] = newton
             state = {"i": 0}
 
             def step(model=model, opt=opt, vtask=vtask, newton=newton, state=state) -> None:
@@ -243,21 +285,21 @@ def run_steps(cases: list[StepCase], repeats: int, lam: float = 0.1, out=sys.std
                 loss.backward()
                 opt.step()
 
-            fns[v] = step
+            fns[label] = step
         if progress:
             print(f"  … {case.name}", file=sys.stderr, flush=True)
-        times = _interleaved(fns, repeats)
+        times, parts = _interleaved(fns, repeats, newtons=newtons)
         t_base = times["none"]
         print(f"\n{case.name}", file=out)
-        print(f"  {'variant':<16} {'ms/step':>9} {'× baseline':>11}  {'Newton ms':>9}", file=out)
+        print(f"  {'variant':<16} {'ms/step':>9} {'× baseline':>11}  {'curv+solve ms':>13}  how", file=out)
         for v, t in times.items():
-            d = newtons[v].last_diagnostics if newtons[v] is not None else None
-            newton_ms = 1e3 * (d.time_curvature_s + d.time_solve_s) if d is not None else 0.0
+            p = parts.get(v, dict(grad_s=0.0, step_s=0.0))
             rows.append(dict(section="step", case=case.name, variant=v, seconds=t, ratio=t / t_base,
-                             newton_s=newton_ms / 1e3, protocol=case.cfg.protocol, task=case.cfg.task,
-                             method=case.cfg.method, n=case.cfg.n if case.cfg.task == "ranking" else None))
+                             newton_s=p["step_s"], grad_s=p["grad_s"], how=_how(newtons[v]),
+                             protocol=case.cfg.protocol, task=case.cfg.task, method=case.cfg.method,
+                             n=case.cfg.n if case.cfg.task == "ranking" else None))
             print(f"  {('baseline' if v == 'none' else v):<16} {1e3 * t:>9.1f} {t / t_base:>11.3f}  "
-                  f"{newton_ms:>9.2f}", file=out)
+                  f"{1e3 * p['step_s']:>13.2f}  {rows[-1]['how']}", file=out)
         out.flush()
     return rows
 
@@ -274,7 +316,7 @@ def _terrain_of(task) -> dict:
 def step_table(rows: list[dict]) -> str:
     """Markdown: one row per step case, one column per variant (ratio to the baseline step,
     baseline ms in its own column)."""
-    variants = ["fisher", "hessian", "hessian_batch", "gauss_newton"]
+    variants = ["fisher", "hessian", "hessian_batch", "gauss_newton", TRUNCATED_CG]
     head = ("| training step | baseline ms | " + " | ".join(variants) + " |\n|---|---|"
             + "---|" * len(variants) + "\n")
     body = ""
@@ -286,8 +328,10 @@ def step_table(rows: list[dict]) -> str:
 
 
 def loss_table(rows: list[dict]) -> str:
-    """Markdown: one row per loss case, ratio to the plain backward pass per variant."""
-    variants = ["fisher", "hessian", "hessian_batch", "gauss_newton"]
+    """Markdown: one row per loss case; per variant, the Newton loss's forward+backward
+    relative to the plain pass, and in parentheses its curvature + solve part alone relative to
+    the plain pass ("cg": solved by conjugate gradients)."""
+    variants = ["fisher", "hessian", "hessian_batch", "gauss_newton", TRUNCATED_CG]
     head = ("| loss (N, m) | plain fwd+bwd ms | " + " | ".join(variants) + " |\n|---|---|"
             + "---|" * len(variants) + "\n")
     body = ""
@@ -300,7 +344,8 @@ def loss_table(rows: list[dict]) -> str:
                 cells.append("n/a")
             else:
                 how = sel[v]["how"]
-                cells.append(f"{sel[v]['ratio']:.2f}" + (" (cg)" if how.startswith("cg") else ""))
+                cells.append(f"{sel[v]['ratio']:.2f} ({sel[v]['step_ratio']:.2f})"
+                             + (" cg" if how.startswith("cg") else ""))
         body += (f"| {case} ({first['N']}, {first['m']}) | {1e3 * first['seconds']:.2f} | "
                  + " | ".join(cells) + " |\n")
     return head + body
@@ -321,7 +366,8 @@ def check_targets(rows: list[dict], dense_rows: Optional[list[dict]] = None) -> 
         worst = max(hess, key=lambda r: r["ratio"])
         lines.append(f"{'PASS' if worst['ratio'] <= 1.5 else 'FAIL'}: Hessian step ≤ 1.5× baseline, "
                      f"sorting n=10, paper CNN — worst {worst['ratio']:.3f}× ({worst['case']})")
-    bf = [r for r in steps if r["method"] == "bf_for" and r["variant"] in ("hessian", "gauss_newton")]
+    bf = [r for r in steps if r["method"] == "bf_for"
+          and _parse_variant(r["variant"])[0] in ("hessian", "gauss_newton")]
     for protocol in ("paper", "quick"):
         sel = [r for r in bf if r["protocol"] == protocol]
         if sel:

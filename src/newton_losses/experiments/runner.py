@@ -295,7 +295,7 @@ class _Trainer:
             loss = self.newton(y, target)
             diag = self.newton.last_diagnostics
             finite = not diag.skipped
-            newton_s = diag.time_curvature_s + diag.time_solve_s
+            newton_s = diag.time_gradient_s + diag.time_curvature_s + diag.time_solve_s
             self.acc["indefinite"] += diag.n_indefinite
             self.acc["fallback"] += diag.n_fallback
         elif finite:
