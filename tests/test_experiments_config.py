@@ -23,6 +23,12 @@ def test_paper_shortest_path_protocol_matches_method_md():
     assert c.steps == 50 * per_epoch and c.lr_milestones == [30 * per_epoch, 40 * per_epoch]
 
 
+def test_synthetic_terrain_too_small_for_its_splits_is_rejected_up_front():
+    with pytest.raises(ValueError, match=r"exceed synthetic_size \(48\)"):
+        protocol_config("shortest_path", "tiny", train_size=40, val_sets=8, test_sets=8)
+    protocol_config("shortest_path", "tiny", train_size=32, val_sets=8, test_sets=8)
+
+
 @pytest.mark.parametrize("overrides, field", [
     (dict(variant="newton"), "variant"),
     (dict(method="quicksort"), "method"),

@@ -121,6 +121,17 @@ def test_results_document_is_rendered_from_runs(runs, tmp_path, monkeypatch):
     template.write_text("<!-- report: runs -->\n")
     with pytest.raises(ValueError, match="malformed directive"):
         render_results(template, tmp_path / "R3.md")
+    # A later directive that fails leaves no figures of earlier ones behind.
+    template.write_text("<!-- report early: runs -->\n<!-- report late: empty -->\n")
+    with pytest.raises(ValueError, match="T.md:2: no finished runs"):
+        render_results(template, tmp_path / "R3.md")
+    assert not (tmp_path / "docs/results/early").exists()
+    # --no-plots and --alpha reach the reports.
+    template.write_text("<!-- report np: runs -->\n")
+    assert cli_main(["report", "--template", str(template), "--results", "R4.md", "--no-plots",
+                     "--alpha", "0.01"]) == 0
+    assert not (tmp_path / "docs/results/np/curves.png").exists() and "curves.png" not in (tmp_path / "R4.md").read_text()
+    assert "p < 0.01" in (tmp_path / "R4.md").read_text()
 
 
 def test_results_document_includes_files(tmp_path, monkeypatch):

@@ -423,6 +423,22 @@ def test_chunk_chooser_keeps_the_smaller_chunk_unless_a_larger_one_is_clearly_fa
     assert curv.choose_chunk_size(None, None, torch.zeros(K, 3)) == expected
 
 
+@pytest.mark.parametrize("curvature", ["hessian", "gauss_newton"])
+def test_auto_solver_is_dense_for_eigenvalue_damping_at_any_size(curvature):
+    # m > 64 would pick CG, which has no eigenvalues for batch/relative damping.
+    torch.manual_seed(13)
+    N, m = 3, 70
+    W, t = torch.randn(4, m, dtype=F64), torch.randn(N, m, dtype=F64)
+    loss = wavy(W, t) if curvature == "hessian" else CompositeLoss(
+        lambda y: torch.tanh(y), lambda a: (a**2).sum(-1) + a.exp().sum(-1))
+    y = torch.randn(N, m, dtype=F64)
+    for damping in ("batch", "relative"):
+        auto = NewtonLoss(loss, curvature=curvature, lam=0.1, damping=damping)
+        dense = NewtonLoss(loss, curvature=curvature, lam=0.1, damping=damping, solver="dense")
+        torch.testing.assert_close(auto.target(y), dense.target(y), rtol=1e-12, atol=1e-12)
+        assert auto.last_diagnostics.method != "cg"
+
+
 def test_non_absolute_damping_of_a_low_rank_fisher_uses_its_trace():
     # m > 512 with N < m: the Woodbury path. Relative/batch damping must not be ignored there.
     from newton_losses.linalg import damped_solve

@@ -160,7 +160,8 @@ class NewtonLoss(nn.Module):
             dense solves only (a Fisher with m > 512 uses its trace instead).
         solver: ``"auto"``, ``"dense"`` or ``"cg"`` (matrix-free conjugate gradients on
             Hessian- or Gauss-Newton-vector products; negative curvature truncates).
-            ``"auto"`` uses dense for m ≤ 64 and CG above.
+            ``"auto"`` uses dense for m ≤ 64 and CG above, and always dense with a
+            non-absolute damping (which needs the eigenvalues).
         hessian_method: how dense Hessian blocks are built: ``"auto"``/``"rows"`` (m batched
             backward passes over the summed loss) or ``"vmap"`` (``torch.func.vmap(hessian)``;
             tensor arguments with first dimension N are sliced per sample). ``"cg"`` is the
@@ -381,7 +382,7 @@ class NewtonLoss(nn.Module):
             return self.solver
         if self.curvature in ("fisher", "hessian_batch") or not isinstance(self.curvature, str):
             return "dense"
-        if self.hessian_method in ("rows", "vmap"):
+        if self.hessian_method in ("rows", "vmap") or self.damping != "absolute":
             return "dense"
         return "dense" if m <= AUTO_DENSE_MAX_M else "cg"
 

@@ -234,7 +234,7 @@ def report_main(argv: list[str]) -> int:
         from .results_doc import render_results
 
         try:
-            render_results(args.template, args.results)
+            render_results(args.template, args.results, alpha=args.alpha, plots=not args.no_plots)
         except (ValueError, OSError) as exc:
             print(f"newton-losses report: {exc}", file=sys.stderr)
             return EXIT_CONFIG

@@ -197,6 +197,14 @@ class RunConfig:
         _int("train_size", self.train_size, 0)
         _choice("data", self.data, DATA[self.task])
         _int("synthetic_size", self.synthetic_size, 24)
+        if self.task == "shortest_path" and self.data == "synthetic":
+            n = self.synthetic_size
+            n_train = self.train_size or n // 2
+            n_val = self.val_sets or (n - n_train) // 2
+            n_test = self.test_sets or n - n_train - n_val
+            if n_train + n_val + n_test > n:
+                raise ValueError(f"train_size + val_sets + test_sets ({n_train + n_val + n_test}) "
+                                 f"exceed synthetic_size ({n})")
         _int("seed", self.seed, 0)
         _choice("dtype", self.dtype, DTYPES)
         _choice("device", self.device, ("cpu", "cuda", "auto"))

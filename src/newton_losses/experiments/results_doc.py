@@ -34,43 +34,57 @@ _DIRECTIVE = re.compile(r"^<!--\s*(report\s+[\w.-]+|runs|include)\s*:\s*(.+?)\s*
 
 
 def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
-                   figures: Optional[str | os.PathLike] = None) -> str:
+                   figures: Optional[str | os.PathLike] = None, alpha: float = 0.05,
+                   plots: bool = True) -> str:
     """Render ``template`` into ``out`` (atomically); returns the text.
 
     Args:
         template: the markdown template (see the module docstring for its directives).
         out: the document to write, e.g. ``RESULTS.md``.
         figures: where report files go (default: ``docs/results`` beside ``out``).
+        alpha: significance level of the reports' Welch tests.
+        plots: draw the reports' PNG plots (and link them).
 
     Raises:
-        ValueError: an unknown directive, or a directive whose directories hold no finished run
-            (nothing is written then).
+        ValueError: an unknown or malformed directive, an include that is not a file, or a
+            directive whose directories hold no finished run. Every directive is checked before
+            anything is written, so a failing template leaves ``out`` and the figures as they were.
     """
     template, out = Path(template), Path(out)
     figures = Path(figures) if figures is not None else out.parent / "docs" / "results"
-    lines = []
+    parts: list = []  # str lines, or (number, kind, dirs) directives
     for number, line in enumerate(template.read_text().splitlines(), 1):
         if not line.lstrip().startswith("<!--") or "-->" not in line:
-            lines.append(line)
+            parts.append(line)
             continue
         m = _DIRECTIVE.match(line.strip())
         if m is None:
             if re.match(r"^<!--\s*(report|runs|include)\b", line.strip()):
                 raise ValueError(f"{template}:{number}: malformed directive {line.strip()!r}; expected "
                                  "'<!-- report NAME: DIR ... -->' or '<!-- runs: DIR ... -->'")
-            lines.append(line)  # an ordinary comment
+            parts.append(line)  # an ordinary comment
             continue
         kind, dirs = m.group(1), shlex.split(m.group(2))
+        if kind == "include":
+            if len(dirs) != 1 or not Path(dirs[0]).is_file():
+                raise ValueError(f"{template}:{number}: include: expected one existing file; got {dirs}")
+        elif not find_runs(dirs):
+            raise ValueError(f"{template}:{number}: no finished runs under {', '.join(dirs)}")
+        parts.append((number, kind, dirs))
+    lines = []
+    for part in parts:
+        if isinstance(part, str):
+            lines.append(part)
+            continue
+        number, kind, dirs = part
         try:
             if kind == "runs":
                 lines.append(_runs_line(dirs))
             elif kind == "include":
-                if len(dirs) != 1 or not Path(dirs[0]).is_file():
-                    raise ValueError(f"include: expected one existing file; got {dirs}")
                 lines += Path(dirs[0]).read_text().rstrip().splitlines()
             else:
                 name = kind.split()[1]
-                lines += _report_block(dirs, figures / name, out.parent)
+                lines += _report_block(dirs, figures / name, out.parent, alpha=alpha, plots=plots)
         except ValueError as exc:
             raise ValueError(f"{template}:{number}: {exc}") from None
     text = "\n".join(lines).rstrip() + "\n"
@@ -78,8 +92,9 @@ def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
     return text
 
 
-def _report_block(dirs: list[str], where: Path, doc_dir: Path) -> list[str]:
-    report = build_report(dirs, out=where)
+def _report_block(dirs: list[str], where: Path, doc_dir: Path, *, alpha: float = 0.05,
+                  plots: bool = True) -> list[str]:
+    report = build_report(dirs, out=where, alpha=alpha, plots=plots)
     block = report.markdown.rstrip().splitlines()
     for png in ("curves.png", "lambda.png"):
         path = where / png
