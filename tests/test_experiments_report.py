@@ -134,6 +134,16 @@ def test_results_document_is_rendered_from_runs(runs, tmp_path, monkeypatch):
     assert "p < 0.01" in (tmp_path / "R4.md").read_text()
 
 
+def test_run_paths_may_be_glob_patterns(runs, tmp_path):
+    from newton_losses.experiments.report import find_runs
+
+    every = find_runs([runs])
+    some = find_runs([str(runs / "*fisher*")])
+    assert 0 < len(some) < len(every) and all("fisher" in str(d) for d, _ in some)
+    with pytest.raises(ValueError, match="no run directory matches"):
+        find_runs([str(runs / "*nothing*")])
+
+
 def test_results_document_includes_files(tmp_path, monkeypatch):
     from newton_losses.experiments.results_doc import render_results
 

@@ -71,9 +71,23 @@ class Report:
 
 
 def find_runs(paths: list) -> list[tuple[Path, dict]]:
-    """Finished runs (directories with result.json) under ``paths``, sorted by path."""
-    found = {}
+    """Finished runs (directories with result.json) under ``paths``, sorted by path.
+
+    A path with glob characters (``*?[``) stands for the directories it matches, e.g.
+    ``results/study/table/ranking-neuralsort-n5-*`` (one report of part of a directory)."""
+    import glob as _glob
+
+    expanded = []
     for p in paths:
+        if any(ch in str(p) for ch in "*?["):
+            hits = sorted(_glob.glob(str(p)))
+            if not hits:
+                raise ValueError(f"no run directory matches {p}")
+            expanded += hits
+        else:
+            expanded.append(p)
+    found = {}
+    for p in expanded:
         p = Path(p)
         if not p.exists():
             raise ValueError(f"no such run directory: {p}")
