@@ -64,7 +64,8 @@ def test_epochs_count_the_actual_training_maps():
     from newton_losses.experiments.cli import config_from_args, train_parser
 
     args = train_parser().parse_args(["shortest-path", "--protocol", "quick", "--data", "synthetic",
-                                      "--set", "synthetic_size=600", "--epochs", "2"])
+                                      "--set", "synthetic_size=600", "--set", "val_sets=100",
+                                      "--set", "test_sets=100", "--epochs", "2"])
     cfg = config_from_args(args)
     per_epoch = -(-300 // 70)  # 600 // 2 training maps, batch 70
     assert cfg.steps == 2 * per_epoch and cfg.eval_every == per_epoch
