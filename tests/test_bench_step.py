@@ -46,7 +46,18 @@ def test_targets_are_read_from_the_rows():
     assert lines[0].startswith("PASS: Fisher") and lines[1].startswith("FAIL: Hessian")
     assert lines[2].startswith("PASS: relaxed Bellman-Ford") and "gauss_newton 1.900" in lines[2]
     assert lines[3].startswith("PASS: relaxed Bellman-Ford") and "quick network) — hessian@cg2 1.500" in lines[3]
+    assert "CG capped at 2 iterations" not in lines[2]
     assert lines[4].startswith("PASS: Hessian path") and lines[5].startswith("FAIL: Hessian path")
+
+
+def test_a_ratio_within_the_timing_spread_is_not_a_miss_when_the_added_cost_is_small():
+    noisy = dict(_row("fisher", 1.107), spread=0.06, base_spread=0.05, added_ratio=1.0002, newton_s=0.0011)
+    slow = dict(_row("fisher", 1.107), spread=0.01, base_spread=0.01, added_ratio=1.0002, newton_s=0.0011)
+    costly = dict(_row("fisher", 1.107), spread=0.06, base_spread=0.05, added_ratio=1.08, newton_s=0.5)
+    assert bs.check_targets([noisy])[0].startswith("PASS (within noise): Fisher")
+    assert "curvature + solve 1.1 ms = 1.0002×" in bs.check_targets([noisy])[0]
+    assert bs.check_targets([slow])[0].startswith("FAIL")
+    assert bs.check_targets([costly])[0].startswith("FAIL")
 
 
 def test_cli_rejects_bad_arguments():
