@@ -198,17 +198,23 @@ class RunConfig:
         _choice("data", self.data, DATA[self.task])
         _int("synthetic_size", self.synthetic_size, 24)
         if self.task == "shortest_path" and self.data == "synthetic":
-            n = self.synthetic_size
-            n_train = self.train_size or n // 2
-            n_val = self.val_sets or (n - n_train) // 2
-            n_test = self.test_sets or n - n_train - n_val
-            if n_train + n_val + n_test > n:
-                raise ValueError(f"train_size + val_sets + test_sets ({n_train + n_val + n_test}) "
-                                 f"exceed synthetic_size ({n})")
+            total = sum(self.synthetic_splits())
+            if total > self.synthetic_size:
+                raise ValueError(f"train_size + val_sets + test_sets ({total}) "
+                                 f"exceed synthetic_size ({self.synthetic_size})")
         _int("seed", self.seed, 0)
         _choice("dtype", self.dtype, DTYPES)
         _choice("device", self.device, ("cpu", "cuda", "auto"))
         return self
+
+    def synthetic_splits(self) -> tuple[int, int, int]:
+        """(train, val, test) map counts of synthetic terrain: the sizes given, else half the
+        maps for training and the rest split evenly."""
+        n = self.synthetic_size
+        n_train = self.train_size or n // 2
+        n_val = self.val_sets or (n - n_train) // 2
+        n_test = self.test_sets or n - n_train - n_val
+        return n_train, n_val, n_test
 
     # ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -110,13 +110,7 @@ class ShortestPathTask:
 def _load(cfg: RunConfig) -> dict:
     if cfg.data == "synthetic":
         data = generate_terrain(cfg.synthetic_size, seed=1234)
-        n = cfg.synthetic_size
-        n_train = cfg.train_size or n // 2
-        n_val = cfg.val_sets or (n - n_train) // 2
-        n_test = cfg.test_sets or n - n_train - n_val
-        if n_train + n_val + n_test > n:
-            raise ValueError(f"train_size + val_sets + test_sets ({n_train + n_val + n_test}) "
-                             f"exceed synthetic_size ({n})")
+        n_train, n_val, n_test = cfg.synthetic_splits()  # validate() checked they fit
         cuts = [(0, n_train), (n_train, n_train + n_val), (n_train + n_val, n_train + n_val + n_test)]
         return {s: _slice(data, a, b) for s, (a, b) in zip(("train", "val", "test"), cuts)}
     sizes = {"train": cfg.train_size, "val": cfg.val_sets, "test": cfg.test_sets}
