@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all bench venv clean
+.PHONY: demo test test-slow test-all bench study results venv clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,24 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m newton_losses bench
+
+# The reproduction study (issue 8, RESULTS.md): every sweep of configs/study in order, then the
+# page. Resumable: finished runs are skipped, interrupted ones resume from their checkpoint, so
+# `make study` can be stopped and restarted at will. Hours of CPU time; WORKERS=k overrides the
+# configs' 2 worker processes (one torch thread each).
+STUDY := sensitivity table_neuralsort_n5 lambda_ablation shortest_path table_n5_methods \
+         table_gauss_newton table_n10
+
+study: $(STAMP)
+	for c in $(STUDY); do \
+	  OMP_NUM_THREADS=1 $(PY) -m newton_losses sweep configs/study/$$c.json --no-report \
+	    $(if $(WORKERS),--workers $(WORKERS)) || exit 1; \
+	done
+	$(MAKE) results
+
+# Regenerate RESULTS.md (and docs/results/) from the committed runs, without training.
+results: $(STAMP)
+	$(PY) -m newton_losses report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
