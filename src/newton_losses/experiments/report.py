@@ -368,24 +368,38 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
     ablations = {k: v for k, v in ablations.items() if len(v) >= 2}
     if ablations:
         fig, ax = plt.subplots(figsize=(6, 4))
+        drawn: set = set()
+        sharing: dict = {}
+        for gs in ablations.values():
+            k = _baseline_key(gs[0].config)
+            sharing[k] = sharing.get(k, 0) + 1
         for gs in ablations.values():
             gs = sorted(gs, key=lambda g: g.config["lam"])
             primary = _METRICS[gs[0].task][0]
             lams = np.array([g.config["lam"] for g in gs])
-            stats_ = [_band(100 * g.values(primary)[:, None]) for g in gs]
-            mean = np.array([m[0] for m, _ in stats_])
-            half = np.array([h[0] for _, h in stats_])
-            line = ax.errorbar(lams, mean, yerr=half, marker="o", capsize=3,
-                               label=f"{gs[0].label()} NL-{gs[0].config['variant']}"
-                                     + ("" if gs[0].config["damping"] == "absolute" else f" ({gs[0].config['damping']})"))
-            base = by_key.get(_baseline_key(gs[0].config))
-            if base is not None:
+            # The mean over seeds as a line and every seed as a dot: with the 2–3 seeds of an
+            # ablation a t-interval is wider than the axis (t(0.975, 1) = 12.7) and says nothing.
+            mean = np.array([100 * g.values(primary).mean() for g in gs])
+            line, = ax.plot(lams, mean, marker="o",
+                            label=f"{gs[0].label()} NL-{gs[0].config['variant']}"
+                                  + ("" if gs[0].config["damping"] == "absolute" else f" ({gs[0].config['damping']})"))
+            for g in gs:
+                v = 100 * g.values(primary)
+                ax.scatter(np.full(len(v), g.config["lam"]), v, s=12, alpha=0.5, color=line.get_color())
+            key = _baseline_key(gs[0].config)
+            base = by_key.get(key)
+            if base is not None and key not in drawn:  # one line per baseline, however many variants
+                drawn.add(key)
                 b = 100 * base.values(primary)
-                ax.axhline(b.mean(), color=line[0].get_color(), ls="--", lw=1,
-                           label=f"{gs[0].label()} baseline")
+                # gray when several variants share the baseline, else the variant's colour
+                color = "0.3" if sharing[key] > 1 else line.get_color()
+                ax.axhline(b.mean(), color=color, ls="--", lw=1,
+                           label=f"{gs[0].label()} baseline (mean of {len(b)}; band: range)")
+                if len(b) > 1:
+                    ax.axhspan(b.min(), b.max(), color=color, alpha=0.12)
         ax.set_xscale("log")
         ax.set_xlabel("λ")
-        ax.set_ylabel("test exact match % (95% interval)")
+        ax.set_ylabel(f"test {primary} match % (line: mean; dots: seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
