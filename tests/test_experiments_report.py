@@ -154,3 +154,34 @@ def test_results_document_includes_files(tmp_path, monkeypatch):
     (tmp_path / "T.md").write_text("<!-- include: missing.md -->\n")
     with pytest.raises(ValueError, match="T.md:1: include: expected one existing file"):
         render_results(tmp_path / "T.md", tmp_path / "R.md")
+
+
+def test_paper_table_sets_our_cells_beside_the_papers(runs, tmp_path, monkeypatch):
+    from newton_losses.experiments.paper import PAPER_RANKING, paper_table, relaxation_name
+    from newton_losses.experiments.results_doc import render_results
+
+    assert relaxation_name("odd_even", {"sigmoid": "cauchy"}) == "Cauchy DSN"
+    assert relaxation_name("odd_even", {}) == "Logistic DSN" and relaxation_name("bitonic", {}) is None
+    rows = build_report([str(runs / "*-none-*"), str(runs / "*-lam0.1-*")]).groups
+    lines = paper_table(rows)
+    header = lines[0]
+    assert header.startswith("| relaxation | n | paper baseline | ours baseline | paper NL-Hessian |")
+    ns5 = next(line for line in lines if line.startswith("| NeuralSort | 5 |"))
+    cells = [c.strip() for c in ns5.strip("|").split("|")]
+    # baseline 70.5 ± 1.3 over 4 seeds; Fisher 81.0 ± 1.8, significant; the per-sample Hessian
+    # is not the paper's (batch-averaged) Hessian column, so that column stays empty.
+    assert cells[2:] == ["71.3", "70.5 ± 1.3 (4)", "≈ 83", "—", "83.9", "81.0 ± 1.8* (4)", "—"]
+    # Every paper row is shown even without our runs, in the paper's order.
+    names = [line.split("|")[1].strip() for line in lines[2:2 + len(PAPER_RANKING)]]
+    assert names == ["NeuralSort", "NeuralSort", "SoftSort", "Logistic DSN", "Cauchy DSN"]
+    # Two λ of one variant in one cell: a clear error, not a silent pick.
+    with pytest.raises(ValueError, match="two groups of runs for NeuralSort n=5 fisher"):
+        paper_table(build_report([runs]).groups)
+    # Through the results document, checked before anything is written.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "T.md").write_text("<!-- paper: runs/*-none-* runs/*-lam0.1-* -->\n")
+    assert "| NeuralSort | 5 | 71.3 | 70.5 ± 1.3 (4) |" in render_results(tmp_path / "T.md", tmp_path / "R.md")
+    (tmp_path / "T.md").write_text("<!-- report a: runs -->\n<!-- paper: runs -->\n")
+    with pytest.raises(ValueError, match="T.md:2: two groups"):
+        render_results(tmp_path / "T.md", tmp_path / "R2.md")
+    assert not (tmp_path / "R2.md").exists() and not (tmp_path / "docs/results/a").exists()

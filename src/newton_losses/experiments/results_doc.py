@@ -12,6 +12,10 @@ A directive is an HTML comment on a line of its own:
     recorded.
 ``<!-- include: FILE -->``
     The text of FILE (e.g. a committed analysis table), as it is.
+``<!-- paper: DIR [DIR ...] -->``
+    The paper's ranking numbers beside ours (:func:`~.paper.paper_table`): one row per
+    relaxation and n, our mean ± std per variant from the finished runs under the DIRs (one
+    setting per variant: narrow the DIRs, e.g. with glob patterns, to the table's settings).
 
 Paths in directives are relative to the current directory (the repository root). Rendering is
 deterministic given the runs, so a committed RESULTS.md can be checked by regenerating it.
@@ -26,11 +30,12 @@ from pathlib import Path
 from typing import Optional
 
 from ..io import atomic_write_text
+from .paper import paper_table
 from .report import build_report, find_runs
 
 __all__ = ["render_results"]
 
-_DIRECTIVE = re.compile(r"^<!--\s*(report\s+[\w.-]+|runs|include)\s*:\s*(.+?)\s*-->\s*$")
+_DIRECTIVE = re.compile(r"^<!--\s*(report\s+[\w.-]+|runs|include|paper)\s*:\s*(.+?)\s*-->\s*$")
 
 
 def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
@@ -59,9 +64,10 @@ def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
             continue
         m = _DIRECTIVE.match(line.strip())
         if m is None:
-            if re.match(r"^<!--\s*(report|runs|include)\b", line.strip()):
+            if re.match(r"^<!--\s*(report|runs|include|paper)\b", line.strip()):
                 raise ValueError(f"{template}:{number}: malformed directive {line.strip()!r}; expected "
-                                 "'<!-- report NAME: DIR ... -->' or '<!-- runs: DIR ... -->'")
+                                 "'<!-- report NAME: DIR ... -->', '<!-- runs: DIR ... -->', "
+                                 "'<!-- paper: DIR ... -->' or '<!-- include: FILE -->'")
             parts.append(line)  # an ordinary comment
             continue
         kind, dirs = m.group(1), shlex.split(m.group(2))
@@ -70,6 +76,12 @@ def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
                 raise ValueError(f"{template}:{number}: include: expected one existing file; got {dirs}")
         elif not find_runs(dirs):
             raise ValueError(f"{template}:{number}: no finished runs under {', '.join(dirs)}")
+        if kind == "paper":  # writes nothing, so render it now: its errors come before any write
+            try:
+                parts += paper_table(build_report(dirs, alpha=alpha, plots=False).groups, alpha=alpha)
+            except ValueError as exc:
+                raise ValueError(f"{template}:{number}: {exc}") from None
+            continue
         parts.append((number, kind, dirs))
     lines = []
     for part in parts:
