@@ -107,7 +107,7 @@ def test_results_document_is_rendered_from_runs(runs, tmp_path, monkeypatch):
     assert "| neuralsort(tau=1) | 5 | NL-fisher λ=0.1 | 4 |" in text
     assert "![test accuracy over steps (mean, 95% band)](docs/results/main/curves.png)" in text
     assert "![accuracy over λ](docs/results/main/lambda.png)" in text
-    assert "15 finished runs, 0.1 h of training wall time" in text
+    assert "15 finished runs, 0.1 h of training wall time in total. Machines: not recorded" in text
     assert (tmp_path / "docs/results/main/summary.csv").exists()
     assert (tmp_path / "RESULTS.md").read_text() == text
     # The same through the command line; a directive without runs is an error naming the line.

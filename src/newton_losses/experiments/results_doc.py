@@ -122,6 +122,11 @@ def _runs_line(dirs: list[str]) -> str:
     if not runs:
         raise ValueError(f"no finished runs under {', '.join(dirs)}")
     total = sum(r["time"]["total_s"] for _, r in runs)
-    machines = sorted({json.dumps(r.get("machine", "not recorded")) for _, r in runs})
-    return (f"{len(runs)} finished runs, {total / 3600:.1f} h of training wall time in total; "
-            f"machine: {', '.join(json.loads(m) for m in machines)}.")
+    counts: dict = {}
+    for _, r in runs:
+        machine = r.get("machine", "not recorded (older runs)")
+        counts[machine] = counts.get(machine, 0) + 1
+    machines = "; ".join(f"{m.replace('; ', ', ')} ({k} run{'s' if k != 1 else ''})"
+                         for m, k in sorted(counts.items()))
+    return (f"{len(runs)} finished runs, {total / 3600:.1f} h of training wall time in total. "
+            f"Machines: {machines}.")
