@@ -94,3 +94,38 @@ def test_cli_rejects_invalid_configuration_before_work(tmp_path, capsys):
     assert rc == 2 and "KEY=VALUE" in capsys.readouterr().err
     rc = main(["train", "ranking", "--epochs", "3", "--out", str(tmp_path)])
     assert rc == 2 and "--epochs applies to shortest-path" in capsys.readouterr().err
+
+
+def test_committed_runs_keep_their_ids():
+    """Every committed run directory is named by the run id of its config.json: a new field
+    (LATER_DEFAULTS) at its default must not change an existing id."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "results"
+    configs = sorted(root.glob("**/config.json"))
+    if not configs:
+        pytest.skip("no committed runs in this checkout")
+    for path in configs:
+        cfg = RunConfig.from_json(path.read_text()).validate()
+        assert cfg.run_id() == path.parent.name, path
+
+
+def test_cg_max_iter_is_a_later_field():
+    from newton_losses.experiments.config import LATER_DEFAULTS
+
+    assert LATER_DEFAULTS == {"cg_max_iter": 0}
+    base = protocol_config("shortest_path", "quick", method="bf_for", variant="hessian", lam=1.0)
+    assert "cg_max_iter" not in base.identity() and "cg_max_iter" in base.to_dict()
+    capped = base.replace(cg_max_iter=2).validate()
+    assert capped.identity()["cg_max_iter"] == 2 and capped.digest() != base.digest()
+    assert capped.run_id().startswith("shortest_path-bf_for-hessian-lam1-cg2-s0-")
+    # A config.json written before the field existed reads back to the same id.
+    old = base.to_dict()
+    del old["cg_max_iter"]
+    assert RunConfig.from_dict(old).validate().run_id() == base.run_id()
+    for bad in ({"variant": "fisher", "damping": "batch"}, {"variant": "none"},
+                {"variant": "hessian", "damping": "batch"}):
+        with pytest.raises(ValueError, match="cg_max_iter=2 caps a matrix-free"):
+            protocol_config("ranking", "quick", lam=0.1, cg_max_iter=2, **bad)
+    with pytest.raises(ValueError, match="cg_max_iter"):
+        protocol_config("shortest_path", "quick", method="bf_for", variant="hessian", lam=1.0, cg_max_iter=-1)

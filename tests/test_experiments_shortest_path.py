@@ -52,3 +52,25 @@ def test_stochastic_run_resumes_identically(tmp_path):
     strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]  # noqa: E731
     assert strip(read_metrics(tmp_path / "cut")) == strip(read_metrics(tmp_path / "ref"))
     assert resumed["best"] == reference["best"]
+
+
+def test_truncated_cg_run_caps_the_solver(tmp_path):
+    """cg_max_iter reaches NewtonLoss: the solve is CG, capped; an old run directory (config.json
+    without the field) still resumes."""
+    import json
+
+    from newton_losses.experiments.runner import build_task, newton_loss_for
+
+    cfg = protocol_config("shortest_path", "tiny", method="bf_for", variant="hessian", lam=1.0, cg_max_iter=2)
+    task = build_task(cfg, torch.device("cpu"), torch.float32)
+    nl = newton_loss_for(cfg, task)
+    assert nl.solver == "cg" and nl.cg_max_iter == 2
+    result = train(cfg, tmp_path / "r", progress=False)
+    assert result["status"] == "finished"
+    # A run written before cg_max_iter existed: same id, and its directory is accepted.
+    plain = protocol_config("shortest_path", "tiny", method="bf_for", variant="none")
+    train(plain, tmp_path / "old", progress=False)
+    stored = json.loads((tmp_path / "old" / "config.json").read_text())
+    del stored["cg_max_iter"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(stored))
+    assert train(plain, tmp_path / "old", progress=False)["status"] == "finished"

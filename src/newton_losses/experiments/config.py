@@ -59,6 +59,12 @@ def _methods(task: str) -> dict[str, dict[str, tuple[type, Any]]]:
     return RANKING_METHODS if task == "ranking" else SHORTEST_PATH_METHODS
 
 
+#: Fields added to :class:`RunConfig` after the first runs were committed, with their defaults.
+#: A run whose field holds the default has the id it had before the field existed; a new field
+#: goes here (and must default to the behaviour runs had without it).
+LATER_DEFAULTS: dict[str, Any] = {"cg_max_iter": 0}
+
+
 @dataclass
 class RunConfig:
     """Everything that determines one training run.
@@ -83,6 +89,12 @@ class RunConfig:
         data, synthetic_size: ``"mnist"``/``"terrain"`` or ``"synthetic"`` (a small generated
             stand-in for offline tests) and its size.
         seed, dtype, device: randomness, floating type, ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        cg_max_iter: cap on the conjugate-gradient iterations of a matrix-free Newton solve
+            (``"hessian"`` / ``"gauss_newton"`` with absolute damping; the solve is then forced
+            to CG); 0 = solve to the default tolerance.
+
+    Fields added after run ids were first committed (:data:`LATER_DEFAULTS`) are left out of
+    :meth:`digest` while they hold their default, so adding one keeps every existing run id.
     """
 
     task: str = "ranking"
@@ -112,6 +124,7 @@ class RunConfig:
     seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
+    cg_max_iter: int = 0
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> "RunConfig":
@@ -205,6 +218,13 @@ class RunConfig:
         _int("seed", self.seed, 0)
         _choice("dtype", self.dtype, DTYPES)
         _choice("device", self.device, ("cpu", "cuda", "auto"))
+        _int("cg_max_iter", self.cg_max_iter, 0)
+        if self.cg_max_iter and (self.variant not in ("hessian", "gauss_newton") or self.damping != "absolute"):
+            raise ValueError(
+                f"cg_max_iter={self.cg_max_iter} caps a matrix-free (CG) Newton solve, which only "
+                "variants 'hessian' and 'gauss_newton' with damping 'absolute' use; got variant "
+                f"{self.variant!r}, damping {self.damping!r} (use cg_max_iter=0)"
+            )
         return self
 
     def synthetic_splits(self) -> tuple[int, int, int]:
@@ -241,9 +261,18 @@ class RunConfig:
     def replace(self, **changes: Any) -> "RunConfig":
         return RunConfig.from_dict({**self.to_dict(), **changes})
 
+    def identity(self) -> dict:
+        """The fields that identify the run: :meth:`to_dict` without the later-added fields
+        (:data:`LATER_DEFAULTS`) that hold their default."""
+        d = self.to_dict()
+        for key, default in LATER_DEFAULTS.items():
+            if d[key] == default:
+                del d[key]
+        return d
+
     def digest(self) -> str:
-        """SHA-256 (16 hex digits) of the canonical JSON of the validated configuration."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """SHA-256 (16 hex digits) of the canonical JSON of :meth:`identity` (validate first)."""
+        canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def run_id(self) -> str:
@@ -256,6 +285,8 @@ class RunConfig:
         parts.append(self.variant)
         if self.variant != "none":
             parts.append(f"lam{self.lam:g}" + {"relative": "r", "batch": "b"}.get(self.damping, ""))
+        if self.cg_max_iter:
+            parts.append(f"cg{self.cg_max_iter}")
         parts.append(f"s{self.seed}")
         return "-".join(parts) + "-" + self.digest()[:8]
 

@@ -60,7 +60,8 @@ class Group:
         if c["variant"] == "none":
             return "baseline"
         lam = f"λ={c['lam']:g}" + {"relative": " rel", "batch": " batch"}.get(c["damping"], "")
-        return f"NL-{c['variant']} {lam}"
+        cg = f" CG≤{c['cg_max_iter']}" if c.get("cg_max_iter") else ""
+        return f"NL-{c['variant']} {lam}{cg}"
 
 
 @dataclass
@@ -115,7 +116,9 @@ def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 def _group(runs: list[tuple[Path, dict]]) -> list[Group]:
     groups: dict[str, Group] = {}
     for run_dir, result in runs:
-        cfg = dict(result["config"])
+        # Fields added since a run was written take their defaults, so old and new runs of one
+        # configuration group together.
+        cfg = RunConfig.from_dict(dict(result["config"])).to_dict()
         seed = cfg.pop("seed")
         key = json.dumps(cfg, sort_keys=True)
         group = groups.setdefault(key, Group(key, cfg))
@@ -131,7 +134,7 @@ def _group(runs: list[tuple[Path, dict]]) -> list[Group]:
         g.runs.sort(key=lambda r: r[0])
     # Fields besides method, n and the Newton settings that differ between groups of a task
     # (protocol, steps, lr, ...) go into the label, so that no two rows look alike.
-    shown = {"task", "method", "method_args", "n", "variant", "lam", "damping", "projection"}
+    shown = {"task", "method", "method_args", "n", "variant", "lam", "damping", "projection", "cg_max_iter"}
     for task in {g.task for g in groups.values()}:
         same_task = [g for g in groups.values() if g.task == task]
 
@@ -302,7 +305,8 @@ def _run_rows(runs) -> list[dict]:
         c = r["config"]
         row = {"run_dir": str(run_dir), "task": c["task"], "method": c["method"],
                "method_args": json.dumps(c["method_args"], sort_keys=True), "n": c.get("n"),
-               "variant": c["variant"], "lam": c["lam"], "damping": c["damping"], "seed": c["seed"],
+               "variant": c["variant"], "lam": c["lam"], "damping": c["damping"],
+               "cg_max_iter": c.get("cg_max_iter", 0), "seed": c["seed"],
                "best_step": r["best"]["step"]}
         row.update({f"test_{k}": v for k, v in r["best"]["test"].items()})
         row.update({f"val_{k}": v for k, v in r["best"]["val"].items()})

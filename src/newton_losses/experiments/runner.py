@@ -159,6 +159,8 @@ def newton_loss_for(cfg: RunConfig, task: Any, **kwargs: Any) -> Optional[Newton
     curvature = task.curvature(cfg.variant) if hasattr(task, "curvature") else cfg.variant
     options = dict(curvature=curvature, lam=cfg.lam, damping=cfg.damping, projection=cfg.projection,
                    on_nonfinite="skip")
+    if cfg.cg_max_iter:  # validate() allowed it only for a matrix-free variant: force CG, capped
+        options.update(solver="cg", cg_max_iter=cfg.cg_max_iter)
     return NewtonLoss(task.loss_fn, **{**options, **kwargs})
 
 
@@ -195,7 +197,11 @@ def _check_config(run_dir: Path, cfg: RunConfig, ctx: DistContext) -> Optional[d
         path = run_dir / "config.json"
         if path.exists():
             stored = json.loads(path.read_text())
-            if stored != cfg.to_dict():
+            try:  # fields added since the run was written (LATER_DEFAULTS) take their defaults
+                stored = RunConfig.from_dict(stored).to_dict()
+            except (TypeError, ValueError) as exc:
+                error = f"{path} is not a run configuration this version can read: {exc}"
+            if error is None and stored != cfg.to_dict():
                 diff = sorted(k for k in set(stored) | set(cfg.to_dict()) if stored.get(k) != cfg.to_dict().get(k))
                 error = (f"{run_dir} holds a run with a different configuration (fields {diff}); "
                          "use another directory")
