@@ -78,3 +78,43 @@ def test_sweep_killed_in_the_middle_loses_nothing_and_resumes(tmp_path):
     for c in configs:
         records = read_metrics(runs / c.run_id())
         assert [r["step"] for r in records] == [100, 200, 300, 400]
+
+
+def test_sweep_progress_counts_training_steps(tmp_path, monkeypatch, capsys):
+    """The sweep's bar counts training steps over all runs: in-process and from worker processes
+    (through a queue), a resumed run only for the steps it still had to do."""
+    import newton_losses.experiments.sweep as sweep_mod
+    from newton_losses.experiments.runner import train
+
+    monkeypatch.setattr(sweep_mod, "_PROGRESS_EVERY_S", 0.0)  # report every step
+    reports = []
+    on_step = sweep_mod._step_reporter("r", lambda d, s: reports.append((d, s)))
+    for s in (1, 2, 3):
+        on_step(s)
+    assert reports == [("r", 1), ("r", 2), ("r", 3)]
+    monkeypatch.setattr(sweep_mod, "_PROGRESS_EVERY_S", 3600.0)  # the first step, then quiet
+    reports.clear()
+    on_step = sweep_mod._step_reporter("r", lambda d, s: reports.append((d, s)))
+    for s in (5, 6, 7):
+        on_step(s)
+    assert reports == [("r", 5)]
+
+    base = {**BASE, "steps": 40, "eval_every": 20}
+    spec = SweepSpec.from_dict(_spec(tmp_path, base=base))
+    configs = spec.expand()
+
+    class Stop(Exception):
+        pass
+
+    def stop(step):
+        if step == 21:
+            raise Stop
+
+    first = configs[0]
+    with pytest.raises(Stop):  # leaves a checkpoint at step 20
+        train(first, tmp_path / "runs" / first.run_id(), progress=False, on_step=stop)
+    summary = run_sweep(spec, configs, progress=True)
+    assert len(summary["finished"]) == 4
+    err = capsys.readouterr().err
+    # 4 runs × 40 steps, less the 20 the resumed run had done: 140 steps, all counted.
+    assert "runs 4/4" in err and "140/140" in err

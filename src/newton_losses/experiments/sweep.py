@@ -31,8 +31,9 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -129,19 +130,45 @@ def _die_with_parent() -> None:
         pass
 
 
-def _init_worker(threads: int) -> None:
+_PROGRESS_EVERY_S = 2.0  # how often a worker reports its run's step to the sweep's progress bar
+_progress_queue = None  # in a worker process: the queue of (run_dir, step) reports
+
+
+def _init_worker(threads: int, queue=None) -> None:
+    global _progress_queue
     _die_with_parent()
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    _progress_queue = queue
     import torch
 
     torch.set_num_threads(threads)
 
 
-def _run_one(cfg_dict: dict, run_dir: str) -> tuple[str, str, Any]:
-    """Train one run; returns (status, run_dir, result or message). Never raises."""
+def _step_reporter(run_dir: str, report) -> Any:
+    """An ``on_step`` callback calling ``report(run_dir, step)`` at most every
+    ``_PROGRESS_EVERY_S`` seconds (and at the first step, so a resumed run shows where it is)."""
+    last = [-float("inf")]
+
+    def on_step(step: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= _PROGRESS_EVERY_S:
+            last[0] = now
+            report(run_dir, step)
+
+    return on_step
+
+
+def _run_one(cfg_dict: dict, run_dir: str, report=None) -> tuple[str, str, Any]:
+    """Train one run; returns (status, run_dir, result or message). Never raises.
+
+    ``report(run_dir, step)`` (in-process), else the worker's progress queue, receives the
+    run's progress."""
     cfg = RunConfig.from_dict(cfg_dict)
+    if report is None and _progress_queue is not None:
+        report = lambda d, step: _progress_queue.put((d, step))  # noqa: E731
+    on_step = _step_reporter(run_dir, report) if report is not None else None
     try:
-        return "finished", run_dir, train(cfg, run_dir, progress=False)
+        return "finished", run_dir, train(cfg, run_dir, progress=False, on_step=on_step)
     except RunFailed as exc:
         return "failed", run_dir, str(exc)
     except RunLocked as exc:
@@ -191,14 +218,31 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
           f"{len(todo)} to run on {min(spec.workers, len(todo))} worker(s)", file=sys.stderr)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress, file=sys.stderr)
+    # One bar in training steps over every run to do (a resumed run counts from its checkpoint),
+    # labelled with the runs done; workers report their run's step every few seconds.
+    steps = {run_dir: cfg.steps for cfg, run_dir in todo}
+    seen = {run_dir: 0 for _, run_dir in todo}
+    bar = tqdm(total=sum(steps.values()), desc=f"runs 0/{len(todo)}", unit="step", unit_scale=True,
+               disable=not progress, file=sys.stderr, smoothing=0.05)
+    done = [0]
+
+    def advance(run_dir: str, step: int) -> None:
+        if step > seen[run_dir]:
+            if seen[run_dir] == 0 and step > 1:  # resumed: the steps before were not done now
+                bar.total -= step - 1
+                seen[run_dir] = step - 1
+            bar.update(step - seen[run_dir])
+            seen[run_dir] = step
 
     def collect(status: str, run_dir: str, payload: Any) -> None:
         key = {"finished": "finished", "failed": "failed", "locked": "locked"}.get(status, "errors")
         summary[key].append(run_dir)
         if status != "finished":
             tqdm.write(f"{status}: {run_dir}: {payload}", file=sys.stderr)
-        bar.update(1)
+        bar.update(steps[run_dir] - seen[run_dir])  # the rest of the run (skipped if it failed)
+        seen[run_dir] = steps[run_dir]
+        done[0] += 1
+        bar.set_description(f"runs {done[0]}/{len(todo)}")
 
     try:
         if spec.workers == 1:
@@ -206,17 +250,37 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
 
             torch.set_num_threads(threads)
             for cfg, run_dir in todo:
-                collect(*_run_one(cfg.to_dict(), run_dir))
+                collect(*_run_one(cfg.to_dict(), run_dir, report=advance))
         else:
-            with ProcessPoolExecutor(max_workers=min(spec.workers, len(todo)), mp_context=get_context("spawn"),
-                                     initializer=_init_worker, initargs=(threads,)) as pool:
+            ctx = get_context("spawn")
+            queue = ctx.Queue() if progress else None
+            with ProcessPoolExecutor(max_workers=min(spec.workers, len(todo)), mp_context=ctx,
+                                     initializer=_init_worker, initargs=(threads, queue)) as pool:
                 futures = [pool.submit(_run_one, cfg.to_dict(), run_dir) for cfg, run_dir in todo]
+                pending = set(futures)
                 try:
-                    for fut in as_completed(futures):
-                        collect(*fut.result())
+                    while pending:
+                        finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                        _drain(queue, advance)
+                        for fut in finished:
+                            collect(*fut.result())
                 except BaseException:
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise
     finally:
         bar.close()
     return summary
+
+
+def _drain(queue, advance) -> None:
+    """Apply every progress report waiting in ``queue`` (None: progress is off)."""
+    if queue is None:
+        return
+    import queue as _queue
+
+    while True:
+        try:
+            run_dir, step = queue.get_nowait()
+        except _queue.Empty:
+            return
+        advance(run_dir, step)
