@@ -113,7 +113,7 @@ def test_committed_runs_keep_their_ids():
 def test_cg_max_iter_is_a_later_field():
     from newton_losses.experiments.config import LATER_DEFAULTS
 
-    assert LATER_DEFAULTS == {"cg_max_iter": 0}
+    assert LATER_DEFAULTS == {"cg_max_iter": 0, "clip_grad_norm": 0.0}
     base = protocol_config("shortest_path", "quick", method="bf_for", variant="hessian", lam=1.0)
     assert "cg_max_iter" not in base.identity() and "cg_max_iter" in base.to_dict()
     capped = base.replace(cg_max_iter=2).validate()
@@ -129,3 +129,12 @@ def test_cg_max_iter_is_a_later_field():
             protocol_config("ranking", "quick", lam=0.1, cg_max_iter=2, **bad)
     with pytest.raises(ValueError, match="cg_max_iter"):
         protocol_config("shortest_path", "quick", method="bf_for", variant="hessian", lam=1.0, cg_max_iter=-1)
+
+
+def test_clip_grad_norm_field():
+    base = protocol_config("ranking", "quick")
+    clipped = base.replace(clip_grad_norm=1.5).validate()
+    assert "clip_grad_norm" not in base.identity() and clipped.digest() != base.digest()
+    assert "-none-clip1.5-s0-" in clipped.run_id()
+    with pytest.raises(ValueError, match="clip_grad_norm"):
+        base.replace(clip_grad_norm=-1.0).validate()

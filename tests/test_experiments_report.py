@@ -14,6 +14,10 @@ EXACT = {"none": [0.70, 0.72, 0.71, 0.69], "fisher": [0.80, 0.83, 0.79, 0.82], "
 
 def _write_run(root, variant, seed, exact, lam=0.1):
     cfg = protocol_config("ranking", "quick", variant=variant, lam=lam if variant != "none" else 0.0, seed=seed)
+    _write_run_cfg(root, cfg, exact)
+
+
+def _write_run_cfg(root, cfg, exact):
     d = root / cfg.run_id()
     d.mkdir(parents=True)
     records = []
@@ -24,7 +28,7 @@ def _write_run(root, variant, seed, exact, lam=0.1):
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     best = {"step": 3000, "val": records[-1]["val"], "test": records[-1]["test"]}
     result = {"status": "finished", "config": cfg.to_dict(), "best": best, "final": records[-1],
-              "time": {"step_s": 0.01, "newton_s": 0.002 if variant != "none" else 0.0, "network_s": 0.008,
+              "time": {"step_s": 0.01, "newton_s": 0.002 if cfg.variant != "none" else 0.0, "network_s": 0.008,
                        "total_s": 30.0}}
     (d / "result.json").write_text(json.dumps(result))
     (d / "config.json").write_text(cfg.to_json())
@@ -185,3 +189,19 @@ def test_paper_table_sets_our_cells_beside_the_papers(runs, tmp_path, monkeypatc
     with pytest.raises(ValueError, match="T.md:2: two groups"):
         render_results(tmp_path / "T.md", tmp_path / "R2.md")
     assert not (tmp_path / "R2.md").exists() and not (tmp_path / "docs/results/a").exists()
+
+
+def test_clipped_baseline_is_compared_with_the_plain_one(runs, tmp_path):
+    from newton_losses.experiments.paper import paper_table
+
+    for seed, v in enumerate([0.74, 0.75, 0.73]):
+        cfg = protocol_config("ranking", "quick", variant="none", seed=seed, clip_grad_norm=1.0)
+        assert cfg.run_id().startswith("ranking-neuralsort-n5-none-clip1-s")
+        _write_run_cfg(runs, cfg, v)
+    report = build_report([runs])
+    row = next(r for r in report.groups if r["config"]["clip_grad_norm"] == 1.0)
+    assert row["delta_vs_baseline"] == pytest.approx(100 * (0.74 - 0.705))
+    assert "| neuralsort(tau=1) | 5 | baseline clip 1 | 3 |" in report.markdown
+    # Not one of the paper's settings: the paper table leaves it out instead of failing.
+    assert any(line.startswith("| NeuralSort | 5 | 71.3 | 70.5 ± 1.3 (4) |")
+               for line in paper_table(build_report([str(runs / "*-none-*"), str(runs / "*-lam0.1-*")]).groups))

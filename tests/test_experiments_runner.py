@@ -143,3 +143,25 @@ def test_resume_refuses_a_modified_run_directory(tmp_path):
     (tmp_path / "r" / "metrics.jsonl").unlink()
     with pytest.raises(ValueError, match="run directory was modified"):
         train(cfg, tmp_path / "r", progress=False)
+
+
+def test_clip_grad_norm_clips_before_the_adam_step(tmp_path, monkeypatch):
+    import torch
+
+    from newton_losses.experiments import protocol_config, train
+
+    seen = []
+    original = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *a, **k):
+        params = list(params)
+        total = original(params, max_norm, *a, **k)
+        seen.append((float(total), max_norm, float(torch.cat([p.grad.flatten() for p in params]).norm())))
+        return total
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    cfg = protocol_config("ranking", "tiny", clip_grad_norm=1e-3)
+    train(cfg, tmp_path / "r", progress=False)
+    assert len(seen) == cfg.steps
+    # Every gradient was larger than 1e-3 before, and has norm 1e-3 after.
+    assert all(before > 1e-3 and after == pytest.approx(1e-3, rel=1e-3) for before, _, after in seen)

@@ -62,7 +62,7 @@ def _methods(task: str) -> dict[str, dict[str, tuple[type, Any]]]:
 #: Fields added to :class:`RunConfig` after the first runs were committed, with their defaults.
 #: A run whose field holds the default has the id it had before the field existed; a new field
 #: goes here (and must default to the behaviour runs had without it).
-LATER_DEFAULTS: dict[str, Any] = {"cg_max_iter": 0}
+LATER_DEFAULTS: dict[str, Any] = {"cg_max_iter": 0, "clip_grad_norm": 0.0}
 
 
 @dataclass
@@ -92,6 +92,9 @@ class RunConfig:
         cg_max_iter: cap on the conjugate-gradient iterations of a matrix-free Newton solve
             (``"hessian"`` / ``"gauss_newton"`` with absolute damping; the solve is then forced
             to CG); 0 = solve to the default tolerance.
+        clip_grad_norm: clip the parameters' gradient to this total norm before each Adam step
+            (``torch.nn.utils.clip_grad_norm_``); 0 = off. A control for the Newton losses'
+            effect on unstable baselines.
 
     Fields added after run ids were first committed (:data:`LATER_DEFAULTS`) are left out of
     :meth:`digest` while they hold their default, so adding one keeps every existing run id.
@@ -125,6 +128,7 @@ class RunConfig:
     dtype: str = "float32"
     device: str = "cpu"
     cg_max_iter: int = 0
+    clip_grad_norm: float = 0.0
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> "RunConfig":
@@ -225,6 +229,7 @@ class RunConfig:
                 "variants 'hessian' and 'gauss_newton' with damping 'absolute' use; got variant "
                 f"{self.variant!r}, damping {self.damping!r} (use cg_max_iter=0)"
             )
+        self.clip_grad_norm = _number("clip_grad_norm", self.clip_grad_norm, minimum=0.0)
         return self
 
     def synthetic_splits(self) -> tuple[int, int, int]:
@@ -287,6 +292,8 @@ class RunConfig:
             parts.append(f"lam{self.lam:g}" + {"relative": "r", "batch": "b"}.get(self.damping, ""))
         if self.cg_max_iter:
             parts.append(f"cg{self.cg_max_iter}")
+        if self.clip_grad_norm:
+            parts.append(f"clip{self.clip_grad_norm:g}")
         parts.append(f"s{self.seed}")
         return "-".join(parts) + "-" + self.digest()[:8]
 

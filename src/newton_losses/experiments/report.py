@@ -57,11 +57,12 @@ class Group:
 
     def variant_label(self) -> str:
         c = self.config
+        clip = f" clip {c['clip_grad_norm']:g}" if c.get("clip_grad_norm") else ""
         if c["variant"] == "none":
-            return "baseline"
+            return "baseline" + clip
         lam = f"λ={c['lam']:g}" + {"relative": " rel", "batch": " batch"}.get(c["damping"], "")
         cg = f" CG≤{c['cg_max_iter']}" if c.get("cg_max_iter") else ""
-        return f"NL-{c['variant']} {lam}{cg}"
+        return f"NL-{c['variant']} {lam}{cg}{clip}"
 
 
 @dataclass
@@ -134,7 +135,8 @@ def _group(runs: list[tuple[Path, dict]]) -> list[Group]:
         g.runs.sort(key=lambda r: r[0])
     # Fields besides method, n and the Newton settings that differ between groups of a task
     # (protocol, steps, lr, ...) go into the label, so that no two rows look alike.
-    shown = {"task", "method", "method_args", "n", "variant", "lam", "damping", "projection", "cg_max_iter"}
+    shown = {"task", "method", "method_args", "n", "variant", "lam", "damping", "projection", "cg_max_iter",
+             "clip_grad_norm"}
     for task in {g.task for g in groups.values()}:
         same_task = [g for g in groups.values() if g.task == task]
 
@@ -159,8 +161,15 @@ def _short(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def _is_plain_baseline(cfg: dict) -> bool:
+    return cfg["variant"] == "none" and not cfg.get("clip_grad_norm")
+
+
 def _baseline_key(cfg: dict) -> str:
-    base = RunConfig.from_dict({**cfg, "seed": 0, "variant": "none"}).validate().to_dict()
+    """The group key of a configuration's plain baseline: no Newton loss, no gradient clipping
+    (a clipped baseline is compared against the plain one)."""
+    base = RunConfig.from_dict({**cfg, "seed": 0, "variant": "none", "cg_max_iter": 0,
+                                "clip_grad_norm": 0.0}).validate().to_dict()
     base.pop("seed")
     return json.dumps(base, sort_keys=True)
 
@@ -204,7 +213,7 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                   f"|---|{'---|' if task == 'ranking' else ''}---|---|---|---|---|---|---|"]
         for g in (g for g in groups if g.task == task):
             vals = {m: g.values(m) for m in metrics}
-            base = by_key.get(_baseline_key(g.config)) if g.config["variant"] != "none" else None
+            base = None if _is_plain_baseline(g.config) else by_key.get(_baseline_key(g.config))
             t = p = delta = math.nan
             if base is not None:
                 t, p = welch(vals[primary], base.values(primary))
@@ -306,7 +315,8 @@ def _run_rows(runs) -> list[dict]:
         row = {"run_dir": str(run_dir), "task": c["task"], "method": c["method"],
                "method_args": json.dumps(c["method_args"], sort_keys=True), "n": c.get("n"),
                "variant": c["variant"], "lam": c["lam"], "damping": c["damping"],
-               "cg_max_iter": c.get("cg_max_iter", 0), "seed": c["seed"],
+               "cg_max_iter": c.get("cg_max_iter", 0), "clip_grad_norm": c.get("clip_grad_norm", 0.0),
+               "seed": c["seed"],
                "best_step": r["best"]["step"]}
         row.update({f"test_{k}": v for k, v in r["best"]["test"].items()})
         row.update({f"val_{k}": v for k, v in r["best"]["val"].items()})

@@ -249,7 +249,8 @@ class _Trainer:
         self._reset_interval()
 
     def _reset_interval(self):
-        self.acc = {"loss": 0.0, "steps": 0, "step_s": 0.0, "newton_s": 0.0, "indefinite": 0, "fallback": 0}
+        self.acc = {"loss": 0.0, "steps": 0, "step_s": 0.0, "newton_s": 0.0, "indefinite": 0, "fallback": 0,
+                    "grad_norm_sum": 0.0, "grad_norm_max": 0.0}
 
     # --------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -316,10 +317,16 @@ class _Trainer:
             self._fail(x, target, float(loss.detach()) if not finite else float("nan"))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.clip_grad_norm:  # returns the norm before clipping
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm))
+        else:
+            grad_norm = _grad_norm(self.model.parameters())
         self.opt.step()
         self.sched.step()
         dt = time.perf_counter() - t0
         self.acc["loss"] += float(stats[0]) / ctx.world
+        self.acc["grad_norm_sum"] += grad_norm
+        self.acc["grad_norm_max"] = max(self.acc["grad_norm_max"], grad_norm)
         self.acc["steps"] += 1
         self.acc["step_s"] += dt
         self.acc["newton_s"] += newton_s
@@ -345,6 +352,8 @@ class _Trainer:
                 "test": test,
                 "lr": self.opt.param_groups[0]["lr"],
                 "newton": {"indefinite": a["indefinite"], "fallback": a["fallback"]},
+                # the parameters' gradient norm over the interval, before any clipping
+                "grad_norm": {"mean": a["grad_norm_sum"] / k, "max": a["grad_norm_max"]},
             }
             if self.best is None or val[p] > self.best["val"][p]:
                 self.best = {"step": self.step, "val": val, "test": test}
@@ -480,6 +489,12 @@ class _Trainer:
             self.tb.close()
         self.ctx.barrier()
         return self.ctx.broadcast_object(result)
+
+
+def _grad_norm(parameters) -> float:
+    """The total 2-norm of the parameters' gradients (read only)."""
+    norms = [torch.linalg.vector_norm(p.grad.detach()) for p in parameters if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
 def _machine(device: torch.device) -> str:
