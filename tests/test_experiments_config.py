@@ -40,6 +40,7 @@ def test_synthetic_terrain_too_small_for_its_splits_is_rejected_up_front():
     (dict(lam=float("nan"), variant="fisher"), "lam"),
     (dict(damping="none"), "damping"),
     (dict(lr=0.0), "lr"),
+    (dict(lr=1e38), "lr"),
     (dict(batch_size=0), "batch_size"),
     (dict(steps=1.5), "steps"),
     (dict(eval_every=10**6), "eval_every"),

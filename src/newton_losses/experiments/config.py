@@ -59,6 +59,8 @@ def _methods(task: str) -> dict[str, dict[str, tuple[type, Any]]]:
     return RANKING_METHODS if task == "ranking" else SHORTEST_PATH_METHODS
 
 
+_MAX_LR = 1e6
+
 #: Fields added to :class:`RunConfig` after the first runs were committed, with their defaults.
 #: A run whose field holds the default has the id it had before the field existed; a new field
 #: goes here (and must default to the behaviour runs had without it).
@@ -198,6 +200,9 @@ class RunConfig:
         _choice("model", self.model, MODELS[self.task])
         _int("hidden", self.hidden, 1)
         self.lr = _number("lr", self.lr, minimum=0.0, strict=True)
+        if self.lr > _MAX_LR:
+            raise ValueError(f"lr must be <= {_MAX_LR:g} (Adam moves every parameter by about lr per "
+                             f"step; larger values overflow its update); got {self.lr!r}")
         _int("batch_size", self.batch_size, 1)
         _int("steps", self.steps, 1)
         if not isinstance(self.lr_milestones, (list, tuple)):
