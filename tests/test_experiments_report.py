@@ -111,7 +111,7 @@ def test_results_document_is_rendered_from_runs(runs, tmp_path, monkeypatch):
     assert "| neuralsort(tau=1) | 5 | NL-fisher λ=0.1 | 4 |" in text
     assert "![test accuracy over steps (mean, 95% band)](docs/results/main/curves.png)" in text
     assert "![accuracy over λ](docs/results/main/lambda.png)" in text
-    assert "15 finished runs, 0.1 h of training wall time in total. Machines: not recorded" in text
+    assert "15 finished runs, 0.1 h of training wall time in total. Machines (the one that finished each run): not recorded" in text
     assert (tmp_path / "docs/results/main/summary.csv").exists()
     assert (tmp_path / "RESULTS.md").read_text() == text
     # The same through the command line; a directive without runs is an error naming the line.
@@ -205,3 +205,32 @@ def test_clipped_baseline_is_compared_with_the_plain_one(runs, tmp_path):
     # Not one of the paper's settings: the paper table leaves it out instead of failing.
     assert any(line.startswith("| NeuralSort | 5 | 71.3 | 70.5 ± 1.3 (4) |")
                for line in paper_table(build_report([str(runs / "*-none-*"), str(runs / "*-lam0.1-*")]).groups))
+
+
+def test_unfinished_runs_are_named_also_for_glob_paths(runs, tmp_path):
+    cfg = protocol_config("ranking", "quick", variant="fisher", lam=0.1, seed=9)
+    d = runs / cfg.run_id()
+    d.mkdir()
+    (d / "config.json").write_text(cfg.to_json())  # started, not finished
+    for paths in ([runs], [str(runs / "*-fisher-*")]):
+        md = build_report(paths).markdown
+        assert "Not in the table: 1 unfinished run(s)" in md and cfg.run_id() in md
+
+
+def test_summary_rows_tell_controls_apart(runs, tmp_path):
+    for seed, v in enumerate([0.74, 0.75]):
+        _write_run_cfg(runs, protocol_config("ranking", "quick", seed=seed, clip_grad_norm=1.0), v)
+    build_report([runs], out=tmp_path / "rep", plots=False)
+    rows = list(csv.DictReader(open(tmp_path / "rep" / "summary.csv")))
+    labels = sorted(r["variant_label"] for r in rows if r["variant"] == "none")
+    assert labels == ["baseline", "baseline clip 1"]
+    assert {r["clip_grad_norm"] for r in rows if r["variant_label"] == "baseline clip 1"} == {"1.0"}
+
+
+def test_a_run_whose_configuration_no_longer_validates_is_named(runs):
+    bad = next(runs.glob("*-none-s0-*"))
+    result = json.loads((bad / "result.json").read_text())
+    result["config"]["lr"] = 1e38  # valid when written, rejected by a newer rule
+    (bad / "result.json").write_text(json.dumps(result))
+    with pytest.raises(ValueError, match=f"{bad.name}: its configuration cannot be read"):
+        build_report([runs])

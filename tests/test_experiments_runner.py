@@ -165,3 +165,27 @@ def test_clip_grad_norm_clips_before_the_adam_step(tmp_path, monkeypatch):
     assert len(seen) == cfg.steps
     # Every gradient was larger than 1e-3 before, and has norm 1e-3 after.
     assert all(before > 1e-3 and after == pytest.approx(1e-3, rel=1e-3) for before, _, after in seen)
+
+
+def test_gradient_norm_is_recorded_and_a_non_finite_one_stops_the_run(tmp_path, monkeypatch):
+    import json
+
+    import newton_losses.experiments.runner as runner_mod
+    from newton_losses.experiments import RunFailed, protocol_config, read_metrics, train
+
+    cfg = protocol_config("ranking", "tiny")
+    train(cfg, tmp_path / "ok", progress=False)
+    for rec in read_metrics(tmp_path / "ok"):
+        assert 0 < rec["grad_norm"]["mean"] <= rec["grad_norm"]["max"]
+    calls = []
+    original = runner_mod._grad_norm
+
+    def flaky(params):
+        calls.append(1)
+        return float("nan") if len(calls) == 13 else original(params)
+
+    monkeypatch.setattr(runner_mod, "_grad_norm", flaky)
+    with pytest.raises(RunFailed, match="non-finite parameter gradient .* at step 13"):
+        train(cfg, tmp_path / "bad", progress=False)
+    failed = json.loads((tmp_path / "bad" / "failed.json").read_text())
+    assert failed["step"] == 13 and (tmp_path / "bad" / "checkpoint_nan.pt").exists()

@@ -25,8 +25,8 @@ PAPER_RANKING: dict[tuple[str, int], dict[str, str]] = {
 
 _ORDER = ("NeuralSort", "SoftSort", "Logistic DSN", "Cauchy DSN")
 # Our variants in the paper's columns: the paper's "Hessian" is the batch-averaged Hessian of its
-# Definition 1 (METHOD.md §1), our ``hessian_batch``; the per-sample ``hessian`` is a separate
-# column of ours.
+# Definition 1 (METHOD.md §1), our ``hessian_batch``. Our per-sample ``hessian`` has no column
+# here (it is in the report tables).
 _COLUMNS = (("none", "baseline", "none"), ("hessian_batch", "NL-Hessian", "hessian"),
             ("fisher", "NL-Fisher", "fisher"), ("gauss_newton", "NL-Gauss-Newton", None))
 
@@ -83,7 +83,8 @@ def paper_table(rows: list[dict], *, alpha: float = 0.05) -> list[str]:
         lines.append("| " + " | ".join(row) + " |")
     settings = sorted({_setting(r) for r in ours.values() if r["variant"] != "none"})
     lines += ["", "Ours: test exact match %, mean ± std over the seeds in brackets; * the Welch test "
-              f"against our baseline of the same row has p < {alpha:g}; — not run. Settings: "
+              f"against our baseline of the same row has p < {alpha:g}; — in an \"ours\" column: not "
+              "run (yet), in a \"paper\" column: not in METHOD.md §3. Newton settings: "
               + ("; ".join(settings) if settings else "none") + "."]
     return lines
 

@@ -77,6 +77,20 @@ def find_runs(paths: list) -> list[tuple[Path, dict]]:
 
     A path with glob characters (``*?[``) stands for the directories it matches, e.g.
     ``results/study/table/ranking-neuralsort-n5-*`` (one report of part of a directory)."""
+    found = {}
+    for p in _expand(paths):
+        p = Path(p)
+        if not p.exists():
+            raise ValueError(f"no such run directory: {p}")
+        candidates = [p / "result.json"] if (p / "result.json").exists() else sorted(p.rglob("result.json"))
+        for f in candidates:
+            found[f.parent] = json.loads(f.read_text())
+    return sorted(found.items(), key=lambda kv: str(kv[0]))
+
+
+def _expand(paths: list) -> list:
+    """``paths`` with every glob pattern (``*?[``) replaced by the paths it matches (sorted);
+    a pattern that matches nothing is an error."""
     import glob as _glob
 
     expanded = []
@@ -88,15 +102,7 @@ def find_runs(paths: list) -> list[tuple[Path, dict]]:
             expanded += hits
         else:
             expanded.append(p)
-    found = {}
-    for p in expanded:
-        p = Path(p)
-        if not p.exists():
-            raise ValueError(f"no such run directory: {p}")
-        candidates = [p / "result.json"] if (p / "result.json").exists() else sorted(p.rglob("result.json"))
-        for f in candidates:
-            found[f.parent] = json.loads(f.read_text())
-    return sorted(found.items(), key=lambda kv: str(kv[0]))
+    return expanded
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -119,7 +125,11 @@ def _group(runs: list[tuple[Path, dict]]) -> list[Group]:
     for run_dir, result in runs:
         # Fields added since a run was written take their defaults, so old and new runs of one
         # configuration group together.
-        cfg = RunConfig.from_dict(dict(result["config"])).to_dict()
+        try:
+            cfg = RunConfig.from_dict(dict(result["config"])).to_dict()
+            _baseline_key(cfg)  # the configuration must also validate (its baseline is looked up)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{run_dir}: its configuration cannot be read by this version: {exc}") from None
         seed = cfg.pop("seed")
         key = json.dumps(cfg, sort_keys=True)
         group = groups.setdefault(key, Group(key, cfg))
@@ -233,7 +243,9 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
             rows.append({
                 "task": task, "method": g.config["method"], "method_args": g.config["method_args"],
                 "n": g.config.get("n"), "variant": g.config["variant"], "lam": g.config["lam"],
-                "damping": g.config["damping"], "seeds": [s for s, _, _ in g.runs],
+                "damping": g.config["damping"], "cg_max_iter": g.config.get("cg_max_iter", 0),
+                "clip_grad_norm": g.config.get("clip_grad_norm", 0.0), "label": g.label(),
+                "variant_label": g.variant_label(), "seeds": [s for s, _, _ in g.runs],
                 **{f"{m}_mean": float(vals[m].mean()) for m in metrics},
                 **{f"{m}_std": float(vals[m].std(ddof=1)) if len(vals[m]) > 1 else math.nan for m in metrics},
                 **{f"{m}_values": vals[m].tolist() for m in metrics},
@@ -269,7 +281,7 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
 def _unfinished(paths: list) -> dict:
     """Run directories under ``paths`` without a result: {"failed": [...], "unfinished": [...]}."""
     found: dict = {}
-    for p in paths:
+    for p in _expand(paths):
         p = Path(p)
         dirs = [p] if (p / "config.json").exists() else sorted(c.parent for c in p.rglob("config.json"))
         for d in dirs:

@@ -129,4 +129,4 @@ def _runs_line(dirs: list[str]) -> str:
     machines = "; ".join(f"{m.replace('; ', ', ')} ({k} run{'s' if k != 1 else ''})"
                          for m, k in sorted(counts.items()))
     return (f"{len(runs)} finished runs, {total / 3600:.1f} h of training wall time in total. "
-            f"Machines: {machines}.")
+            f"Machines (the one that finished each run): {machines}.")

@@ -196,10 +196,10 @@ def _check_config(run_dir: Path, cfg: RunConfig, ctx: DistContext) -> Optional[d
     if ctx.is_main:
         path = run_dir / "config.json"
         if path.exists():
-            stored = json.loads(path.read_text())
+            stored = None
             try:  # fields added since the run was written (LATER_DEFAULTS) take their defaults
-                stored = RunConfig.from_dict(stored).to_dict()
-            except (TypeError, ValueError) as exc:
+                stored = RunConfig.from_dict(json.loads(path.read_text())).to_dict()
+            except (TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
                 error = f"{path} is not a run configuration this version can read: {exc}"
             if error is None and stored != cfg.to_dict():
                 diff = sorted(k for k in set(stored) | set(cfg.to_dict()) if stored.get(k) != cfg.to_dict().get(k))
@@ -321,6 +321,9 @@ class _Trainer:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_grad_norm))
         else:
             grad_norm = _grad_norm(self.model.parameters())
+        if not math.isfinite(grad_norm):  # before the step: the saved state is the last good one
+            self._fail(x, target, float(stats[0]),
+                       what=f"non-finite parameter gradient (norm {grad_norm}, loss {float(stats[0]):.6g})")
         self.opt.step()
         self.sched.step()
         dt = time.perf_counter() - t0
@@ -445,10 +448,11 @@ class _Trainer:
                 f.truncate(self.offset)
         self.ctx.barrier()
 
-    def _fail(self, x, target, value: float) -> None:
+    def _fail(self, x, target, value: float, what: Optional[str] = None) -> None:
         last = self.step - self.step % self.cfg.eval_every
-        what = (f"non-finite training loss ({value})" if not math.isfinite(value)
-                else f"non-finite Newton direction (loss {value:.6g})")
+        if what is None:
+            what = (f"non-finite training loss ({value})" if not math.isfinite(value)
+                    else f"non-finite Newton direction (loss {value:.6g})")
         where = (f"the last good checkpoint (step {last}) in checkpoint.pt" if last > 0
                  else "no checkpoint was written before it")
         msg = (f"{what} at step {self.step + 1} of run {self.dir}: stopped; the state before this "

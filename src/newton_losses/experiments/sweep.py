@@ -218,28 +218,31 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
           f"{len(todo)} to run on {min(spec.workers, len(todo))} worker(s)", file=sys.stderr)
     from tqdm.auto import tqdm
 
-    # One bar in training steps over every run to do (a resumed run counts from its checkpoint),
-    # labelled with the runs done; workers report their run's step every few seconds.
+    # One bar in training steps over every run to do, labelled with the runs done; workers report
+    # their run's step every few seconds. A resumed run counts only the steps after its last
+    # evaluation (where its checkpoint is); a run that fails or is locked takes its remaining
+    # steps off the total rather than counting them as done.
     steps = {run_dir: cfg.steps for cfg, run_dir in todo}
-    seen = {run_dir: 0 for _, run_dir in todo}
-    bar = tqdm(total=sum(steps.values()), desc=f"runs 0/{len(todo)}", unit="step", unit_scale=True,
-               disable=not progress, file=sys.stderr, smoothing=0.05)
+    seen = {run_dir: _resume_step(run_dir) for _, run_dir in todo}
+    bar = tqdm(total=sum(steps[d] - seen[d] for d in steps), desc=f"runs 0/{len(todo)}", unit="step",
+               unit_scale=True, disable=not progress, file=sys.stderr, smoothing=0.05)
     done = [0]
 
     def advance(run_dir: str, step: int) -> None:
         if step > seen[run_dir]:
-            if seen[run_dir] == 0 and step > 1:  # resumed: the steps before were not done now
-                bar.total -= step - 1
-                seen[run_dir] = step - 1
             bar.update(step - seen[run_dir])
             seen[run_dir] = step
 
     def collect(status: str, run_dir: str, payload: Any) -> None:
         key = {"finished": "finished", "failed": "failed", "locked": "locked"}.get(status, "errors")
         summary[key].append(run_dir)
-        if status != "finished":
+        rest = steps[run_dir] - seen[run_dir]
+        if status == "finished":
+            bar.update(rest)
+        else:
             tqdm.write(f"{status}: {run_dir}: {payload}", file=sys.stderr)
-        bar.update(steps[run_dir] - seen[run_dir])  # the rest of the run (skipped if it failed)
+            bar.total -= rest
+            bar.refresh()
         seen[run_dir] = steps[run_dir]
         done[0] += 1
         bar.set_description(f"runs {done[0]}/{len(todo)}")
@@ -261,7 +264,7 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
                 try:
                     while pending:
                         finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                        _drain(queue, advance)
+                        _drain(queue, advance)  # reports of a finished run come before its result
                         for fut in finished:
                             collect(*fut.result())
                 except BaseException:
@@ -270,6 +273,17 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
     finally:
         bar.close()
     return summary
+
+
+def _resume_step(run_dir: str) -> int:
+    """The step an unfinished run resumes from: its last evaluation's (0 for a new run)."""
+    from .runner import read_metrics
+
+    try:
+        records = read_metrics(run_dir)
+    except (OSError, ValueError):
+        return 0
+    return int(records[-1]["step"]) if records else 0
 
 
 def _drain(queue, advance) -> None:
