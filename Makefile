@@ -36,7 +36,7 @@ bench: $(STAMP)
 # page. Resumable: finished runs are skipped, interrupted ones resume from their checkpoint, so
 # `make study` can be stopped and restarted at will. Hours of CPU time; WORKERS=k overrides the
 # configs' 2 worker processes (one torch thread each).
-STUDY := sensitivity table_neuralsort_n5 lambda_ablation shortest_path controls \
+STUDY := table_neuralsort_n5 lambda_ablation shortest_path sensitivity controls \
          table_n5_methods table_gauss_newton table_n10
 
 study: $(STAMP)
