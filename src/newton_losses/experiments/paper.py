@@ -92,15 +92,13 @@ def paper_table(rows: list[dict], *, alpha: float = 0.05) -> list[str]:
 def _ours(r: Optional[dict], alpha: float) -> str:
     if r is None:
         return "—"
-    values = [100 * v for v in r["exact_values"]]
-    mean = sum(values) / len(values)
-    text = f"{mean:.1f}"
-    if len(values) > 1:
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-        text += f" ± {std:.1f}"
+    k = len(r["exact_values"])  # the report row already holds mean and std (ddof 1)
+    text = f"{100 * r['exact_mean']:.1f}"
+    if k > 1:
+        text += f" ± {100 * r['exact_std']:.1f}"
     p = r.get("welch_p")
     star = "*" if p is not None and not (isinstance(p, float) and math.isnan(p)) and p < alpha else ""
-    return f"{text}{star} ({len(values)})"
+    return f"{text}{star} ({k})"
 
 
 def _setting(r: dict) -> str:

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from ..io import atomic_write, atomic_write_text
-from .config import RunConfig
+from .config import LATER_DEFAULTS, RunConfig
 from .runner import read_metrics
 
 __all__ = ["Report", "build_report", "find_runs", "welch"]
@@ -176,10 +176,10 @@ def _is_plain_baseline(cfg: dict) -> bool:
 
 
 def _baseline_key(cfg: dict) -> str:
-    """The group key of a configuration's plain baseline: no Newton loss, no gradient clipping
-    (a clipped baseline is compared against the plain one)."""
-    base = RunConfig.from_dict({**cfg, "seed": 0, "variant": "none", "cg_max_iter": 0,
-                                "clip_grad_norm": 0.0}).validate().to_dict()
+    """The group key of a configuration's plain baseline: no Newton loss and every later-added
+    field (gradient clipping, CG cap) at its default — a clipped baseline is compared against
+    the plain one."""
+    base = RunConfig.from_dict({**cfg, **LATER_DEFAULTS, "seed": 0, "variant": "none"}).validate().to_dict()
     base.pop("seed")
     return json.dumps(base, sort_keys=True)
 
