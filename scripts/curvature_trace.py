@@ -3,18 +3,25 @@ the network learns.
 
     python scripts/curvature_trace.py RUN_DIR [--steps 351] [--every 50] [--lam 10 ...]
 
-RUN_DIR is a committed run (its ``config.json`` is read; only the task, loss and data settings
-matter). The script trains that run's *baseline* (the plain loss, Adam at the run's learning
-rate, same seed and batch size) for ``--steps`` steps and, every ``--every`` steps, on the
-current batch:
+RUN_DIR is a committed run (its ``config.json`` is read). The script replays that run's
+*baseline*: the plain loss with the runner's seeding (model initialization, batch order), data,
+Adam learning rate and schedule — the training a ``variant="none"`` run of the same
+configuration does — for ``--steps`` steps and, every ``--every`` steps, on that step's batch
+(before the step), measures:
 
-- the per-sample Hessians' eigenvalues ∇²ℓ_i(y_i) (m × m, float64): quantiles over the batch of
-  the smallest and the largest eigenvalue;
-- for each λ: the cosine between the network gradient of the Newton loss (the run's variant and
-  solver settings, with that λ) and the plain gradient, and the ratio of their norms.
+- the per-sample Hessians ∇²ℓ_i(y_i) (m × m, computed in the run's dtype by autograd, their
+  eigenvalues in float64): quantiles over the batch (min / median / max) of each set's smallest
+  and of each set's largest eigenvalue; values below 10⁻⁶ of the batch's largest |eigenvalue|
+  print as 0 (rounding);
+- for each λ: the cosine between the network-parameter gradient of the Newton loss (the run's
+  variant, damping, projection and CG cap, with that λ) and that of the plain loss, over the
+  whole batch, and the ratio of their norms ‖∇θ Newton‖ / ‖∇θ plain‖. A batch the Newton loss
+  skips (non-finite values) prints as ``skipped``.
 
 A cosine near 1 means the Newton loss is a rescaled gradient (Adam undoes the scale); a cosine far
-from 1 means the curvature changes the direction. Output: a Markdown table on stdout. Used for
+from 1 means the curvature changes the direction. Output: a Markdown table on stdout. For the
+relaxed (deterministic) losses and the ``hessian``, ``hessian_batch`` and ``fisher`` variants;
+the stochastic methods' Hessian variant uses an estimator this script does not trace. Used for
 RESULTS.md §4 (the relaxed Bellman-Ford NL-Hessian runs).
 """
 from __future__ import annotations
@@ -28,20 +35,27 @@ import torch
 
 from newton_losses.curvature import hessian_blocks
 from newton_losses.experiments.config import RunConfig
-from newton_losses.experiments.runner import build_task, newton_loss_for
+from newton_losses.experiments.runner import _derived_seed, _seed_everything, build_task, newton_loss_for
+
+VARIANTS = ("hessian", "hessian_batch", "fisher")
+STOCHASTIC = ("smoothed_loss", "smoothed_algorithm", "perturbed_fy")
 
 
-def _config(run_dir: Path, overrides: dict) -> RunConfig:
+def _config(run_dir: Path) -> RunConfig:
     path = run_dir / "config.json" if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise SystemExit(f"error: {path} not found (give a run directory with a config.json)")
     data = json.loads(path.read_text())
-    data = data.get("config", data)  # result.json nests it
-    return RunConfig.from_dict({**data, **overrides}).validate()
+    return RunConfig.from_dict(data.get("config", data)).validate()  # result.json nests it
 
 
 def _flat_grad(params) -> torch.Tensor:
     return torch.cat([p.grad.flatten() for p in params])
+
+
+def _quantiles(v: torch.Tensor, scale: float) -> str:
+    q = v.quantile(torch.tensor([0.0, 0.5, 1.0], dtype=v.dtype)).tolist()
+    return " / ".join("0" if abs(x) <= 1e-6 * scale else f"{x:.2g}" for x in q)
 
 
 def main(argv=None) -> int:
@@ -51,33 +65,38 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=50, help="measure every k steps (default 50)")
     ap.add_argument("--lam", type=float, nargs="+", default=None,
                     help="λ values of the Newton loss (default: the run's λ)")
-    ap.add_argument("--variant", default=None, help="Newton variant (default: the run's; baseline runs need one)")
-    ap.add_argument("--train-size", type=int, default=2000,
-                    help="training maps/sets loaded (default 2000; the measurement needs few)")
+    ap.add_argument("--variant", choices=VARIANTS, default=None,
+                    help="Newton variant (default: the run's; a baseline run needs one)")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.every < 1:
         ap.error("--steps and --every must be >= 1")
 
-    overrides = {"train_size": args.train_size} if args.train_size else {}
-    cfg = _config(args.run_dir, overrides)
+    cfg = _config(args.run_dir)
     variant = args.variant or (cfg.variant if cfg.variant != "none" else None)
     if variant is None:
         ap.error("the run is a baseline: name a Newton variant with --variant")
+    if variant not in VARIANTS:
+        ap.error(f"variant {variant!r} is not traced by this script (supported: {', '.join(VARIANTS)})")
+    if cfg.method in STOCHASTIC:
+        ap.error(f"method {cfg.method!r} is stochastic: its loss draws noise and its Hessian variant "
+                 "is an estimator; this script traces the deterministic losses only")
     lams = args.lam or [cfg.lam]
-    torch.manual_seed(cfg.seed)
-    task = build_task(cfg, torch.device("cpu"), torch.float32)
-    net = task.model
+    dtype = getattr(torch, cfg.dtype)
+    _seed_everything(cfg.seed)  # as the runner: model initialization, then the batch stream
+    task = build_task(cfg, torch.device("cpu"), dtype)
+    net = task.model.to(dtype=dtype)
     params = [p for p in net.parameters() if p.requires_grad]
-    newton = {lam: newton_loss_for(cfg.replace(variant=variant, lam=lam).validate(), task)
-              for lam in lams}
+    newton = {lam: newton_loss_for(cfg.replace(variant=variant, lam=lam).validate(), task) for lam in lams}
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    q = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.lr_milestones, cfg.lr_gamma)
+    gen = torch.Generator().manual_seed(_derived_seed(cfg.seed, 1))
 
-    head = "| step | train loss | min eigenvalue (min / median / max over the batch) | max eigenvalue (min / median / max) |"
-    head += "".join(f" cos, norm ratio (λ={lam:g}) |" for lam in lams)
-    print(f"Baseline of {args.run_dir} ({cfg.method} {cfg.method_args}), Newton variant {variant}"
-          f"{f', CG ≤ {cfg.cg_max_iter}' if cfg.cg_max_iter else ''}, damping {cfg.damping}\n")
+    cg = f", CG ≤ {cfg.cg_max_iter}" if cfg.cg_max_iter else ""
+    print(f"Baseline training of {args.run_dir} ({cfg.task}, {cfg.method} {cfg.method_args}, seed "
+          f"{cfg.seed}); Newton loss: {variant}, {cfg.damping} damping, projection {cfg.projection}{cg}\n")
+    head = ("| step | batch loss | smallest eigenvalue per set (min / median / max over the batch) "
+            "| largest eigenvalue per set (min / median / max) |")
+    head += "".join(f" λ={lam:g}: cos, ‖∇θ Newton‖/‖∇θ plain‖ |" for lam in lams)
     print(head)
     print("|" + "---|" * (4 + len(lams)))
     for step in range(args.steps):
@@ -89,22 +108,26 @@ def main(argv=None) -> int:
             yf = y.detach().reshape(N, -1).requires_grad_(True)
             (g,) = torch.autograd.grad(task.loss_fn(yf.reshape(y.shape), target).sum(), yf, create_graph=True)
             ev = torch.linalg.eigvalsh(hessian_blocks(g, yf).detach().to(torch.float64))
+            scale = float(ev.abs().max())
             opt.zero_grad(set_to_none=True)
             loss.backward(retain_graph=True)
-            gb = _flat_grad(params).clone()
+            plain = _flat_grad(params).clone()
             cells = []
             for lam in lams:
                 opt.zero_grad(set_to_none=True)
                 newton[lam](y, target).backward(retain_graph=True)
-                gn = _flat_grad(params)
-                cos = float(gn @ gb / (gn.norm() * gb.norm()).clamp_min(1e-300))
-                cells.append(f" {cos:.2f}, {float(gn.norm() / gb.norm().clamp_min(1e-300)):.2g} |")
-            lo = " / ".join(f"{v:.2g}" for v in ev[:, 0].quantile(q).tolist())
-            hi = " / ".join(f"{v:.2g}" for v in ev[:, -1].quantile(q).tolist())
-            print(f"| {step} | {loss.item():.4f} | {lo} | {hi} |" + "".join(cells), flush=True)
+                if newton[lam].last_diagnostics.skipped:
+                    cells.append(" skipped |")
+                    continue
+                ng = _flat_grad(params)
+                cos = float(ng @ plain / (ng.norm() * plain.norm()).clamp_min(1e-300))
+                cells.append(f" {cos:.2f}, {float(ng.norm() / plain.norm().clamp_min(1e-300)):.2g} |")
+            print(f"| {step} | {loss.item():.4f} | {_quantiles(ev[:, 0], scale)} | "
+                  f"{_quantiles(ev[:, -1], scale)} |" + "".join(cells), flush=True)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
     return 0
 
 

@@ -80,6 +80,34 @@ def test_sweep_killed_in_the_middle_loses_nothing_and_resumes(tmp_path):
         assert [r["step"] for r in records] == [100, 200, 300, 400]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sweep_interrupted_stops_its_workers_and_says_how_to_resume(tmp_path, signum):
+    # A signal to the sweep process alone (as `timeout` sends it): exit code 128 + signal, a
+    # message instead of a traceback, and the running runs stop now rather than at the end.
+    spec = _spec(tmp_path, base={**BASE, "steps": 4000, "eval_every": 20})
+    cfg_path = tmp_path / "sweep.json"
+    cfg_path.write_text(json.dumps(spec))
+    cmd = [sys.executable, "-m", "newton_losses", "sweep", str(cfg_path), "--no-progress", "--no-report"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    runs = tmp_path / "runs"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and len(list(runs.glob("*/metrics.jsonl"))) < 2:
+            time.sleep(0.05)
+        os.kill(proc.pid, signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signum, err
+    assert "interrupted" in err and "resume" in err and "Traceback" not in err
+    sizes = {p: p.stat().st_size for p in runs.glob("*/metrics.jsonl")}
+    time.sleep(1.5)
+    assert sizes == {p: p.stat().st_size for p in runs.glob("*/metrics.jsonl")}, "workers still training"
+    assert not list(runs.glob("*/result.json"))
+
+
 def test_sweep_progress_counts_training_steps(tmp_path, monkeypatch, capsys):
     """The sweep's bar counts training steps over all runs: in-process and from worker processes
     (through a queue), a resumed run only for the steps it still had to do."""

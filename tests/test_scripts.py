@@ -1,11 +1,14 @@
-"""The scripts under scripts/: tiny runs on synthetic data, checked against what they must show."""
+"""The scripts under scripts/: tiny runs on synthetic data, checked against independent
+computations of what they print."""
 import importlib.util
-import json
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from newton_losses.experiments import protocol_config
+from newton_losses.experiments.runner import _derived_seed, _seed_everything, build_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,27 +25,90 @@ def _run_dir(tmp_path, **fields):
     d = tmp_path / "run"
     d.mkdir()
     (d / "config.json").write_text(cfg.to_json())
-    return d
+    return d, cfg
 
 
-def test_curvature_trace_table(tmp_path, capsys):
+def _rows(out):
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+
+
+def test_curvature_trace_against_an_independent_hessian(tmp_path, capsys):
     trace = _load("curvature_trace")
-    d = _run_dir(tmp_path, variant="hessian", lam=1.0, cg_max_iter=2)
-    assert trace.main([str(d), "--steps", "2", "--every", "1", "--lam", "0.1", "1e6", "--train-size", "0"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert [r.split("|")[1].strip() for r in rows] == ["0", "1"]
-    for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
+    d, cfg = _run_dir(tmp_path, variant="hessian", lam=1.0, cg_max_iter=2)
+    assert trace.main([str(d), "--steps", "2", "--every", "1", "--lam", "0.1", "1e6"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert [r[0] for r in rows] == ["0", "1"]
+    for cells in rows:
         cos_small, cos_huge = (float(c.split(",")[0]) for c in cells[-2:])
         assert -1.0 <= cos_small <= 1.0
         # λ → ∞: the Newton loss is a rescaled gradient (METHOD.md §1).
         assert cos_huge >= 0.999
 
+    # Step 0's batch, rebuilt as the runner seeds it; each set's Hessian by torch.func in float64.
+    _seed_everything(cfg.seed)
+    task = build_task(cfg, torch.device("cpu"), torch.float32)
+    x, target = task.sample(cfg.batch_size, torch.Generator().manual_seed(_derived_seed(cfg.seed, 1)))
+    y = task.outputs(task.model, x).detach().double()
+    lo, hi = [], []
+    for i in range(y.shape[0]):
+        def one(v, i=i):
+            return task.loss_fn(v.view((1,) + y.shape[1:]), target[i:i + 1].double()).sum()
+        H = torch.func.hessian(one)(y[i].reshape(-1))
+        ev = torch.linalg.eigvalsh(H)
+        lo.append(ev[0])
+        hi.append(ev[-1])
+    lo, hi = torch.stack(lo), torch.stack(hi)
+    scale = float(torch.cat([lo, hi]).abs().max())
+    printed_lo = [float(v) for v in rows[0][2].split(" / ")]
+    printed_hi = [float(v) for v in rows[0][3].split(" / ")]
+    q = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    for printed, exact in ((printed_lo, lo.quantile(q)), (printed_hi, hi.quantile(q))):
+        for p, e in zip(printed, exact.tolist()):
+            # Two significant digits printed; float32 Hessians against float64 ones.
+            assert p == pytest.approx(e, rel=0.06, abs=1e-4 * scale), (printed, exact)
 
-def test_curvature_trace_needs_a_variant_for_a_baseline(tmp_path):
+
+def test_curvature_trace_refuses_what_it_cannot_trace(tmp_path):
     trace = _load("curvature_trace")
-    d = _run_dir(tmp_path, variant="none")
-    with pytest.raises(SystemExit):
-        trace.main([str(d), "--steps", "1", "--train-size", "0"])
+    d, _ = _run_dir(tmp_path, variant="none")
+    with pytest.raises(SystemExit):  # a baseline run without --variant
+        trace.main([str(d), "--steps", "1"])
     with pytest.raises(SystemExit, match="not found"):
         trace.main([str(tmp_path / "missing"), "--steps", "1"])
+    stochastic = tmp_path / "stochastic"
+    stochastic.mkdir()
+    cfg = protocol_config("shortest_path", "tiny", method="perturbed_fy", variant="hessian", lam=1.0)
+    (stochastic / "config.json").write_text(cfg.to_json())
+    with pytest.raises(SystemExit):
+        trace.main([str(stochastic), "--steps", "1"])
+
+
+def test_gpu_paper_cells_refuses_without_a_gpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_paper_cells.sh"), "configs/study/paper_cells.json", "5", "1"],
+                         cwd=ROOT, capture_output=True, text=True, env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin",
+                                                                         "PYTHON": __import__("sys").executable})
+    assert out.returncode == 2
+    assert "no GPU" in out.stdout
+
+
+def test_gpu_paper_cells_on_cpu_when_allowed(tmp_path):
+    import json
+    import sys
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({
+        "name": "tiny", "out": str(tmp_path / "runs"), "task": "ranking", "protocol": "tiny",
+        "grid": [{"method": ["neuralsort"], "variant": ["none", "fisher"], "lam": [0.1],
+                  "damping": ["batch"], "seed": [0]}]}))
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_paper_cells.sh"), str(config), "300", "1"],
+                         cwd=ROOT, capture_output=True, text=True,
+                         env={"OUT": str(tmp_path / "out"), "PATH": "/usr/bin:/bin", "ALLOW_CPU": "1",
+                              "PYTHON": sys.executable})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("finished ") == 2
+    for name in ("paper_cells.tar.gz", "report.md", "env.txt", "status.txt"):
+        assert (tmp_path / "out" / name).is_file()
+    assert "NL-fisher" in (tmp_path / "out" / "report.md").read_text()

@@ -5,6 +5,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -196,8 +197,25 @@ def sweep_main(argv: list[str]) -> int:
     except (ValueError, TypeError, OSError) as exc:
         print(f"newton-losses sweep: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    summary = run_sweep(spec, configs, threads=args.threads, dry_run=args.dry_run,
-                        progress=not args.no_progress)
+    # SIGTERM (`timeout`, a batch system's limit) stops the sweep as Ctrl-C does: the running
+    # runs are stopped too and resume from their last checkpoint next time.
+    received = [signal.SIGINT]
+
+    def on_term(signum, frame):
+        received[0] = signum
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        summary = run_sweep(spec, configs, threads=args.threads, dry_run=args.dry_run,
+                            progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\nnewton-losses sweep: interrupted ({signal.Signals(received[0]).name}); finished runs "
+              "are complete, unfinished ones resume from their last checkpoint when the same "
+              f"command runs again ({spec.out})", file=sys.stderr)
+        return 128 + int(received[0])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.dry_run:
         return 0
     if not args.no_report and summary["finished"]:

@@ -268,7 +268,13 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
                         for fut in finished:
                             collect(*fut.result())
                 except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
+                    # Interrupted (Ctrl-C, a time limit's SIGINT to this process only) or failed:
+                    # stop the running runs too — each keeps its last checkpoint (atomic writes)
+                    # and resumes from it — instead of waiting for them at interpreter exit.
+                    workers = list((getattr(pool, "_processes", None) or {}).values())
+                    pool.shutdown(wait=False, cancel_futures=True)  # forgets its processes
+                    for proc in workers:
+                        proc.terminate()
                     raise
     finally:
         bar.close()
