@@ -48,6 +48,7 @@ study: $(STAMP)
 
 # Regenerate RESULTS.md (and docs/results/) from the committed runs, without training.
 results: $(STAMP)
+	$(PY) scripts/grad_norms.py results/study/controls/*/ --out results/study/analysis/grad_norms_controls.md
 	$(PY) -m newton_losses report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:

@@ -112,3 +112,27 @@ def test_gpu_paper_cells_on_cpu_when_allowed(tmp_path):
     for name in ("paper_cells.tar.gz", "report.md", "env.txt", "status.txt"):
         assert (tmp_path / "out" / name).is_file()
     assert "NL-fisher" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_grad_norms_table(tmp_path):
+    import json
+
+    grad_norms = _load("grad_norms")
+    spiky, old = tmp_path / "spiky", tmp_path / "old"
+    for d in (spiky, old):
+        d.mkdir()
+    (spiky / "config.json").write_text(json.dumps({"clip_grad_norm": 1.0}))
+    (spiky / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "grad_norm": g}) for s, g in [
+        (10, {"mean": 1.0, "max": 2.0}), (20, {"mean": 3.0, "max": 500.0}), (30, {"mean": 2.0, "max": 4.0})]) + "\n")
+    (spiky / "result.json").write_text("{}")
+    (old / "config.json").write_text(json.dumps({}))
+    (old / "metrics.jsonl").write_text(json.dumps({"step": 10}) + "\n")
+    out = tmp_path / "t" / "table.md"
+    assert grad_norms.main([str(spiky), str(old), "--out", str(out)]) == 0
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in out.read_text().splitlines()[2:]}
+    # median of the means 2, largest 500: ratio 250, one interval above 100× typical.
+    assert rows["`spiky`"][1:] == ["clip 1", "2", "500", "250", "1 of 3"]
+    assert rows["`old` (unfinished)"][-1] == "not recorded"
+    with pytest.raises(SystemExit):
+        grad_norms.main([str(tmp_path / "nothing")])
