@@ -118,21 +118,27 @@ def test_grad_norms_table(tmp_path):
     import json
 
     grad_norms = _load("grad_norms")
-    spiky, old = tmp_path / "spiky", tmp_path / "old"
-    for d in (spiky, old):
+    spiky, old, empty, report = (tmp_path / name for name in ("spiky", "old", "empty", "report"))
+    for d in (spiky, old, empty, report):
         d.mkdir()
     (spiky / "config.json").write_text(json.dumps({"clip_grad_norm": 1.0}))
-    (spiky / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "grad_norm": g}) for s, g in [
-        (10, {"mean": 1.0, "max": 2.0}), (20, {"mean": 3.0, "max": 500.0}), (30, {"mean": 2.0, "max": 4.0})]) + "\n")
     (spiky / "result.json").write_text("{}")
+    intervals = [(10, 1.0, 2.0), (20, 3.0, 500.0), (30, 2.0, 4.0), (40, 4.0, 6.0)]
+    (spiky / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "grad_norm": {"mean": m, "max": x}}) + "\n"
+                                                 for s, m, x in intervals) + '{"step": 50, "grad')  # torn line
     (old / "config.json").write_text(json.dumps({}))
     (old / "metrics.jsonl").write_text(json.dumps({"step": 10}) + "\n")
+    (old / "failed.json").write_text("{}")
+    (empty / "config.json").write_text(json.dumps({}))
+    (empty / "metrics.jsonl").write_text("")
     out = tmp_path / "t" / "table.md"
-    assert grad_norms.main([str(spiky), str(old), "--out", str(out)]) == 0
+    assert grad_norms.main([str(p) for p in (spiky, old, empty, report)] + ["--out", str(out)]) == 0
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in out.read_text().splitlines()[2:]}
-    # median of the means 2, largest 500: ratio 250, one interval above 100× typical.
-    assert rows["`spiky`"][1:] == ["clip 1", "2", "500", "250", "1 of 3"]
-    assert rows["`old` (unfinished)"][-1] == "not recorded"
+    assert len(rows) == 3  # report/ has no config.json: skipped
+    # Typical: median of the spike-free intervals' means (1, 2, 4) = 2; largest 500: ratio 250.
+    assert rows["`spiky`"][1:] == ["clip 1", "2", "500", "250", "1 of 4"]
+    assert rows["`old` (failed)"][-1] == "not recorded"
+    assert rows["`empty` (unfinished)"][-1] == "no evaluations yet"
     with pytest.raises(SystemExit):
-        grad_norms.main([str(tmp_path / "nothing")])
+        grad_norms.main([str(report)])

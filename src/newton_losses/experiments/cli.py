@@ -197,15 +197,17 @@ def sweep_main(argv: list[str]) -> int:
     except (ValueError, TypeError, OSError) as exc:
         print(f"newton-losses sweep: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    # SIGTERM (`timeout`, a batch system's limit) stops the sweep as Ctrl-C does: the running
-    # runs are stopped too and resume from their last checkpoint next time.
+    # SIGINT and SIGTERM (`timeout`, a batch system's limit) stop the sweep: the running runs are
+    # stopped too and resume from their last checkpoint next time. Installed explicitly, so that
+    # SIGINT works also where the process inherited it ignored (a background job).
     received = [signal.SIGINT]
 
-    def on_term(signum, frame):
+    def on_signal(signum, frame):
         received[0] = signum
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {} if args.dry_run else {sig: signal.signal(sig, on_signal)
+                                        for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = run_sweep(spec, configs, threads=args.threads, dry_run=args.dry_run,
                             progress=not args.no_progress)
@@ -215,7 +217,8 @@ def sweep_main(argv: list[str]) -> int:
               f"command runs again ({spec.out})", file=sys.stderr)
         return 128 + int(received[0])
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     if args.dry_run:
         return 0
     if not args.no_report and summary["finished"]:

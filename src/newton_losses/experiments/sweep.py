@@ -137,6 +137,8 @@ _progress_queue = None  # in a worker process: the queue of (run_dir, step) repo
 def _init_worker(threads: int, queue=None) -> None:
     global _progress_queue
     _die_with_parent()
+    # Ctrl-C reaches the whole process group: the parent stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     _progress_queue = queue
     import torch
@@ -257,25 +259,32 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
         else:
             ctx = get_context("spawn")
             queue = ctx.Queue() if progress else None
-            with ProcessPoolExecutor(max_workers=min(spec.workers, len(todo)), mp_context=ctx,
-                                     initializer=_init_worker, initargs=(threads, queue)) as pool:
-                futures = [pool.submit(_run_one, cfg.to_dict(), run_dir) for cfg, run_dir in todo]
-                pending = set(futures)
+            pool = ProcessPoolExecutor(max_workers=min(spec.workers, len(todo)), mp_context=ctx,
+                                       initializer=_init_worker, initargs=(threads, queue))
+            try:
+                pending = {pool.submit(_run_one, cfg.to_dict(), run_dir) for cfg, run_dir in todo}
+                while pending:
+                    finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                    _drain(queue, advance)  # reports of a finished run come before its result
+                    for fut in finished:
+                        collect(*fut.result())
+            except BaseException:
+                # Interrupted (Ctrl-C, SIGTERM from a time limit) or failed: stop the running
+                # runs too — each keeps its last checkpoint (atomic writes) and resumes from it —
+                # instead of waiting for them at interpreter exit. A second signal must not
+                # interrupt this.
+                held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
                 try:
-                    while pending:
-                        finished, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                        _drain(queue, advance)  # reports of a finished run come before its result
-                        for fut in finished:
-                            collect(*fut.result())
-                except BaseException:
-                    # Interrupted (Ctrl-C, a time limit's SIGINT to this process only) or failed:
-                    # stop the running runs too — each keeps its last checkpoint (atomic writes)
-                    # and resumes from it — instead of waiting for them at interpreter exit.
                     workers = list((getattr(pool, "_processes", None) or {}).values())
                     pool.shutdown(wait=False, cancel_futures=True)  # forgets its processes
                     for proc in workers:
                         proc.terminate()
-                    raise
+                finally:
+                    for sig, handler in held.items():
+                        if handler is not None:
+                            signal.signal(sig, handler)
+                raise
+            pool.shutdown(wait=True)
     finally:
         bar.close()
     return summary
