@@ -109,7 +109,7 @@ def test_gpu_paper_cells_on_cpu_when_allowed(tmp_path):
                               "PYTHON": sys.executable})
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("finished ") == 2
-    for name in ("paper_cells.tar.gz", "report.md", "env.txt", "status.txt"):
+    for name in ("runs.tar.gz", "report.md", "env.txt", "status.txt"):
         assert (tmp_path / "out" / name).is_file()
     assert "NL-fisher" in (tmp_path / "out" / "report.md").read_text()
 
