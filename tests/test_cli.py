@@ -49,3 +49,19 @@ def test_bench_quick_smoke(capsys):
     rows = run_core([Case("pairwise n=4", 100, 4, _pairwise(4))], {"fisher": VARIANTS["fisher"]}, repeats=1)
     assert [r["variant"] for r in rows] == ["plain backward", "fisher"]
     assert rows[1]["ratio"] > 0
+
+
+def test_missing_experiments_extra_is_named(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    from newton_losses.cli import main
+
+    config = tmp_path / "sweep.json"
+    config.write_text(json.dumps({"out": str(tmp_path / "runs"), "task": "ranking", "protocol": "tiny",
+                                  "grid": [{"variant": ["none"], "seed": [0]}]}))
+    for name in ("tqdm", "tqdm.auto"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
+    assert main(["sweep", str(config), "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "'tqdm'" in err and "newton-losses[experiments]" in err

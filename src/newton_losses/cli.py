@@ -15,6 +15,8 @@ import sys
 from typing import Optional
 
 COMMANDS = ("train", "sweep", "report", "plot", "demo", "bench", "data")
+# Packages of the `experiments` extra (pyproject.toml): progress bars, Welch tests, plots.
+EXTRAS = ("tqdm", "scipy", "matplotlib")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -40,6 +42,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    try:
+        return _dispatch(parser, command, rest)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in EXTRAS:
+            raise
+        print(f"newton-losses {command}: needs the optional package {missing!r}; install the "
+              "experiments extra: pip install 'newton-losses[experiments]'", file=sys.stderr)
+        return 2
+
+
+def _dispatch(parser: argparse.ArgumentParser, command: str, rest: list[str]) -> int:
     if command == "train":
         from .experiments.cli import train_main
 
