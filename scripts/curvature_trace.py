@@ -27,7 +27,6 @@ RESULTS.md §4 (the relaxed Bellman-Ford NL-Hessian runs).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -45,8 +44,7 @@ def _config(run_dir: Path) -> RunConfig:
     path = run_dir / "config.json" if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise SystemExit(f"error: {path} not found (give a run directory with a config.json)")
-    data = json.loads(path.read_text())
-    return RunConfig.from_dict(data.get("config", data)).validate()  # result.json nests it
+    return RunConfig.from_json(path.read_text()).validate()
 
 
 def _flat_grad(params) -> torch.Tensor:
