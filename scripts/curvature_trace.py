@@ -34,7 +34,7 @@ import torch
 
 from newton_losses.curvature import hessian_blocks
 from newton_losses.experiments.config import RunConfig
-from newton_losses.experiments.runner import _derived_seed, _seed_everything, build_task, newton_loss_for
+from newton_losses.experiments.runner import build_task, newton_loss_for, seed_run
 
 VARIANTS = ("hessian", "hessian_batch", "fisher")
 STOCHASTIC = ("smoothed_loss", "smoothed_algorithm", "perturbed_fy")
@@ -80,14 +80,13 @@ def main(argv=None) -> int:
                  "is an estimator; this script traces the deterministic losses only")
     lams = args.lam or [cfg.lam]
     dtype = getattr(torch, cfg.dtype)
-    _seed_everything(cfg.seed)  # as the runner: model initialization, then the batch stream
+    gen = seed_run(cfg.seed)  # as the runner: model initialization, then the batch stream
     task = build_task(cfg, torch.device("cpu"), dtype)
     net = task.model.to(dtype=dtype)
     params = [p for p in net.parameters() if p.requires_grad]
     newton = {lam: newton_loss_for(cfg.replace(variant=variant, lam=lam).validate(), task) for lam in lams}
     opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.lr_milestones, cfg.lr_gamma)
-    gen = torch.Generator().manual_seed(_derived_seed(cfg.seed, 1))
 
     cg = f", CG ≤ {cfg.cg_max_iter}" if cfg.cg_max_iter else ""
     print(f"Baseline training of {args.run_dir} ({cfg.task}, {cfg.method} {cfg.method_args}, seed "

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from newton_losses.experiments import protocol_config
-from newton_losses.experiments.runner import _derived_seed, _seed_everything, build_task
+from newton_losses.experiments.runner import build_task, seed_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,9 +46,9 @@ def test_curvature_trace_against_an_independent_hessian(tmp_path, capsys):
         assert cos_huge >= 0.999
 
     # Step 0's batch, rebuilt as the runner seeds it; each set's Hessian by torch.func in float64.
-    _seed_everything(cfg.seed)
+    gen = seed_run(cfg.seed)
     task = build_task(cfg, torch.device("cpu"), torch.float32)
-    x, target = task.sample(cfg.batch_size, torch.Generator().manual_seed(_derived_seed(cfg.seed, 1)))
+    x, target = task.sample(cfg.batch_size, gen)
     y = task.outputs(task.model, x).detach().double()
     lo, hi = [], []
     for i in range(y.shape[0]):
@@ -142,3 +142,22 @@ def test_grad_norms_table(tmp_path):
     assert rows["`empty` (unfinished)"][-1] == "no evaluations yet"
     with pytest.raises(SystemExit):
         grad_norms.main([str(report)])
+
+
+def test_curvature_trace_replays_the_runners_baseline_training(tmp_path, capsys):
+    """The script's batch losses are the runner's: same initialization and batch stream
+    (``seed_run``), same optimizer — so the mean over the first evaluation interval equals the
+    runner's recorded ``train_loss``."""
+    from newton_losses.experiments import read_metrics, train
+
+    cfg = protocol_config("shortest_path", "tiny", method="bf_for", seed=3)
+    d = tmp_path / "baseline"
+    train(cfg, d, progress=False)
+    first = read_metrics(d)[0]
+    assert first["step"] == cfg.eval_every
+    trace = _load("curvature_trace")
+    assert trace.main([str(d), "--variant", "fisher", "--lam", "1",
+                       "--steps", str(cfg.eval_every), "--every", "1"]) == 0
+    losses = [float(r[1]) for r in _rows(capsys.readouterr().out)]
+    assert len(losses) == cfg.eval_every
+    assert sum(losses) / len(losses) == pytest.approx(first["train_loss"], rel=1e-3, abs=1e-4)

@@ -43,7 +43,7 @@ from ..newton import NewtonLoss
 from .config import RunConfig
 from .distributed import DistContext, setup, teardown
 
-__all__ = ["RunFailed", "RunLocked", "train", "read_metrics", "run_status", "build_task", "newton_loss_for"]
+__all__ = ["RunFailed", "RunLocked", "train", "read_metrics", "run_status", "build_task", "newton_loss_for", "seed_run"]
 
 
 class RunFailed(RuntimeError):
@@ -220,7 +220,7 @@ class _Trainer:
         self.cfg, self.dir, self.ctx, self.device = cfg, run_dir, ctx, device
         self.dtype = getattr(torch, cfg.dtype)
         self.progress, self.on_step = progress, on_step
-        _seed_everything(cfg.seed)
+        batch_generator = seed_run(cfg.seed)
         if cfg.task == "shortest_path" and ctx.active:
             task_kwargs = {"rank": ctx.rank, **task_kwargs}
         self.task = build_task(cfg, device, self.dtype, **task_kwargs)
@@ -239,7 +239,7 @@ class _Trainer:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, cfg.lr_milestones, cfg.lr_gamma)
         self.newton = newton_loss_for(cfg, self.task)
-        self.generator = torch.Generator().manual_seed(_derived_seed(cfg.seed, 1))
+        self.generator = batch_generator
         self.step = 0
         self.best: Optional[dict] = None
         self.offset = 0
@@ -514,10 +514,19 @@ def _derived_seed(seed: int, stream: int) -> int:
     return (seed * 1_000_003 + stream * 7919) % (2**63 - 1)
 
 
-def _seed_everything(seed: int) -> None:
+def seed_run(seed: int) -> torch.Generator:
+    """Seed Python's, NumPy's and torch's global generators as a run with this ``seed`` does.
+
+    Call it before building the task (model initialization draws from torch's global
+    generator); it returns the generator of the run's training-batch stream (a stream derived
+    from ``seed``, independent of the global one). Scripts that replay a run's baseline
+    training (``scripts/curvature_trace.py``) use it to see the same initialization and the
+    same batches as :func:`train`.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    return torch.Generator().manual_seed(_derived_seed(seed, 1))
 
 
 def _tensorboard(run_dir: Path):
