@@ -217,7 +217,10 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                   f"Test {primary} match % (test {second} %) at the best validation {primary} match, "
                   f"mean ± std over seeds; p: Welch t-test of {primary} match against the baseline "
                   f"(* p < {alpha:g}); last: test {primary} match % at the run's last evaluation "
-                  f"(far below the first column: the run degraded after its best).", "",
+                  f"(far below the first column: the run degraded after its best); ms/step: the runs' "
+                  f"mean wall time per training step (in parentheses, the Newton loss's part of it), "
+                  f"including whatever else loaded the machine then (e.g. parallel sweep workers) — "
+                  f"a rough cost, not a benchmark (docs/PERFORMANCE.md has those).", "",
                   f"| method | {'n | ' if task == 'ranking' else ''}variant | seeds | {primary} % ({second} %) "
                   f"| Δ vs baseline | p | last % | ms/step (Newton) |",
                   f"|---|{'---|' if task == 'ranking' else ''}---|---|---|---|---|---|---|"]
