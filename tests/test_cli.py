@@ -65,3 +65,11 @@ def test_missing_experiments_extra_is_named(tmp_path, monkeypatch, capsys):
     assert main(["sweep", str(config), "--no-report"]) == 2
     err = capsys.readouterr().err
     assert "'tqdm'" in err and "newton-losses[experiments]" in err
+
+
+def test_data_help_lists_its_subcommand(capsys):
+    assert main(["data", "--help"]) == 0
+    assert "newton-losses data show" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["data"])
+    assert exc.value.code == 2

@@ -1,5 +1,5 @@
 """Run configurations: validation messages name the field, JSON round trip, stable run ids,
-protocol values from METHOD.md §2, and the command line rejecting bad input before any work."""
+protocol values from docs/PAPER.md §2, and the command line rejecting bad input before any work."""
 import json
 import math
 

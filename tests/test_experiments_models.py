@@ -1,4 +1,4 @@
-"""The protocols' networks: output shapes and parameter counts computed by hand from METHOD.md §2
+"""The protocols' networks: output shapes and parameter counts computed by hand from docs/PAPER.md §2
 (and torchvision's resnet18 layer shapes)."""
 import torch
 

@@ -42,7 +42,7 @@ def test_curvature_trace_against_an_independent_hessian(tmp_path, capsys):
     for cells in rows:
         cos_small, cos_huge = (float(c.split(",")[0]) for c in cells[-2:])
         assert -1.0 <= cos_small <= 1.0
-        # λ → ∞: the Newton loss is a rescaled gradient (METHOD.md §1).
+        # λ → ∞: the Newton loss is a rescaled gradient (docs/PAPER.md §1).
         assert cos_huge >= 0.999
 
     # Step 0's batch, rebuilt as the runner seeds it; each set's Hessian by torch.func in float64.

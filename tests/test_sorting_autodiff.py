@@ -129,7 +129,7 @@ def test_torch_func_transforms(case_id):
 
 
 def test_hessian_is_singular_along_ones():
-    # Sorting losses depend on score differences only (METHOD.md): H 1 = 0.
+    # Sorting losses depend on score differences only (docs/PAPER.md): H 1 = 0.
     scores, target = problem(5, batch=4)
     for case_id in CASE_IDS:
         H = vmap(hessian(RankingLoss(make(case_id, 5))))(scores, target)

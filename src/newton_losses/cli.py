@@ -83,8 +83,13 @@ def _dispatch(parser: argparse.ArgumentParser, command: str, rest: list[str]) ->
 
         return bench_main(rest)
     if command == "data":
+        usage = "usage: newton-losses data show [OUT.png] [options]"
+        if rest and rest[0] in ("-h", "--help"):
+            print(f"{usage}\n\nsubcommands:\n  show  draw sample ranking sets and terrain maps "
+                  "into a PNG (`newton-losses data show --help`)")
+            return 0
         if not rest or rest[0] != "show":
-            parser.error("usage: newton-losses data show OUT.png [--seed S] [--size H]")
+            parser.error(usage)
         from .data.show import main as show_main
 
         return show_main(rest[1:])

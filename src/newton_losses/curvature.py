@@ -7,7 +7,7 @@ A batch of N independent samples with outputs y: (N, m) and a separable loss
 ``Σ_i g_i[k]`` yields row k of *every* block at once, so all N blocks cost m backward passes
 (batched with ``is_grads_batched``), not N·m.
 
-Curvatures (METHOD.md §1):
+Curvatures (docs/PAPER.md §1):
 
 - Hessian blocks ``H_i`` (per sample), and their batch average ``(1/N) Σ_j H_j`` (Definition 1).
 - Empirical Fisher ``F = (1/N) Σ_i g_i g_iᵀ`` (Definition 2), summed over the global batch when

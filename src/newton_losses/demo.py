@@ -14,7 +14,7 @@ Each method gets its best step size η from a grid (best mean exact-match over s
 method is handicapped by a badly chosen step. With the identity network the Newton loss is a
 damped (generalized) Newton method on the loss, which isolates what the method changes: the
 direction in output space. Whether that carries over to training a network on data is what the
-ranking benchmark (`newton-losses train ranking`, when it lands) measures.
+ranking runs (`newton-losses demo --ranking`, `newton-losses train ranking`, RESULTS.md) measure.
 """
 from __future__ import annotations
 

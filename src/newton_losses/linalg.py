@@ -5,7 +5,7 @@ Every solve computes the regularized Newton direction
     d_i = (C_i + λ I)^{-1} g_i            g: (N, m), C_i: (m, m) per sample or one shared C
 
 where C may be indefinite or singular (Hessians of relaxed algorithms usually are, see
-METHOD.md §1). A Newton step with an indefinite ``C + λI`` can point uphill, so the dense solver
+docs/PAPER.md §1). A Newton step with an indefinite ``C + λI`` can point uphill, so the dense solver
 always works on the eigendecomposition ``C = Q diag(μ) Qᵀ`` and applies one of three spectral
 maps before damping:
 
@@ -20,7 +20,7 @@ projection      eigenvalues used             remark
 
 All three agree with the exact damped Newton step wherever ``C`` is positive semidefinite, and
 all return a descent direction (``gᵀd > 0`` for ``g ≠ 0``).  Solves run in float64 by default:
-for m ≤ a few hundred this costs little (METHOD.md: float32 Hessians agree with float64 to 1e-4,
+for m ≤ a few hundred this costs little (docs/PAPER.md §1: float32 Hessians agree with float64 to 1e-4,
 but their inverses amplify that by the condition number).
 
 The matrix-free solver is batched conjugate gradients on ``C + λI`` with Steihaug-style

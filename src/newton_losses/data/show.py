@@ -161,7 +161,7 @@ def _chain(mask: np.ndarray) -> list[tuple[int, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m newton_losses.data.show", description=__doc__.splitlines()[0]
+        prog="newton-losses data show", description=__doc__.splitlines()[0]
     )
     parser.add_argument("output", nargs="?", default="data_samples.png", help="PNG file to write")
     parser.add_argument("--seed", type=int, default=0)

@@ -3,7 +3,7 @@
 A :class:`RunConfig` holds everything that determines a run's result — task, protocol, method
 and its arguments, Newton variant, optimizer, schedule, data and seed — so that the run
 directory's ``config.json`` alone reproduces it. :func:`protocol_config` fills in a named
-protocol (METHOD.md §2); any field can then be overridden. :meth:`RunConfig.validate` rejects
+protocol (docs/PAPER.md §2); any field can then be overridden. :meth:`RunConfig.validate` rejects
 an invalid configuration with a ``ValueError`` that names the field, before any work starts.
 :meth:`RunConfig.run_id` is a readable, stable name with a hash of the canonical JSON.
 """
@@ -30,7 +30,7 @@ TASKS = ("ranking", "shortest_path")
 VARIANTS = ("none", "hessian", "hessian_batch", "fisher", "gauss_newton")
 PROTOCOLS = {"ranking": ("paper", "quick", "tiny"), "shortest_path": ("paper", "quick", "tiny")}
 
-# method -> {argument: (type, default)}; defaults follow METHOD.md §2 where it names one.
+# method -> {argument: (type, default)}; defaults follow docs/PAPER.md §2 where it names one.
 # Every ranking method also takes ``loss``: the ranking loss on the relaxed permutation matrix
 # ("bce": log(P + 1e-12) form, "bce_clamp": BCE of P clamped to [1e-6, 1 - 1e-6], "ce": row-wise
 # cross-entropy; see newton_losses.sorting.RankingLoss).
@@ -78,7 +78,8 @@ class RunConfig:
             ``RANKING_METHODS`` / ``SHORTEST_PATH_METHODS``; missing arguments get defaults).
         variant: Newton variant — ``"none"`` (the baseline), ``"hessian"``,
             ``"hessian_batch"``, ``"fisher"``, ``"gauss_newton"``; lam: λ; damping:
-            ``"absolute"`` (add λ) or ``"relative"`` (add λ·mean|eigenvalue|); projection: how
+            ``"absolute"`` (add λ), ``"batch"`` (add λ·the batch's mean |eigenvalue|) or
+            ``"relative"`` (add λ·each matrix's own mean |eigenvalue|); projection: how
             indefinite curvature is made safe (see :class:`newton_losses.NewtonLoss`).
         n, digits, downscale: ranking set size, digits per item, image downscale factor.
         model, hidden: ``"cnn"`` (the paper's), ``"mlp"`` (2 hidden layers of ``hidden``
@@ -286,7 +287,10 @@ class RunConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def run_id(self) -> str:
-        """A readable, stable directory name: ``method-variant[-lamλ]-sSEED-HASH``."""
+        """A readable, stable directory name:
+        ``task-method[-loss][-nN]-variant[-lamλ[b|r]][-cgK][-clipC]-sSEED-HASH`` (loss when not the
+        default BCE and n for ranking; ``b``/``r`` mark batch/relative damping; HASH: the first 8
+        hex digits of :meth:`digest`)."""
         parts = [self.task, self.method]
         if self.task == "ranking":
             if self.method_args.get("loss", "bce") != "bce":
@@ -306,7 +310,7 @@ class RunConfig:
 def protocol_config(task: str, protocol: str, **overrides: Any) -> RunConfig:
     """The configuration of a named protocol, with ``overrides`` applied and validated.
 
-    Ranking (multi-digit MNIST, k = 4 digits per item, METHOD.md §2):
+    Ranking (multi-digit MNIST, k = 4 digits per item, docs/PAPER.md §2):
         - ``paper``: the diffsort protocol — CNN at 28×112, Adam lr 10^−3.5, batch 100 sets,
           100,000 steps, evaluation every 1,000 steps on 1,000 validation sets, test (1,000
           sets) at the best validation exact match.

@@ -1,4 +1,4 @@
-"""Networks of the experiment protocols (METHOD.md §2), in plain torch.
+"""Networks of the experiment protocols (docs/PAPER.md §2), in plain torch.
 
 - :class:`RankingCNN`: the diffsort CNN, one score per multi-digit image.
 - :class:`RankingMLP`: the quick protocol's network, 2 hidden layers.

@@ -1,7 +1,7 @@
 """The paper's ranking numbers beside ours: one table, rows = relaxation × n.
 
 The paper's exact-match accuracies (Petersen et al., "Newton Losses", NeurIPS 2024; as summarized
-in the project's METHOD.md §3: the paper's CNN on full-size 4-digit MNIST, 100,000 steps, 10
+in docs/PAPER.md §3: the paper's CNN on full-size 4-digit MNIST, 100,000 steps, 10
 seeds) are kept here as the strings the paper gives ("≈ 83" where only a plot or an approximate
 value was available). Our numbers are taken from the report rows of committed runs
 (:func:`~.report.build_report`), so the table regenerates as runs land.
@@ -25,7 +25,7 @@ PAPER_RANKING: dict[tuple[str, int], dict[str, str]] = {
 
 _ORDER = ("NeuralSort", "SoftSort", "Logistic DSN", "Cauchy DSN")
 # Our variants in the paper's columns: the paper's "Hessian" is the batch-averaged Hessian of its
-# Definition 1 (METHOD.md §1), our ``hessian_batch``. Our per-sample ``hessian`` has no column
+# Definition 1 (docs/PAPER.md §1), our ``hessian_batch``. Our per-sample ``hessian`` has no column
 # here (it is in the report tables).
 _COLUMNS = (("none", "baseline", "none"), ("hessian_batch", "NL-Hessian", "hessian"),
             ("fisher", "NL-Fisher", "fisher"), ("gauss_newton", "NL-Gauss-Newton", None))
@@ -84,7 +84,7 @@ def paper_table(rows: list[dict], *, alpha: float = 0.05) -> list[str]:
     settings = sorted({_setting(r) for r in ours.values() if r["variant"] != "none"})
     lines += ["", "Ours: test exact match %, mean ± std over the seeds in brackets; * the Welch test "
               f"against our baseline of the same row has p < {alpha:g}; — in an \"ours\" column: not "
-              "run (yet), in a \"paper\" column: not in METHOD.md §3. Newton settings: "
+              "run (yet), in a \"paper\" column: not in docs/PAPER.md §3. Newton settings: "
               + ("; ".join(settings) if settings else "none") + "."]
     return lines
 

@@ -1,4 +1,4 @@
-"""The ranking-supervision task (diffsort protocol, METHOD.md §2): multi-digit MNIST sets, a
+"""The ranking-supervision task (diffsort protocol, docs/PAPER.md §2): multi-digit MNIST sets, a
 network scoring each image, a relaxed sort compared to the true permutation matrix by binary
 cross-entropy, and the exact-match / element-wise accuracy of the predicted ranking.
 """

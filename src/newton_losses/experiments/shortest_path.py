@@ -1,4 +1,4 @@
-"""The shortest-path task (Warcraft protocol, METHOD.md §2) on procedural terrain maps: a network
+"""The shortest-path task (Warcraft protocol, docs/PAPER.md §2) on procedural terrain maps: a network
 maps a 96×96 terrain image to 12×12 vertex costs, a shortest-path loss compares the (relaxed,
 smoothed or perturbed) path with the true one, and the exact solver on the predicted costs is
 scored against the truth.

@@ -1,5 +1,5 @@
 """Shortest paths on vertex-weighted grids (the Warcraft benchmark's combinatorial problem), and
-the four families of shortest-path losses of the Newton-losses paper (METHOD.md §1–2).
+the four families of shortest-path losses of the Newton-losses paper (docs/PAPER.md §1–2).
 
 Convention: costs are vertex weights ``(B, H, W) ≥ 0``; a path runs from the top-left to the
 bottom-right cell over the 8-neighbourhood and its cost includes both ends; paths are 0/1 masks

@@ -1,7 +1,7 @@
 """Stochastic smoothing of a shortest-path loss (a) and of the shortest-path algorithm (b).
 
 Both replace the piecewise-constant solver y*(θ) (zero gradient almost everywhere) by a Gaussian
-smoothing with noise scale σ and S samples, estimated from one solver call on S·N grids (METHOD.md
+smoothing with noise scale σ and S samples, estimated from one solver call on S·N grids (docs/PAPER.md
 §1–2; Petersen et al., NeurIPS 2024, §5.2 "stochastic smoothing of the loss / of the algorithm").
 
 (a) Smoothing of the loss, :class:`SmoothedLoss` (the generic form: :class:`GaussianSmoothing`):

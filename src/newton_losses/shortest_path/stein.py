@@ -2,7 +2,7 @@
 
 For f: R^m → R^p and the Gaussian smoothing ``f_σ(y) = E_ε f(y + σε)``, ε ~ N(0, I), Stein's
 lemma gives, for any baseline b independent of ε (Nesterov & Spokoiny 2017; Berthet et al. 2020;
-METHOD.md §1):
+docs/PAPER.md §1):
 
     ∇f_σ(y)  = E[(f(y + σε) − b) εᵀ] / σ                  (Jacobian, p × m)
     ∇²f_σ(y) = E[(f(y + σε) − b) (εεᵀ − I)] / σ²          (scalar f; symmetric by construction)
@@ -10,7 +10,7 @@ METHOD.md §1):
 With S samples ε_1..ε_S the estimates are the sample means. Baselines (variance reduction; all
 leave the estimates unbiased because b does not depend on ε_s):
 
-- ``"center"``: b = f(y), one extra evaluation at the unperturbed point (the form of METHOD.md;
+- ``"center"``: b = f(y), one extra evaluation at the unperturbed point (the form of docs/PAPER.md;
   for piecewise-constant f — a solver — most samples then contribute exactly zero at small σ);
 - ``"loo"``: b_s = mean of the other S − 1 samples' values (no extra evaluation, S ≥ 2);
 - ``"none"``: b = 0.
