@@ -49,6 +49,11 @@ study: $(STAMP)
 # Regenerate RESULTS.md (and docs/results/) from the committed runs, without training.
 results: $(STAMP)
 	$(PY) scripts/grad_norms.py results/study/controls/*/ --out results/study/analysis/grad_norms_controls.md
+	$(PY) scripts/choose_settings.py 'results/study/table/ranking-softsort-n5-*-s0-*' \
+	  'results/study/table/ranking-odd_even-n5-*-s0-*' 'results/study/table/ranking-neuralsort-n5-gauss_newton-*-s0-*' \
+	  'results/study/sensitivity/ranking-neuralsort-n5-gauss_newton-lam0.*b-s0-*' \
+	  --grid fisher=0.01,0.1,1 --grid hessian_batch=0.01,0.1,1 --grid gauss_newton=1,10 \
+	  --out results/study/analysis/settings_n5.md
 	$(PY) -m newton_losses report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:

@@ -1,6 +1,7 @@
 """The scripts under scripts/: tiny runs on synthetic data, checked against independent
 computations of what they print."""
 import importlib.util
+import json
 import subprocess
 from pathlib import Path
 
@@ -161,3 +162,50 @@ def test_curvature_trace_replays_the_runners_baseline_training(tmp_path, capsys)
     losses = [float(r[1]) for r in _rows(capsys.readouterr().out)]
     assert len(losses) == cfg.eval_every
     assert sum(losses) / len(losses) == pytest.approx(first["train_loss"], rel=1e-3, abs=1e-4)
+
+
+def _fake_run(root, name, val_exact, **fields):
+    cfg = protocol_config("ranking", "tiny", method="softsort", **fields)
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "result.json").write_text(json.dumps({
+        "config": cfg.to_dict(),
+        "best": {"step": 1, "val": {"exact": val_exact, "elementwise": 0.9},
+                 "test": {"exact": 0.0, "elementwise": 0.0}}}))
+    return d
+
+
+def test_choose_settings_applies_the_margin_rule(tmp_path, capsys):
+    choose = _load("choose_settings")
+    fisher = dict(variant="fisher", damping="batch")
+    _fake_run(tmp_path, "f-0.01", 0.700, lam=0.01, **fisher)
+    _fake_run(tmp_path, "f-0.1", 0.720, lam=0.1, **fisher)
+    _fake_run(tmp_path, "f-1", 0.745, lam=1.0, **fisher)  # +2.5 points: within the margin
+    hb = dict(variant="hessian_batch", damping="batch")
+    _fake_run(tmp_path, "h-0.1", 0.600, lam=0.1, **hb)
+    _fake_run(tmp_path, "h-1", 0.700, lam=1.0, **hb)  # +10 points: changes the choice
+    _fake_run(tmp_path, "f-0.1-seed1", 0.10, lam=0.1, seed=1, **fisher)  # another seed: ignored
+    _fake_run(tmp_path, "base", 0.5)  # the baseline has no λ: ignored
+    assert choose.main([str(tmp_path), "--grid", "hessian_batch=0.01,0.1,1"]) == 0
+    rows = {r[2]: r for r in _rows_any(capsys.readouterr().out)}
+    assert rows["fisher batch"][3:6] == ["70.0", "72.0", "74.5"] and rows["fisher batch"][-1] == "**0.1**"
+    assert rows["hessian_batch batch"][3:6] == ["—", "60.0", "70.0"]
+    assert rows["hessian_batch batch"][-1] == "**1** (changed), provisional: λ=0.01 not finished"
+    # A wider margin keeps the table's λ.
+    assert choose.main([str(tmp_path), "--margin", "20"]) == 0
+    rows = {r[2]: r for r in _rows_any(capsys.readouterr().out)}
+    assert rows["hessian_batch batch"][-1] == "**0.1**"
+
+
+def test_choose_settings_rejects_bad_input(tmp_path, capsys):
+    choose = _load("choose_settings")
+    for argv in ([str(tmp_path / "missing")], [str(tmp_path), "--margin", "-1"],
+                 [str(tmp_path), "--keep", "fisher"], [str(tmp_path)]):  # the last: no runs
+        with pytest.raises(SystemExit) as exc:
+            choose.main(argv)
+        assert exc.value.code not in (0, None)
+
+
+def _rows_any(out):
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| relaxation")]
+    return [[c.strip() for c in row.strip("|").split("|")] for row in rows]
