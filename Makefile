@@ -54,6 +54,8 @@ results: $(STAMP)
 	  'results/study/sensitivity/ranking-neuralsort-n5-gauss_newton-lam0.*b-s0-*' \
 	  --grid fisher=0.01,0.1,1 --grid hessian_batch=0.01,0.1,1 --grid gauss_newton=1,10 \
 	  --out results/study/analysis/settings_n5.md
+	$(PY) scripts/stability.py 'results/study/table/*-none-*' 'results/study/table/*-lam0.1b-*' \
+	  'results/study/table/*-gauss_newton-lam1b-*' --out results/study/analysis/stability_table.md
 	$(PY) -m newton_losses report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:

@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
-from newton_losses.experiments.config import RunConfig
-from newton_losses.experiments.report import find_runs
+from newton_losses.experiments.report import find_runs, group_runs
 from newton_losses.io import atomic_write_text
 
 
@@ -39,27 +37,17 @@ def _pairs(items: list[str], parse, what: str) -> dict:
     return out
 
 
-def _label(cfg: dict) -> str:
-    args = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in sorted(cfg["method_args"].items()) if not (k == "loss" and v == "bce"))
-    return f"{cfg['method']}({args})"
-
-
 def table(paths: list, *, seed: int, margin: float, keep: dict, grid: dict) -> str:
     rows: dict[tuple, dict[float, tuple[float, str]]] = {}
-    for run_dir, result in find_runs(paths):
-        try:  # fields added since a run was written take their defaults, as in the report
-            cfg = RunConfig.from_dict(dict(result["config"])).to_dict()
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{run_dir}: not a run configuration this version can read: {exc}") from None
-        if cfg.get("seed") != seed or cfg.get("variant", "none") == "none" or cfg.get("task") != "ranking":
+    for group in group_runs(find_runs(paths)):  # labels and normalized configurations as in the report
+        cfg = group.config
+        if cfg["variant"] == "none" or cfg["task"] != "ranking":
             continue
-        key = (_label(cfg), cfg["n"], cfg["variant"], cfg["damping"])
-        lam = float(cfg["lam"])
-        if lam in rows.setdefault(key, {}):
-            warnings.warn(f"{run_dir} repeats λ={lam:g} of {rows[key][lam][1]}; the first is used", stacklevel=2)
-            continue
-        rows[key][lam] = (100 * result["best"]["val"]["exact"], run_dir.name)
+        for run_seed, run_dir, result in group.runs:
+            if run_seed != seed:
+                continue
+            key = (group.label(), cfg["n"], cfg["variant"], cfg["damping"])
+            rows.setdefault(key, {})[float(cfg["lam"])] = (100 * result["best"]["val"]["exact"], run_dir.name)
     if not rows:
         raise ValueError(f"no finished Newton runs of seed {seed} under {', '.join(map(str, paths))}")
     lams = sorted({lam for r in rows.values() for lam in r} | {lam for g in grid.values() for lam in g})

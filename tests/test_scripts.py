@@ -209,3 +209,36 @@ def test_choose_settings_rejects_bad_input(tmp_path, capsys):
 def _rows_any(out):
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| relaxation")]
     return [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+
+
+def _fake_curve(root, name, vals, seed, **fields):
+    """A finished run whose validation exact match follows ``vals`` (one evaluation per 1,000 steps)."""
+    best = max(range(len(vals)), key=lambda i: (vals[i], -i))
+    d = _fake_run(root, name, vals[best], seed=seed, **fields)
+    result = json.loads((d / "result.json").read_text())
+    result["best"]["step"] = 1000 * (best + 1)
+    (d / "result.json").write_text(json.dumps(result))
+    (d / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": 1000 * (i + 1), "val": {"exact": v, "elementwise": v}}) + "\n"
+        for i, v in enumerate(vals)))
+
+
+def test_stability_counts_runs_that_fell_after_their_best(tmp_path, capsys):
+    stability = _load("stability")
+    _fake_curve(tmp_path, "b0", [0.5, 0.7, 0.2, 0.6], seed=0)  # fell (0.2 < 0.35), recovered
+    _fake_curve(tmp_path, "b1", [0.6, 0.3, 0.1, 0.0], seed=1)  # fell and ended there
+    _fake_curve(tmp_path, "b2", [0.4, 0.5, 0.6, 0.7], seed=2)  # best at the end: never fell
+    _fake_curve(tmp_path, "f0", [0.5, 0.6, 0.7, 0.4], seed=0, variant="fisher", damping="batch", lam=0.1)
+    assert stability.main([str(tmp_path)]) == 0
+    rows = {r[2]: r for r in _rows_any(capsys.readouterr().out)}
+    base, fisher = rows["baseline"], rows["NL-fisher λ=0.1 batch"]
+    assert base[3:] == ["3", "2,000 (1,000–4,000)", "2 of 3", "1 of 3", "66.7 → 43.3"]
+    assert fisher[3:] == ["1", "3,000 (3,000)", "0 of 1", "0 of 1", "70.0 → 40.0"]
+    # A stricter level: 0.4 < 0.6 × 0.7 counts the Fisher run as fallen.
+    assert stability.main([str(tmp_path), "--fall", "0.6"]) == 0
+    rows = {r[2]: r for r in _rows_any(capsys.readouterr().out)}
+    assert rows["NL-fisher λ=0.1 batch"][5:7] == ["1 of 1", "1 of 1"]
+    for argv in ([str(tmp_path), "--fall", "1"], [str(tmp_path / "missing")]):
+        with pytest.raises(SystemExit) as exc:
+            stability.main(argv)
+        assert exc.value.code == 2

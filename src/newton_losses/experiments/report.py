@@ -25,7 +25,7 @@ from ..io import atomic_write, atomic_write_text
 from .config import LATER_DEFAULTS, RunConfig
 from .runner import read_metrics
 
-__all__ = ["Report", "build_report", "find_runs", "welch"]
+__all__ = ["Report", "Group", "build_report", "find_runs", "group_runs", "welch"]
 
 # Metrics per task: the primary one first; the second is shown in parentheses.
 _METRICS = {"ranking": ("exact", "elementwise"), "shortest_path": ("exact", "cost_optimal", "cost_ratio")}
@@ -34,6 +34,8 @@ _PERCENT = {"exact", "elementwise", "cost_optimal"}
 
 @dataclass
 class Group:
+    """The runs of one configuration over seeds: a row of the report's table."""
+
     key: str
     config: dict  # the configuration without the seed
     runs: list = field(default_factory=list)  # (seed, run_dir, result)
@@ -120,7 +122,10 @@ def welch(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def _group(runs: list[tuple[Path, dict]]) -> list[Group]:
+def group_runs(runs: list[tuple[Path, dict]]) -> list[Group]:
+    """The runs of :func:`find_runs` grouped by configuration without the seed (one report row
+    each), sorted as the report lists them; a configuration and seed found twice counts once
+    (with a warning). Raises ValueError for a configuration this version cannot read."""
     groups: dict[str, Group] = {}
     for run_dir, result in runs:
         # Fields added since a run was written take their defaults, so old and new runs of one
@@ -206,7 +211,7 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
     runs = find_runs(paths)
     if not runs:
         raise ValueError(f"no finished runs (result.json) under {', '.join(map(str, paths))}")
-    groups = _group(runs)
+    groups = group_runs(runs)
     by_key = {g.key: g for g in groups}
     rows, lines = [], []
     for task in sorted({g.task for g in groups}):
