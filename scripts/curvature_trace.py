@@ -4,10 +4,10 @@ the network learns.
     python scripts/curvature_trace.py RUN_DIR [--steps 351] [--every 50] [--lam 10 ...]
 
 RUN_DIR is a committed run (its ``config.json`` is read). The script replays that run's
-*baseline*: the plain loss with the runner's seeding (model initialization, batch order), data,
-Adam learning rate and schedule — the training a ``variant="none"`` run of the same
-configuration does — for ``--steps`` steps and, every ``--every`` steps, on that step's batch
-(before the step), measures:
+*baseline* (``newton_losses.experiments.replay.replay_baseline``): the plain loss with the
+runner's seeding (model initialization, batch order), data, Adam learning rate and schedule —
+the training a ``variant="none"`` run of the same configuration does — for ``--steps`` steps
+and, every ``--every`` steps, on that step's batch (before the step), measures:
 
 - the per-sample Hessians ∇²ℓ_i(y_i) (m × m, computed in the run's dtype by autograd, their
   eigenvalues in float64): quantiles over the batch (min / median / max) of each set's smallest
@@ -34,7 +34,8 @@ import torch
 
 from newton_losses.curvature import hessian_blocks
 from newton_losses.experiments.config import RunConfig
-from newton_losses.experiments.runner import build_task, newton_loss_for, seed_run
+from newton_losses.experiments.replay import replay_baseline
+from newton_losses.experiments.runner import newton_loss_for
 
 VARIANTS = ("hessian", "hessian_batch", "fisher")
 STOCHASTIC = ("smoothed_loss", "smoothed_algorithm", "perturbed_fy")
@@ -47,8 +48,8 @@ def _config(run_dir: Path) -> RunConfig:
     return RunConfig.from_json(path.read_text()).validate()
 
 
-def _flat_grad(params) -> torch.Tensor:
-    return torch.cat([p.grad.flatten() for p in params])
+def _flat(grads) -> torch.Tensor:
+    return torch.cat([g.flatten() for g in grads])
 
 
 def _quantiles(v: torch.Tensor, scale: float) -> str:
@@ -79,15 +80,6 @@ def main(argv=None) -> int:
         ap.error(f"method {cfg.method!r} is stochastic: its loss draws noise and its Hessian variant "
                  "is an estimator; this script traces the deterministic losses only")
     lams = args.lam or [cfg.lam]
-    dtype = getattr(torch, cfg.dtype)
-    gen = seed_run(cfg.seed)  # as the runner: model initialization, then the batch stream
-    task = build_task(cfg, torch.device("cpu"), dtype)
-    net = task.model.to(dtype=dtype)
-    params = [p for p in net.parameters() if p.requires_grad]
-    newton = {lam: newton_loss_for(cfg.replace(variant=variant, lam=lam).validate(), task) for lam in lams}
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.lr_milestones, cfg.lr_gamma)
-
     cg = f", CG ≤ {cfg.cg_max_iter}" if cfg.cg_max_iter else ""
     print(f"Baseline training of {args.run_dir} ({cfg.task}, {cfg.method} {cfg.method_args}, seed "
           f"{cfg.seed}); Newton loss: {variant}, {cfg.damping} damping, projection {cfg.projection}{cg}\n")
@@ -96,35 +88,30 @@ def main(argv=None) -> int:
     head += "".join(f" λ={lam:g}: cos, ‖∇θ Newton‖/‖∇θ plain‖ |" for lam in lams)
     print(head)
     print("|" + "---|" * (4 + len(lams)))
-    for step in range(args.steps):
-        x, target = task.sample(cfg.batch_size, gen)
-        y = task.outputs(net, x)
-        loss = task.loss_fn(y, target).mean()
-        if step % args.every == 0:
-            N = y.shape[0]
-            yf = y.detach().reshape(N, -1).requires_grad_(True)
-            (g,) = torch.autograd.grad(task.loss_fn(yf.reshape(y.shape), target).sum(), yf, create_graph=True)
-            ev = torch.linalg.eigvalsh(hessian_blocks(g, yf).detach().to(torch.float64))
-            scale = float(ev.abs().max())
-            opt.zero_grad(set_to_none=True)
-            loss.backward(retain_graph=True)
-            plain = _flat_grad(params).clone()
-            cells = []
-            for lam in lams:
-                opt.zero_grad(set_to_none=True)
-                newton[lam](y, target).backward(retain_graph=True)
-                if newton[lam].last_diagnostics.skipped:
-                    cells.append(" skipped |")
-                    continue
-                ng = _flat_grad(params)
-                cos = float(ng @ plain / (ng.norm() * plain.norm()).clamp_min(1e-300))
-                cells.append(f" {cos:.2f}, {float(ng.norm() / plain.norm().clamp_min(1e-300)):.2g} |")
-            print(f"| {step} | {loss.item():.4f} | {_quantiles(ev[:, 0], scale)} | "
-                  f"{_quantiles(ev[:, -1], scale)} |" + "".join(cells), flush=True)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    newton = None
+    for s in replay_baseline(cfg, args.steps):
+        if newton is None:
+            newton = {lam: newton_loss_for(cfg.replace(variant=variant, lam=lam).validate(), s.task)
+                      for lam in lams}
+        if s.step % args.every:
+            continue
+        N = s.y.shape[0]
+        yf = s.y.detach().reshape(N, -1).requires_grad_(True)
+        (g,) = torch.autograd.grad(s.task.loss_fn(yf.reshape(s.y.shape), s.target).sum(), yf, create_graph=True)
+        ev = torch.linalg.eigvalsh(hessian_blocks(g, yf).detach().to(torch.float64))
+        scale = float(ev.abs().max())
+        plain = _flat(torch.autograd.grad(s.loss, s.params, retain_graph=True))
+        cells = []
+        for lam in lams:
+            value = newton[lam](s.y, s.target)
+            if newton[lam].last_diagnostics.skipped:
+                cells.append(" skipped |")
+                continue
+            ng = _flat(torch.autograd.grad(value, s.params, retain_graph=True))
+            cos = float(ng @ plain / (ng.norm() * plain.norm()).clamp_min(1e-300))
+            cells.append(f" {cos:.2f}, {float(ng.norm() / plain.norm().clamp_min(1e-300)):.2g} |")
+        print(f"| {s.step} | {s.loss.item():.4f} | {_quantiles(ev[:, 0], scale)} | "
+              f"{_quantiles(ev[:, -1], scale)} |" + "".join(cells), flush=True)
     return 0
 
 

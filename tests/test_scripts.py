@@ -2,6 +2,7 @@
 computations of what they print."""
 import importlib.util
 import json
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -242,3 +243,53 @@ def test_stability_counts_runs_that_fell_after_their_best(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             stability.main(argv)
         assert exc.value.code == 2
+
+
+def test_replay_baseline_rejects_bad_steps():
+    from newton_losses.experiments.replay import replay_baseline
+
+    cfg = protocol_config("ranking", "tiny", method="neuralsort")
+    for steps in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="steps"):
+            next(replay_baseline(cfg, steps))
+
+
+def test_spike_response_against_the_replay(tmp_path, capsys):
+    """The summary's typical plain norm is the median of the plain gradient norms at the
+    reference steps, recomputed here from the replay; with an enormous absolute λ the Newton loss
+    is a rescaled gradient (cosine 1 at every spike)."""
+    from newton_losses.experiments.replay import replay_baseline
+
+    spikes = _load("spike_response")
+    cfg = protocol_config("ranking", "tiny", method="neuralsort")
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.json").write_text(cfg.to_json())
+    steps, every = 80, 10
+    assert spikes.main([str(d), "--steps", str(steps), "--every", str(every), "--spike", "1.2",
+                        "--newton", "fisher:1e9:absolute", "hessian_batch:0.1:batch"]) == 0
+    out = capsys.readouterr().out
+    summary = {r[0]: r for r in _rows_any(out) if not r[0][0].isdigit()}
+    spike_rows = [r for r in _rows_any(out) if r[0][0].isdigit()]
+    assert spike_rows, "the tiny run should have steps above 1.2× the running median"
+    assert all(float(r[3].split(",")[1]) == pytest.approx(1.0, abs=0.01) for r in spike_rows)
+
+    norms, recent = [], []
+    for s in replay_baseline(cfg, steps):
+        grads = torch.autograd.grad(s.loss, s.params, retain_graph=True)
+        n = float(torch.cat([g.flatten() for g in grads]).norm())
+        spike = len(recent) >= 50 and n > 1.2 * statistics.median(recent[-200:])
+        recent.append(n)
+        if not spike and s.step % every == 0:
+            norms.append(n)
+    assert float(summary["plain"][1]) == pytest.approx(statistics.median(norms), rel=2e-3)
+
+
+@pytest.mark.parametrize("extra", [["--newton", "fisher:0.1"], ["--newton", "fisher:x:batch"],
+                                   ["--newton", "nope:0.1:batch"], ["--spike", "1"], ["--steps", "0"]])
+def test_spike_response_rejects_bad_arguments(tmp_path, extra):
+    spikes = _load("spike_response")
+    d, _ = _run_dir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        spikes.main([str(d)] + extra)
+    assert exc.value.code == 2

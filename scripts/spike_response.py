@@ -1,0 +1,163 @@
+"""What a Newton loss does on the batches where the plain gradient spikes.
+
+    python scripts/spike_response.py RUN_DIR [--steps 15000] [--spike 100] [--every 100]
+        [--newton fisher:0.1:batch hessian_batch:0.1:batch ...] [--out FILE.md]
+
+RUN_DIR is a committed run (its ``config.json`` is read). The script replays that run's baseline
+training (``newton_losses.experiments.replay.replay_baseline``: the runner's seeding, batches,
+Adam and schedule, checked against the runner's recorded losses) for ``--steps`` steps. At every
+step it takes the network-parameter gradient of the plain loss; a step is a *spike* when that
+gradient's norm exceeds ``--spike`` × the median norm of the previous 200 steps (after the first
+50). At every spike, and at every ``--every``-th ordinary step (the reference), it also takes the
+network-parameter gradient of each Newton loss given with ``--newton VARIANT:λ:DAMPING`` — on the
+same batch and network state — and records its norm and its cosine with the plain gradient.
+
+Printed (Markdown): one row per spike (step, the plain norm as a multiple of its running median,
+each Newton gradient's norm as a multiple of its own typical norm, and the cosine), and a summary
+per gradient: the typical norm (the median over the reference steps) and the median and largest
+norm at the spikes, as multiples of it. If a Newton loss acts as a soft gradient clip (RESULTS.md
+§2, controls), its norm at the spikes stays near its typical norm while the plain one is many
+times larger. The replay follows the *baseline's* trajectory: it shows how each Newton loss would
+respond to those batches, not the trajectory a Newton run takes.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections import deque
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from newton_losses.experiments.config import RunConfig
+from newton_losses.experiments.replay import replay_baseline
+from newton_losses.experiments.runner import newton_loss_for
+from newton_losses.io import atomic_write_text
+
+WINDOW, WARMUP = 200, 50  # running median over the previous WINDOW steps, spikes after WARMUP steps
+
+
+def _setting(text: str) -> tuple[str, float, str]:
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected VARIANT:LAMBDA:DAMPING, got {text!r}")
+    try:
+        lam = float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"λ of {text!r} is not a number") from None
+    return parts[0], lam, parts[2]
+
+
+def _flat(grads) -> torch.Tensor:
+    return torch.cat([g.flatten() for g in grads])
+
+
+def _ratio(x: float, typical: float) -> str:
+    return f"{x / typical:.3g}" if typical > 0 else "—"
+
+
+def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: int, progress: bool = True):
+    """Replay and measure; returns (spike rows, reference norms per gradient, spike norms per
+    gradient). Gradient 0 is the plain loss's, then one per Newton setting."""
+    losses = [cfg.replace(variant=v, lam=lam, damping=d).validate() for v, lam, d in settings]
+    newton = None
+    recent: deque = deque(maxlen=WINDOW)
+    reference = [[] for _ in range(1 + len(settings))]
+    at_spikes = [[] for _ in range(1 + len(settings))]
+    rows = []
+    bar = tqdm(total=steps, desc="replay", unit="step", file=sys.stderr, disable=not progress)
+    for s in replay_baseline(cfg, steps):
+        bar.update(1)
+        if newton is None:
+            newton = [newton_loss_for(c, s.task) for c in losses]
+        plain = _flat(torch.autograd.grad(s.loss, s.params, retain_graph=True))
+        norm = float(plain.norm())
+        median = statistics.median(recent) if len(recent) >= WARMUP else None
+        recent.append(norm)
+        is_spike = median is not None and norm > spike * median
+        if not is_spike and s.step % every:
+            continue
+        cells = [(norm, 1.0)]
+        for loss in newton:
+            value = loss(s.y, s.target)
+            if loss.last_diagnostics.skipped:
+                cells.append((float("nan"), float("nan")))
+                continue
+            g = _flat(torch.autograd.grad(value, s.params, retain_graph=True))
+            cos = float(g @ plain / (g.norm() * plain.norm()).clamp_min(1e-300))
+            cells.append((float(g.norm()), cos))
+        target = at_spikes if is_spike else reference
+        for k, (n, _) in enumerate(cells):
+            target[k].append(n)
+        if is_spike:
+            rows.append((s.step, norm / median, float(s.loss.detach()), cells))
+            bar.set_postfix(spikes=len(rows))
+    bar.close()
+    return rows, reference, at_spikes
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--steps", type=int, default=15000, help="baseline training steps (default 15000)")
+    ap.add_argument("--spike", type=float, default=100.0,
+                    help="a spike: plain gradient norm above this × its running median (default 100)")
+    ap.add_argument("--every", type=int, default=100, help="reference measurement every k ordinary steps")
+    ap.add_argument("--newton", type=_setting, nargs="+", metavar="VARIANT:LAMBDA:DAMPING",
+                    default=[("fisher", 0.1, "batch"), ("hessian_batch", 0.1, "batch")],
+                    help="Newton losses to compare (default fisher:0.1:batch hessian_batch:0.1:batch)")
+    ap.add_argument("--max-rows", type=int, default=40, help="spike rows printed (the summary counts all)")
+    ap.add_argument("--out", type=Path, help="also write the output to this file (atomically)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    if args.steps < 1 or args.every < 1 or args.max_rows < 0:
+        ap.error("--steps and --every must be >= 1, --max-rows >= 0")
+    if not args.spike > 1:
+        ap.error(f"--spike must be > 1, got {args.spike}")
+    path = args.run_dir / "config.json"
+    if not path.is_file():
+        ap.error(f"{path} not found (give a run directory with a config.json)")
+    cfg = RunConfig.from_json(path.read_text())
+    try:
+        for v, lam, d in args.newton:
+            cfg.replace(variant=v, lam=lam, damping=d).validate()
+    except (TypeError, ValueError) as exc:
+        ap.error(f"--newton: {exc}")
+
+    rows, reference, at_spikes = trace(cfg, args.newton, steps=args.steps, spike=args.spike, every=args.every,
+                                       progress=not args.quiet)
+    names = ["plain"] + [f"NL-{v} λ={lam:g} {d}" for v, lam, d in args.newton]
+    typical = [statistics.median(r) if r else float("nan") for r in reference]
+    out = [f"Baseline replay of `{args.run_dir}` ({cfg.method} {cfg.method_args}, n = {cfg.n}, seed "
+           f"{cfg.seed}), {args.steps:,} steps: {len(rows)} spikes (plain gradient norm > {args.spike:g}× "
+           f"its running median), {len(reference[0])} reference steps. "
+           f"Command: `python scripts/spike_response.py {args.run_dir} --steps {args.steps} "
+           f"--spike {args.spike:g} --every {args.every} --newton "
+           + " ".join(f"{v}:{lam:g}:{d}" for v, lam, d in args.newton) + "`.", "",
+           "| gradient | typical norm (median over the reference steps) | at the spikes: median norm ÷ typical "
+           "| at the spikes: largest norm ÷ typical |", "|---|---|---|---|"]
+    for k, name in enumerate(names):
+        spikes = at_spikes[k]
+        med = _ratio(statistics.median(spikes), typical[k]) if spikes else "—"
+        top = _ratio(max(spikes), typical[k]) if spikes else "—"
+        out.append(f"| {name} | {typical[k]:.3g} | {med} | {top} |")
+    out += ["", "| step | batch loss | plain norm ÷ running median | "
+            + " | ".join(f"{n}: norm ÷ typical, cos" for n in names[1:]) + " |",
+            "|---|---|---|" + "---|" * (len(names) - 1)]
+    for step, excess, loss, cells in rows[:args.max_rows]:
+        out.append(f"| {step} | {loss:.4g} | {excess:.3g} | "
+                   + " | ".join(f"{_ratio(n, typical[k + 1])}, {c:.2f}" for k, (n, c) in enumerate(cells[1:]))
+                   + " |")
+    if len(rows) > args.max_rows:
+        out.append(f"\n({len(rows) - args.max_rows} more spikes not listed; all are in the summary.)")
+    text = "\n".join(out) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
