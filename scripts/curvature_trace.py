@@ -33,19 +33,10 @@ from pathlib import Path
 import torch
 
 from newton_losses.curvature import hessian_blocks
-from newton_losses.experiments.config import RunConfig
-from newton_losses.experiments.replay import replay_baseline
+from newton_losses.experiments.replay import STOCHASTIC_METHODS, load_run_config, replay_baseline
 from newton_losses.experiments.runner import newton_loss_for
 
 VARIANTS = ("hessian", "hessian_batch", "fisher")
-STOCHASTIC = ("smoothed_loss", "smoothed_algorithm", "perturbed_fy")
-
-
-def _config(run_dir: Path) -> RunConfig:
-    path = run_dir / "config.json" if run_dir.is_dir() else run_dir
-    if not path.is_file():
-        raise SystemExit(f"error: {path} not found (give a run directory with a config.json)")
-    return RunConfig.from_json(path.read_text()).validate()
 
 
 def _flat(grads) -> torch.Tensor:
@@ -70,16 +61,23 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.every < 1:
         ap.error("--steps and --every must be >= 1")
 
-    cfg = _config(args.run_dir)
+    try:
+        cfg = load_run_config(args.run_dir)
+    except ValueError as exc:
+        ap.error(str(exc))
     variant = args.variant or (cfg.variant if cfg.variant != "none" else None)
     if variant is None:
         ap.error("the run is a baseline: name a Newton variant with --variant")
     if variant not in VARIANTS:
         ap.error(f"variant {variant!r} is not traced by this script (supported: {', '.join(VARIANTS)})")
-    if cfg.method in STOCHASTIC:
+    if cfg.method in STOCHASTIC_METHODS:
         ap.error(f"method {cfg.method!r} is stochastic: its loss draws noise and its Hessian variant "
                  "is an estimator; this script traces the deterministic losses only")
     lams = args.lam or [cfg.lam]
+    try:  # every Newton configuration is checked before the replay starts
+        configs = {lam: cfg.replace(variant=variant, lam=lam).validate() for lam in lams}
+    except ValueError as exc:
+        ap.error(f"the Newton loss cannot be built for this run: {exc}")
     cg = f", CG ≤ {cfg.cg_max_iter}" if cfg.cg_max_iter else ""
     print(f"Baseline training of {args.run_dir} ({cfg.task}, {cfg.method} {cfg.method_args}, seed "
           f"{cfg.seed}); Newton loss: {variant}, {cfg.damping} damping, projection {cfg.projection}{cg}\n")
@@ -91,8 +89,7 @@ def main(argv=None) -> int:
     newton = None
     for s in replay_baseline(cfg, args.steps):
         if newton is None:
-            newton = {lam: newton_loss_for(cfg.replace(variant=variant, lam=lam).validate(), s.task)
-                      for lam in lams}
+            newton = {lam: newton_loss_for(c, s.task) for lam, c in configs.items()}
         if s.step % args.every:
             continue
         N = s.y.shape[0]

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from newton_losses.experiments.config import RunConfig
-from newton_losses.experiments.replay import replay_baseline
+from newton_losses.experiments.replay import STOCHASTIC_METHODS, load_run_config, replay_baseline
 from newton_losses.experiments.runner import newton_loss_for
 from newton_losses.io import atomic_write_text
 
@@ -60,13 +60,15 @@ def _ratio(x: float, typical: float) -> str:
 
 def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: int, progress: bool = True):
     """Replay and measure; returns (spike rows, reference norms per gradient, spike norms per
-    gradient). Gradient 0 is the plain loss's, then one per Newton setting."""
+    gradient, skipped measurements per gradient). Gradient 0 is the plain loss's, then one per
+    Newton setting; a Newton loss that skipped a batch (non-finite values) is counted in
+    ``skipped``, not in the norms."""
     losses = [cfg.replace(variant=v, lam=lam, damping=d).validate() for v, lam, d in settings]
     newton = None
     recent: deque = deque(maxlen=WINDOW)
     reference = [[] for _ in range(1 + len(settings))]
     at_spikes = [[] for _ in range(1 + len(settings))]
-    rows = []
+    rows, skipped = [], [0] * (1 + len(settings))
     bar = tqdm(total=steps, desc="replay", unit="step", file=sys.stderr, disable=not progress)
     for s in replay_baseline(cfg, steps):
         bar.update(1)
@@ -76,7 +78,7 @@ def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: in
         norm = float(plain.norm())
         median = statistics.median(recent) if len(recent) >= WARMUP else None
         recent.append(norm)
-        is_spike = median is not None and norm > spike * median
+        is_spike = median is not None and median > 0 and norm > spike * median
         if not is_spike and s.step % every:
             continue
         cells = [(norm, 1.0)]
@@ -90,12 +92,15 @@ def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: in
             cells.append((float(g.norm()), cos))
         target = at_spikes if is_spike else reference
         for k, (n, _) in enumerate(cells):
-            target[k].append(n)
+            if n == n:  # a skipped Newton loss (non-finite values) is counted apart, not averaged
+                target[k].append(n)
+            else:
+                skipped[k] += 1
         if is_spike:
             rows.append((s.step, norm / median, float(s.loss.detach()), cells))
             bar.set_postfix(spikes=len(rows))
     bar.close()
-    return rows, reference, at_spikes
+    return rows, reference, at_spikes, skipped
 
 
 def main(argv=None) -> int:
@@ -116,17 +121,22 @@ def main(argv=None) -> int:
         ap.error("--steps and --every must be >= 1, --max-rows >= 0")
     if not args.spike > 1:
         ap.error(f"--spike must be > 1, got {args.spike}")
-    path = args.run_dir / "config.json"
-    if not path.is_file():
-        ap.error(f"{path} not found (give a run directory with a config.json)")
-    cfg = RunConfig.from_json(path.read_text())
     try:
-        for v, lam, d in args.newton:
+        cfg = load_run_config(args.run_dir)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if cfg.method in STOCHASTIC_METHODS:
+        ap.error(f"method {cfg.method!r} draws noise: Newton losses evaluated beside the replay would "
+                 "draw from the same generator and change the replayed trajectory")
+    for v, lam, d in args.newton:
+        if v == "none":
+            ap.error("--newton: variant 'none' is the plain loss, which is always measured")
+        try:
             cfg.replace(variant=v, lam=lam, damping=d).validate()
-    except (TypeError, ValueError) as exc:
-        ap.error(f"--newton: {exc}")
+        except (TypeError, ValueError) as exc:
+            ap.error(f"--newton {v}:{lam:g}:{d}: {exc}")
 
-    rows, reference, at_spikes = trace(cfg, args.newton, steps=args.steps, spike=args.spike, every=args.every,
+    rows, reference, at_spikes, skipped = trace(cfg, args.newton, steps=args.steps, spike=args.spike, every=args.every,
                                        progress=not args.quiet)
     names = ["plain"] + [f"NL-{v} λ={lam:g} {d}" for v, lam, d in args.newton]
     typical = [statistics.median(r) if r else float("nan") for r in reference]
@@ -137,13 +147,16 @@ def main(argv=None) -> int:
            f"--spike {args.spike:g} --every {args.every} --newton "
            + " ".join(f"{v}:{lam:g}:{d}" for v, lam, d in args.newton) + "`.", "",
            "| gradient | typical norm (median over the reference steps) | at the spikes: median norm ÷ typical "
-           "| at the spikes: largest norm ÷ typical |", "|---|---|---|---|"]
+           "| at the spikes: largest norm ÷ typical | batches skipped (non-finite) |", "|---|---|---|---|---|"]
     for k, name in enumerate(names):
         spikes = at_spikes[k]
         med = _ratio(statistics.median(spikes), typical[k]) if spikes else "—"
         top = _ratio(max(spikes), typical[k]) if spikes else "—"
-        out.append(f"| {name} | {typical[k]:.3g} | {med} | {top} |")
-    out += ["", "| step | batch loss | plain norm ÷ running median | "
+        out.append(f"| {name} | {typical[k]:.3g} | {med} | {top} | {skipped[k]} |")
+    out += ["", "Per spike: the plain norm as a multiple of its running median (the spike criterion); each "
+            "Newton gradient's norm as a multiple of its typical norm above (the median over the whole "
+            "replay's reference steps), and its cosine with the plain gradient.", "",
+            "| step | batch loss | plain norm ÷ running median | "
             + " | ".join(f"{n}: norm ÷ typical, cos" for n in names[1:]) + " |",
             "|---|---|---|" + "---|" * (len(names) - 1)]
     for step, excess, loss, cells in rows[:args.max_rows]:

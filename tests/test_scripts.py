@@ -71,13 +71,27 @@ def test_curvature_trace_against_an_independent_hessian(tmp_path, capsys):
             assert p == pytest.approx(e, rel=0.06, abs=1e-4 * scale), (printed, exact)
 
 
-def test_curvature_trace_refuses_what_it_cannot_trace(tmp_path):
+def test_curvature_trace_refuses_what_it_cannot_trace(tmp_path, capsys):
     trace = _load("curvature_trace")
     d, _ = _run_dir(tmp_path, variant="none")
     with pytest.raises(SystemExit):  # a baseline run without --variant
         trace.main([str(d), "--steps", "1"])
-    with pytest.raises(SystemExit, match="not found"):
+    with pytest.raises(SystemExit) as exc:
         trace.main([str(tmp_path / "missing"), "--steps", "1"])
+    assert exc.value.code == 2 and "not found" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(SystemExit) as exc:
+        trace.main([str(broken), "--steps", "1"])
+    assert exc.value.code == 2 and "not a run configuration" in capsys.readouterr().err
+    capped = tmp_path / "capped"  # a CG cap is for the Hessian: the Fisher cannot be built with it
+    capped.mkdir()
+    cfg = protocol_config("shortest_path", "tiny", method="bf_for", variant="hessian", lam=1.0, cg_max_iter=2)
+    (capped / "config.json").write_text(cfg.to_json())
+    with pytest.raises(SystemExit) as exc:
+        trace.main([str(capped), "--variant", "fisher", "--steps", "1"])
+    assert exc.value.code == 2 and "cannot be built" in capsys.readouterr().err
     stochastic = tmp_path / "stochastic"
     stochastic.mkdir()
     cfg = protocol_config("shortest_path", "tiny", method="perturbed_fy", variant="hessian", lam=1.0)
@@ -286,6 +300,7 @@ def test_spike_response_against_the_replay(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra", [["--newton", "fisher:0.1"], ["--newton", "fisher:x:batch"],
+                                   ["--newton", "none:0.1:batch"],
                                    ["--newton", "nope:0.1:batch"], ["--spike", "1"], ["--steps", "0"]])
 def test_spike_response_rejects_bad_arguments(tmp_path, extra):
     spikes = _load("spike_response")
@@ -293,3 +308,29 @@ def test_spike_response_rejects_bad_arguments(tmp_path, extra):
     with pytest.raises(SystemExit) as exc:
         spikes.main([str(d)] + extra)
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("fields", [dict(lr_milestones=[4, 12]), dict(clip_grad_norm=0.05, seed=2)])
+def test_replay_matches_the_runner_interval_by_interval(tmp_path, fields):
+    """Every evaluation interval's mean training loss of the replay equals the runner's record —
+    through a learning-rate drop, and with gradient clipping (0.05 clips most tiny-run steps)."""
+    from newton_losses.experiments import read_metrics, train
+    from newton_losses.experiments.replay import replay_baseline
+
+    cfg = protocol_config("ranking", "tiny", method="neuralsort", **fields)
+    train(cfg, tmp_path / "run", progress=False)
+    recorded = [r["train_loss"] for r in read_metrics(tmp_path / "run")]
+    losses = [float(s.loss.detach()) for s in replay_baseline(cfg, cfg.steps)]
+    k = cfg.eval_every
+    replayed = [sum(losses[i:i + k]) / len(losses[i:i + k]) for i in range(0, cfg.steps, k)]
+    assert replayed == pytest.approx(recorded, rel=1e-6)
+
+
+def test_choose_settings_exact_margin_keeps_the_table_lambda(tmp_path, capsys):
+    choose = _load("choose_settings")
+    fisher = dict(variant="fisher", damping="batch")
+    _fake_run(tmp_path, "f-0.1", 0.600, lam=0.1, **fisher)  # float32 means, as the runner stores them
+    _fake_run(tmp_path, "f-1", float(torch.tensor(0.630)), lam=1.0, **fisher)  # exactly 3.0 points more
+    assert choose.main([str(tmp_path)]) == 0
+    rows = {r[2]: r for r in _rows_any(capsys.readouterr().out)}
+    assert rows["fisher batch"][-1] == "**0.1**"

@@ -8,10 +8,19 @@ the batch, the network outputs and the loss, with the autograd graph alive. The 
 (``scripts/curvature_trace.py``, ``scripts/spike_response.py``) evaluate curvatures and Newton
 losses on exactly the batches and network states of a committed baseline run;
 ``tests/test_scripts.py`` checks the replay against the runner's recorded losses.
+
+Reproduced exactly: single-process runs on the CPU with the deterministic losses (the replay runs
+on the CPU, one process; a run trained under torchrun or on a GPU differs in its batch
+statistics, per-rank noise and floating-point order — :func:`load_run_config` warns). Callers
+must not draw from the task's noise generator (the stochastic shortest-path losses): the
+training loss draws from it too, and extra draws change the replayed trajectory.
 """
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
@@ -19,7 +28,10 @@ import torch
 from .config import RunConfig
 from .runner import build_task, seed_run
 
-__all__ = ["ReplayStep", "replay_baseline"]
+__all__ = ["ReplayStep", "replay_baseline", "load_run_config", "STOCHASTIC_METHODS"]
+
+#: Methods whose loss draws noise (their Newton losses draw too, so a replay must not call them).
+STOCHASTIC_METHODS = ("smoothed_loss", "smoothed_algorithm", "perturbed_fy")
 
 
 @dataclass
@@ -49,12 +61,14 @@ def replay_baseline(cfg: RunConfig, steps: int) -> Iterator[ReplayStep]:
     """Yield the first ``steps`` steps of ``cfg``'s baseline training on the CPU (see the module).
 
     ``cfg`` may name a Newton variant: the replay trains its plain loss anyway (a Newton run's
-    batches and initialization are the same as its baseline's). Raises ValueError for
-    ``steps < 1`` or a configuration that does not validate.
+    batches and initialization are the same as its baseline's). Gradient clipping
+    (``clip_grad_norm``) is applied as the runner applies it. Raises ValueError for ``steps < 1``
+    or a configuration that does not validate, and RuntimeError when the loss or the gradient
+    becomes non-finite (where the runner stops the run).
     """
-    if not isinstance(steps, int) or steps < 1:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    cfg = cfg.validate()
+    cfg = RunConfig.from_dict(cfg.to_dict()).validate()  # a copy: validate() fills in defaults
     dtype = getattr(torch, cfg.dtype)
     generator = seed_run(cfg.seed)  # as the runner: model initialization, then the batch stream
     task = build_task(cfg, torch.device("cpu"), dtype)
@@ -67,8 +81,44 @@ def replay_baseline(cfg: RunConfig, steps: int) -> Iterator[ReplayStep]:
         x, target = task.sample(cfg.batch_size, generator)
         y = task.outputs(net, x)
         loss = task.loss_fn(y, target).mean()
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"replay of seed {cfg.seed}: non-finite loss at step {step}")
         yield ReplayStep(step, task, params, y, target, loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.clip_grad_norm:
+            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad_norm)
+        else:
+            norm = torch.cat([p.grad.flatten() for p in params if p.grad is not None]).norm()
+        if not torch.isfinite(norm):
+            raise RuntimeError(f"replay of seed {cfg.seed}: non-finite parameter gradient at step {step}")
         opt.step()
         sched.step()
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    """The validated configuration of a run directory (its ``config.json``), for a replay.
+
+    Raises ValueError with the reason when the file is missing or not a run configuration;
+    warns when the run's ``result.json`` says it was trained in several processes or on a GPU
+    (the CPU replay then follows a slightly different trajectory).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json" if run_dir.is_dir() else run_dir
+    if not path.is_file():
+        raise ValueError(f"{path} not found (give a run directory with a config.json)")
+    try:
+        cfg = RunConfig.from_json(path.read_text()).validate()
+    except (TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is not a run configuration this version can read: {exc}") from None
+    result = path.parent / "result.json"
+    if result.is_file():
+        try:
+            world = json.loads(result.read_text()).get("world_size", 1)
+        except ValueError:
+            world = 1
+        if world != 1 or cfg.device != "cpu":
+            warnings.warn(f"{path.parent} was trained with {world} process(es) on {cfg.device!r}; the "
+                          "replay runs one process on the CPU and follows a slightly different "
+                          "trajectory", stacklevel=2)
+    return cfg
