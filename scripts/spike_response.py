@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from newton_losses.experiments.config import RunConfig
-from newton_losses.experiments.replay import STOCHASTIC_METHODS, load_run_config, replay_baseline
+from newton_losses.experiments.replay import STOCHASTIC_METHODS, fidelity, load_run_config, replay_baseline
 from newton_losses.experiments.runner import newton_loss_for
 from newton_losses.io import atomic_write_text
 
@@ -62,18 +62,19 @@ def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: in
     """Replay and measure; returns (spike rows, reference norms per gradient, spike norms per
     gradient, skipped measurements per gradient). Gradient 0 is the plain loss's, then one per
     Newton setting; a Newton loss that skipped a batch (non-finite values) is counted in
-    ``skipped``, not in the norms."""
+    ``skipped``, not in the norms; the last item is every replayed step's plain loss."""
     losses = [cfg.replace(variant=v, lam=lam, damping=d).validate() for v, lam, d in settings]
     newton = None
     recent: deque = deque(maxlen=WINDOW)
     reference = [[] for _ in range(1 + len(settings))]
     at_spikes = [[] for _ in range(1 + len(settings))]
-    rows, skipped = [], [0] * (1 + len(settings))
+    rows, skipped, seen = [], [0] * (1 + len(settings)), []
     bar = tqdm(total=steps, desc="replay", unit="step", file=sys.stderr, disable=not progress)
     for s in replay_baseline(cfg, steps):
         bar.update(1)
         if newton is None:
             newton = [newton_loss_for(c, s.task) for c in losses]
+        seen.append(float(s.loss.detach()))
         plain = _flat(torch.autograd.grad(s.loss, s.params, retain_graph=True))
         norm = float(plain.norm())
         median = statistics.median(recent) if len(recent) >= WARMUP else None
@@ -100,7 +101,7 @@ def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: in
             rows.append((s.step, norm / median, float(s.loss.detach()), cells))
             bar.set_postfix(spikes=len(rows))
     bar.close()
-    return rows, reference, at_spikes, skipped
+    return rows, reference, at_spikes, skipped, seen
 
 
 def main(argv=None) -> int:
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
         except (TypeError, ValueError) as exc:
             ap.error(f"--newton {v}:{lam:g}:{d}: {exc}")
 
-    rows, reference, at_spikes, skipped = trace(cfg, args.newton, steps=args.steps, spike=args.spike, every=args.every,
+    rows, reference, at_spikes, skipped, seen = trace(cfg, args.newton, steps=args.steps, spike=args.spike, every=args.every,
                                        progress=not args.quiet)
     names = ["plain"] + [f"NL-{v} λ={lam:g} {d}" for v, lam, d in args.newton]
     typical = [statistics.median(r) if r else float("nan") for r in reference]
@@ -144,8 +145,9 @@ def main(argv=None) -> int:
            f"{cfg.seed}), {args.steps:,} steps: {len(rows)} spikes (plain gradient norm > {args.spike:g}× "
            f"its running median), {len(reference[0])} reference steps. "
            f"Command: `python scripts/spike_response.py {args.run_dir} --steps {args.steps} "
-           f"--spike {args.spike:g} --every {args.every} --newton "
-           + " ".join(f"{v}:{lam:g}:{d}" for v, lam, d in args.newton) + "`.", "",
+           f"--spike {args.spike:g} --every {args.every} --max-rows {args.max_rows} --newton "
+           + " ".join(f"{v}:{lam:g}:{d}" for v, lam, d in args.newton) + "`. "
+           + fidelity(args.run_dir, seen, cfg.eval_every), "",
            "| gradient | typical norm (median over the reference steps) | at the spikes: median norm ÷ typical "
            "| at the spikes: largest norm ÷ typical | batches skipped (non-finite) |", "|---|---|---|---|---|"]
     for k, name in enumerate(names):

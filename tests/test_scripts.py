@@ -334,3 +334,17 @@ def test_choose_settings_exact_margin_keeps_the_table_lambda(tmp_path, capsys):
     assert choose.main([str(tmp_path)]) == 0
     rows = {r[2]: r for r in _rows_any(capsys.readouterr().out)}
     assert rows["fisher batch"][-1] == "**0.1**"
+
+
+def test_fidelity_says_where_a_replay_departs_from_the_run(tmp_path):
+    from newton_losses.experiments import train
+    from newton_losses.experiments.replay import fidelity, replay_baseline
+
+    cfg = protocol_config("ranking", "tiny", method="neuralsort")
+    train(cfg, tmp_path / "run", progress=False)
+    losses = [float(s.loss.detach()) for s in replay_baseline(cfg, cfg.steps)]
+    assert "in all 2 intervals" in fidelity(tmp_path / "run", losses, cfg.eval_every)
+    moved = losses[:15] + [x * 1.01 for x in losses[15:]]  # the second interval departs
+    text = fidelity(tmp_path / "run", moved, cfg.eval_every)
+    assert "first 1 of 2 intervals" in text and "ending at step 20" in text
+    assert "not available" in fidelity(tmp_path / "nowhere", losses, cfg.eval_every)

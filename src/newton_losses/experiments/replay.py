@@ -26,9 +26,9 @@ from typing import Any, Iterator
 import torch
 
 from .config import RunConfig
-from .runner import build_task, seed_run
+from .runner import build_task, read_metrics, seed_run
 
-__all__ = ["ReplayStep", "replay_baseline", "load_run_config", "STOCHASTIC_METHODS"]
+__all__ = ["ReplayStep", "replay_baseline", "load_run_config", "fidelity", "STOCHASTIC_METHODS"]
 
 #: Methods whose loss draws noise (their Newton losses draw too, so a replay must not call them).
 STOCHASTIC_METHODS = ("smoothed_loss", "smoothed_algorithm", "perturbed_fy")
@@ -122,3 +122,34 @@ def load_run_config(run_dir: Path) -> RunConfig:
                           "replay runs one process on the CPU and follows a slightly different "
                           "trajectory", stacklevel=2)
     return cfg
+
+
+def fidelity(run_dir: Path, losses: list, eval_every: int, rtol: float = 1e-4) -> str:
+    """One sentence: does a replay follow the recorded run? Compares the replay's mean training
+    loss per evaluation interval (``losses``: the loss of every replayed step, in order) with the
+    ``train_loss`` the run recorded in its ``metrics.jsonl``, up to relative ``rtol``.
+
+    A replay follows the run bit for bit on the machine kind that trained it; on another CPU the
+    floating-point order of the matrix products can differ, and after a gradient spike the
+    trajectories may part — the sentence then says from which interval on.
+    """
+    records = [r for r in read_metrics(run_dir) if "train_loss" in r] if Path(run_dir).is_dir() else []
+    pairs = []
+    for r in records:
+        end = r["step"]
+        chunk = losses[max(0, end - eval_every):end]
+        if end > len(losses) or not chunk:
+            break
+        pairs.append((end, sum(chunk) / len(chunk), r["train_loss"]))
+    if not pairs:
+        return "The run's recorded losses were not available to check the replay against."
+    bad = next(((end, a, b) for end, a, b in pairs if abs(a - b) > rtol * max(abs(b), 1e-12)), None)
+    if bad is None:
+        return (f"The replay's mean training loss matches the run's record in all {len(pairs)} "
+                f"intervals compared (relative difference ≤ {rtol:g}).")
+    end, a, b = bad
+    same = sum(1 for e, *_ in pairs if e < end)
+    return (f"The replay's mean training loss matches the run's record in the first {same} of {len(pairs)} "
+            f"intervals (relative difference ≤ {rtol:g}) and departs from it in the interval ending at "
+            f"step {end:,} (replay {a:.5g}, run {b:.5g}): from there on the replay follows its own "
+            "trajectory (same data and seed; floating-point order differs across machines).")
