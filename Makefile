@@ -49,6 +49,8 @@ study: $(STAMP)
 # Regenerate RESULTS.md (and docs/results/) from the committed runs, without training.
 results: $(STAMP)
 	$(PY) scripts/grad_norms.py results/study/controls/*/ --out results/study/analysis/grad_norms_controls.md
+	$(PY) scripts/grad_norms.py --by-row 'results/study/table/*-none-*' 'results/study/table/*-lam0.1b-*' \
+	  'results/study/table/*-gauss_newton-lam1b-*' --out results/study/analysis/grad_norms_table.md
 	$(PY) scripts/choose_settings.py 'results/study/table/ranking-softsort-n5-*-s0-*' \
 	  'results/study/table/ranking-odd_even-n5-*-s0-*' 'results/study/table/ranking-neuralsort-n5-gauss_newton-*-s0-*' \
 	  'results/study/sensitivity/ranking-neuralsort-n5-gauss_newton-lam0.*b-s0-*' \

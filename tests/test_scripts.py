@@ -348,3 +348,24 @@ def test_fidelity_says_where_a_replay_departs_from_the_run(tmp_path):
     text = fidelity(tmp_path / "run", moved, cfg.eval_every)
     assert "first 1 of 2 intervals" in text and "ending at step 20" in text
     assert "not available" in fidelity(tmp_path / "nowhere", losses, cfg.eval_every)
+
+
+def test_grad_norms_by_row_summarizes_the_seeds_of_a_row(tmp_path, capsys):
+    grad_norms = _load("grad_norms")
+
+    def norms(d, intervals):
+        (d / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": 10 * (i + 1), "grad_norm": {"mean": m, "max": x}}) + "\n"
+            for i, (m, x) in enumerate(intervals)))
+
+    norms(_fake_run(tmp_path, "b0", 0.5, seed=0), [(1.0, 2.0), (1.0, 300.0)])  # typical 1, spike 300×
+    norms(_fake_run(tmp_path, "b1", 0.5, seed=1), [(3.0, 6.0), (3.0, 9.0)])  # typical 3, no spike
+    _fake_run(tmp_path, "b2", 0.5, seed=2)  # predates the recording
+    norms(_fake_run(tmp_path, "f0", 0.5, variant="fisher", lam=0.1, damping="batch"), [(5.0, 10.0)])
+    assert grad_norms.main(["--by-row", str(tmp_path)]) == 0
+    rows = {r[2]: r for r in _rows_any(capsys.readouterr().out)}
+    assert rows["baseline"][3:] == ["2 of 3", "2", "1 of 2", "300"]  # median of typical 1 and 3
+    assert rows["NL-fisher λ=0.1 batch"][3:] == ["1 of 1", "5", "0 of 1", "2"]
+    with pytest.raises(SystemExit) as exc:
+        grad_norms.main(["--by-row", str(tmp_path / "missing")])
+    assert exc.value.code == 2
