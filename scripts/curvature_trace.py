@@ -19,7 +19,9 @@ and, every ``--every`` steps, on that step's batch (before the step), measures:
   skips (non-finite values) prints as ``skipped``.
 
 A cosine near 1 means the Newton loss is a rescaled gradient (Adam undoes the scale); a cosine far
-from 1 means the curvature changes the direction. Output: a Markdown table on stdout. For the
+from 1 means the curvature changes the direction. Output: a Markdown table on stdout, then a
+sentence saying whether the replay followed the run's recorded losses (the intervals it
+covered; a run trained on another CPU can part from it). For the
 relaxed (deterministic) losses and the ``hessian``, ``hessian_batch`` and ``fisher`` variants;
 the stochastic methods' Hessian variant uses an estimator this script does not trace. Used for
 RESULTS.md §4 (the relaxed Bellman-Ford NL-Hessian runs).
@@ -33,7 +35,7 @@ from pathlib import Path
 import torch
 
 from newton_losses.curvature import hessian_blocks
-from newton_losses.experiments.replay import STOCHASTIC_METHODS, load_run_config, replay_baseline
+from newton_losses.experiments.replay import STOCHASTIC_METHODS, fidelity, load_run_config, replay_baseline
 from newton_losses.experiments.runner import newton_loss_for
 
 VARIANTS = ("hessian", "hessian_batch", "fisher")
@@ -86,8 +88,9 @@ def main(argv=None) -> int:
     head += "".join(f" λ={lam:g}: cos, ‖∇θ Newton‖/‖∇θ plain‖ |" for lam in lams)
     print(head)
     print("|" + "---|" * (4 + len(lams)))
-    newton = None
+    newton, seen = None, []
     for s in replay_baseline(cfg, args.steps):
+        seen.append(float(s.loss.detach()))
         if newton is None:
             newton = {lam: newton_loss_for(c, s.task) for lam, c in configs.items()}
         if s.step % args.every:
@@ -109,6 +112,7 @@ def main(argv=None) -> int:
             cells.append(f" {cos:.2f}, {float(ng.norm() / plain.norm().clamp_min(1e-300)):.2g} |")
         print(f"| {s.step} | {s.loss.item():.4f} | {_quantiles(ev[:, 0], scale)} | "
               f"{_quantiles(ev[:, -1], scale)} |" + "".join(cells), flush=True)
+    print("\n" + fidelity(args.run_dir, seen, cfg.eval_every))
     return 0
 
 

@@ -174,7 +174,9 @@ def test_curvature_trace_replays_the_runners_baseline_training(tmp_path, capsys)
     trace = _load("curvature_trace")
     assert trace.main([str(d), "--variant", "fisher", "--lam", "1",
                        "--steps", str(cfg.eval_every), "--every", "1"]) == 0
-    losses = [float(r[1]) for r in _rows(capsys.readouterr().out)]
+    out = capsys.readouterr().out
+    assert "matches the run's record in all 1 intervals" in out
+    losses = [float(r[1]) for r in _rows(out)]
     assert len(losses) == cfg.eval_every
     assert sum(losses) / len(losses) == pytest.approx(first["train_loss"], rel=1e-3, abs=1e-4)
 
