@@ -12,10 +12,11 @@ gradient's norm exceeds ``--spike`` × the median norm of the previous 200 steps
 network-parameter gradient of each Newton loss given with ``--newton VARIANT:λ:DAMPING`` — on the
 same batch and network state — and records its norm and its cosine with the plain gradient.
 
-Printed (Markdown): one row per spike (step, the plain norm as a multiple of its running median,
-each Newton gradient's norm as a multiple of its own typical norm, and the cosine), and a summary
-per gradient: the typical norm (the median over the reference steps) and the median and largest
-norm at the spikes, as multiples of it. If a Newton loss acts as a soft gradient clip (RESULTS.md
+Printed (Markdown): a summary per gradient — the typical norm (the median over the reference
+steps) and, separately for isolated spikes (no other spike within 100 steps) and spikes in bursts,
+their count and the median and range of the norm as multiples of the typical one — then one row
+per spike (step, isolated or burst, the plain norm as a multiple of its running median, each
+Newton gradient's norm as a multiple of its own typical norm, and the cosine). If a Newton loss acts as a soft gradient clip (RESULTS.md
 §2, controls), its norm at the spikes stays near its typical norm while the plain one is many
 times larger. The replay follows the *baseline's* trajectory: it shows how each Newton loss would
 respond to those batches, not the trajectory a Newton run takes.
@@ -37,6 +38,7 @@ from newton_losses.experiments.runner import newton_loss_for
 from newton_losses.io import atomic_write_text
 
 WINDOW, WARMUP = 200, 50  # running median over the previous WINDOW steps, spikes after WARMUP steps
+ISOLATION = 100  # a spike is isolated when no other spike lies within this many steps
 
 
 def _setting(text: str) -> tuple[str, float, str]:
@@ -52,6 +54,11 @@ def _setting(text: str) -> tuple[str, float, str]:
 
 def _flat(grads) -> torch.Tensor:
     return torch.cat([g.flatten() for g in grads])
+
+
+def _isolated(steps: list) -> list:
+    """For each spike step (sorted), whether no other spike lies within ISOLATION steps of it."""
+    return [all(abs(t - u) > ISOLATION for j, u in enumerate(steps) if j != i) for i, t in enumerate(steps)]
 
 
 def _ratio(x: float, typical: float) -> str:
@@ -148,21 +155,26 @@ def main(argv=None) -> int:
            f"--spike {args.spike:g} --every {args.every} --max-rows {args.max_rows} --newton "
            + " ".join(f"{v}:{lam:g}:{d}" for v, lam, d in args.newton) + "`. "
            + fidelity(args.run_dir, seen, cfg.eval_every), "",
-           "| gradient | typical norm (median over the reference steps) | at the spikes: median norm ÷ typical "
-           "| at the spikes: largest norm ÷ typical | batches skipped (non-finite) |", "|---|---|---|---|---|"]
+           f"Isolated spikes have no other spike within {ISOLATION} steps; the others come in bursts.", "",
+           "| gradient | typical norm (median over the reference steps) | isolated spikes — count: median "
+           "norm ÷ typical (range) | spikes in bursts — count: median norm ÷ typical (range) "
+           "| batches skipped (non-finite) |", "|---|---|---|---|---|"]
+    isolated = _isolated([r[0] for r in rows])
     for k, name in enumerate(names):
-        spikes = at_spikes[k]
-        med = _ratio(statistics.median(spikes), typical[k]) if spikes else "—"
-        top = _ratio(max(spikes), typical[k]) if spikes else "—"
-        out.append(f"| {name} | {typical[k]:.3g} | {med} | {top} | {skipped[k]} |")
+        cells = []
+        for kind in (True, False):
+            vals = [r[3][k][0] for r, iso in zip(rows, isolated) if iso == kind and r[3][k][0] == r[3][k][0]]
+            cells.append(f"{len(vals)}: {_ratio(statistics.median(vals), typical[k])} "
+                         f"({_ratio(min(vals), typical[k])}–{_ratio(max(vals), typical[k])})" if vals else "0: —")
+        out.append(f"| {name} | {typical[k]:.3g} | {cells[0]} | {cells[1]} | {skipped[k]} |")
     out += ["", "Per spike: the plain norm as a multiple of its running median (the spike criterion); each "
             "Newton gradient's norm as a multiple of its typical norm above (the median over the whole "
             "replay's reference steps), and its cosine with the plain gradient.", "",
-            "| step | batch loss | plain norm ÷ running median | "
+            "| step | kind | batch loss | plain norm ÷ running median | "
             + " | ".join(f"{n}: norm ÷ typical, cos" for n in names[1:]) + " |",
-            "|---|---|---|" + "---|" * (len(names) - 1)]
-    for step, excess, loss, cells in rows[:args.max_rows]:
-        out.append(f"| {step} | {loss:.4g} | {excess:.3g} | "
+            "|---|---|---|---|" + "---|" * (len(names) - 1)]
+    for (step, excess, loss, cells), iso in list(zip(rows, isolated))[:args.max_rows]:
+        out.append(f"| {step} | {'isolated' if iso else 'burst'} | {loss:.4g} | {excess:.3g} | "
                    + " | ".join(f"{_ratio(n, typical[k + 1])}, {c:.2f}" for k, (n, c) in enumerate(cells[1:]))
                    + " |")
     if len(rows) > args.max_rows:

@@ -288,7 +288,11 @@ def test_spike_response_against_the_replay(tmp_path, capsys):
     summary = {r[0]: r for r in _rows_any(out) if not r[0][0].isdigit()}
     spike_rows = [r for r in _rows_any(out) if r[0][0].isdigit()]
     assert spike_rows, "the tiny run should have steps above 1.2× the running median"
-    assert all(float(r[3].split(",")[1]) == pytest.approx(1.0, abs=0.01) for r in spike_rows)
+    assert all(float(r[4].split(",")[1]) == pytest.approx(1.0, abs=0.01) for r in spike_rows)
+    # Isolated: no other spike within 100 steps (so in an 80-step replay only a lone spike is).
+    kinds = [r[1] for r in spike_rows]
+    assert kinds == (["isolated"] if len(kinds) == 1 else ["burst"] * len(kinds))
+    assert spikes._isolated([5, 300, 350, 1000]) == [True, False, False, True]
 
     norms, recent = [], []
     for s in replay_baseline(cfg, steps):
@@ -349,6 +353,7 @@ def test_fidelity_says_where_a_replay_departs_from_the_run(tmp_path):
     moved = losses[:15] + [x * 1.01 for x in losses[15:]]  # the second interval departs
     text = fidelity(tmp_path / "run", moved, cfg.eval_every)
     assert "first 1 of 2 intervals" in text and "ending at step 20" in text
+    assert "already in the first interval" in fidelity(tmp_path / "run", [x * 1.01 for x in losses], cfg.eval_every)
     assert "not available" in fidelity(tmp_path / "nowhere", losses, cfg.eval_every)
 
 

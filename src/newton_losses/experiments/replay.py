@@ -149,6 +149,11 @@ def fidelity(run_dir: Path, losses: list, eval_every: int, rtol: float = 1e-4) -
                 f"intervals compared (relative difference ≤ {rtol:g}).")
     end, a, b = bad
     same = sum(1 for e, *_ in pairs if e < end)
+    if same == 0:
+        return (f"The replay's mean training loss departs from the run's record already in the first "
+                f"interval (ending at step {end:,}: replay {a:.5g}, run {b:.5g}; relative tolerance "
+                f"{rtol:g}): the replay follows its own trajectory (same data and seed; floating-point "
+                "order differs across machines).")
     return (f"The replay's mean training loss matches the run's record in the first {same} of {len(pairs)} "
             f"intervals (relative difference ≤ {rtol:g}) and departs from it in the interval ending at "
             f"step {end:,} (replay {a:.5g}, run {b:.5g}): from there on the replay follows its own "
