@@ -234,3 +234,24 @@ def test_a_run_whose_configuration_no_longer_validates_is_named(runs):
     (bad / "result.json").write_text(json.dumps(result))
     with pytest.raises(ValueError, match=f"{bad.name}: its configuration cannot be read"):
         build_report([runs])
+
+
+def test_a_sweep_file_selects_exactly_its_runs(tmp_path, monkeypatch):
+    """A sweep file among the report's paths stands for the runs it defines (that exist): a run
+    of another configuration in the same directory is not picked up."""
+    from newton_losses.experiments.report import find_runs
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs"
+    spec = {"out": str(out), "task": "ranking", "protocol": "tiny",
+            "grid": {"method": ["neuralsort"], "variant": ["fisher"], "lam": [1.0], "seed": [0, 1]}}
+    (tmp_path / "sweep.json").write_text(json.dumps(spec))
+    wanted = [protocol_config("ranking", "tiny", method="neuralsort", variant="fisher", lam=1.0, seed=s)
+              for s in (0, 1)]
+    other = protocol_config("ranking", "tiny", method="neuralsort", variant="fisher", lam=0.1, seed=0)
+    for cfg in wanted[:1] + [other]:  # seed 1 of the sweep never ran: no directory
+        d = out / cfg.run_id()
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    found = [d.name for d, _ in find_runs([str(tmp_path / "sweep.json")])]
+    assert found == [wanted[0].run_id()]

@@ -78,7 +78,8 @@ def find_runs(paths: list) -> list[tuple[Path, dict]]:
     """Finished runs (directories with result.json) under ``paths``, sorted by path.
 
     A path with glob characters (``*?[``) stands for the directories it matches, e.g.
-    ``results/study/table/ranking-neuralsort-n5-*`` (one report of part of a directory)."""
+    ``results/study/table/ranking-neuralsort-n5-*`` (one report of part of a directory); a sweep
+    file (``configs/....json``) for the directories of the runs it defines."""
     found = {}
     for p in _expand(paths):
         p = Path(p)
@@ -91,13 +92,19 @@ def find_runs(paths: list) -> list[tuple[Path, dict]]:
 
 
 def _expand(paths: list) -> list:
-    """``paths`` with every glob pattern (``*?[``) replaced by the paths it matches (sorted);
+    """``paths`` with every glob pattern (``*?[``) replaced by the paths it matches (sorted), and
+    every sweep file (``*.json``) by the directories of its runs that exist (under its ``out``);
     a pattern that matches nothing is an error."""
     import glob as _glob
 
     expanded = []
     for p in paths:
-        if any(ch in str(p) for ch in "*?["):
+        if str(p).endswith(".json") and Path(p).is_file():
+            from .sweep import SweepSpec  # here: sweep imports this module
+
+            spec = SweepSpec.load(p)
+            expanded += [d for d in (Path(spec.out) / c.run_id() for c in spec.expand()) if d.is_dir()]
+        elif any(ch in str(p) for ch in "*?["):
             hits = sorted(_glob.glob(str(p)))
             if not hits:
                 raise ValueError(f"no run directory matches {p}")
