@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from newton_losses.experiments.report import find_runs, group_runs
-from newton_losses.io import atomic_write_text
+from newton_losses.io import write_or_print
 
 TOL = 1e-4  # points; accuracies are float32 means
 
@@ -102,11 +102,7 @@ def main(argv=None) -> int:
         text = table(args.runs, seed=args.seed, margin=args.margin, keep=keep, grid=grid)
     except ValueError as exc:  # no such directory, a pattern matching nothing, an unreadable run
         ap.error(str(exc))
-    if args.out:
-        atomic_write_text(args.out, text)
-        print(f"written: {args.out}")
-    else:
-        sys.stdout.write(text)
+    write_or_print(text, args.out)
     return 0
 
 

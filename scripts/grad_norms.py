@@ -31,7 +31,7 @@ from pathlib import Path
 
 from newton_losses.experiments.report import find_runs, group_runs
 from newton_losses.experiments.runner import read_metrics
-from newton_losses.io import atomic_write_text
+from newton_losses.io import write_or_print
 
 SPIKE_FREE = 10.0  # an interval is spike-free when its maximum is at most this × its mean
 SPIKE = 100.0  # a step counts as a spike above this × the typical norm
@@ -106,11 +106,7 @@ def main(argv=None) -> int:
                  f"intervals with a step > {SPIKE:g}× typical |", "|---|---|---|---|---|---|"]
         lines += [_row(r) for r in sorted(runs)]
         text = "\n".join(lines) + "\n"
-    if args.out is None:
-        sys.stdout.write(text)
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out, text)
+    write_or_print(text, args.out)
     return 0
 
 

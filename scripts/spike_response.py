@@ -66,15 +66,15 @@ def _ratio(x: float, typical: float) -> str:
 
 
 def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: int, progress: bool = True):
-    """Replay and measure; returns (spike rows, reference norms per gradient, spike norms per
-    gradient, skipped measurements per gradient). Gradient 0 is the plain loss's, then one per
+    """Replay and measure; returns (spike rows — step, plain norm ÷ running median, batch loss and
+    (norm, cosine) per gradient —, reference norms per gradient, skipped measurements per
+    gradient, every replayed step's plain loss). Gradient 0 is the plain loss's, then one per
     Newton setting; a Newton loss that skipped a batch (non-finite values) is counted in
-    ``skipped``, not in the norms; the last item is every replayed step's plain loss."""
+    ``skipped``, not in the norms."""
     losses = [cfg.replace(variant=v, lam=lam, damping=d).validate() for v, lam, d in settings]
     newton = None
     recent: deque = deque(maxlen=WINDOW)
     reference = [[] for _ in range(1 + len(settings))]
-    at_spikes = [[] for _ in range(1 + len(settings))]
     rows, skipped, seen = [], [0] * (1 + len(settings)), []
     bar = tqdm(total=steps, desc="replay", unit="step", file=sys.stderr, disable=not progress)
     for s in replay_baseline(cfg, steps):
@@ -98,17 +98,16 @@ def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: in
             g = _flat(torch.autograd.grad(value, s.params, retain_graph=True))
             cos = float(g @ plain / (g.norm() * plain.norm()).clamp_min(1e-300))
             cells.append((float(g.norm()), cos))
-        target = at_spikes if is_spike else reference
         for k, (n, _) in enumerate(cells):
-            if n == n:  # a skipped Newton loss (non-finite values) is counted apart, not averaged
-                target[k].append(n)
-            else:
+            if n != n:  # a skipped Newton loss (non-finite values) is counted apart, not averaged
                 skipped[k] += 1
+            elif not is_spike:  # the spikes' norms stay in their rows
+                reference[k].append(n)
         if is_spike:
             rows.append((s.step, norm / median, float(s.loss.detach()), cells))
             bar.set_postfix(spikes=len(rows))
     bar.close()
-    return rows, reference, at_spikes, skipped, seen
+    return rows, reference, skipped, seen
 
 
 def main(argv=None) -> int:
@@ -144,7 +143,7 @@ def main(argv=None) -> int:
         except (TypeError, ValueError) as exc:
             ap.error(f"--newton {v}:{lam:g}:{d}: {exc}")
 
-    rows, reference, at_spikes, skipped, seen = trace(cfg, args.newton, steps=args.steps, spike=args.spike, every=args.every,
+    rows, reference, skipped, seen = trace(cfg, args.newton, steps=args.steps, spike=args.spike, every=args.every,
                                        progress=not args.quiet)
     names = ["plain"] + [f"NL-{v} λ={lam:g} {d}" for v, lam, d in args.newton]
     typical = [statistics.median(r) if r else float("nan") for r in reference]

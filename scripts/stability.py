@@ -25,7 +25,7 @@ from pathlib import Path
 
 from newton_losses.experiments.report import find_runs, group_runs
 from newton_losses.experiments.runner import read_metrics
-from newton_losses.io import atomic_write_text
+from newton_losses.io import write_or_print
 
 
 def _row(group, fall: float) -> str:
@@ -75,11 +75,7 @@ def main(argv=None) -> int:
         text = table(args.runs, fall=args.fall)
     except ValueError as exc:  # no such directory, a pattern matching nothing, an unreadable run
         ap.error(str(exc))
-    if args.out:
-        atomic_write_text(args.out, text)
-        print(f"written: {args.out}")
-    else:
-        sys.stdout.write(text)
+    write_or_print(text, args.out)
     return 0
 
 

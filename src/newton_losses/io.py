@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "write_or_print"]
 
 
 @contextlib.contextmanager
@@ -89,3 +90,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_or_print(text: str, out: str | os.PathLike | None) -> None:
+    """Print ``text`` to stdout, or, with a path, write it there atomically (creating the parent
+    directories) and say so: the output step of the analysis scripts under ``scripts/``."""
+    if out is None:
+        sys.stdout.write(text)
+        return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text)
+    print(f"written: {out}")
