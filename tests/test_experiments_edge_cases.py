@@ -103,10 +103,13 @@ def test_dry_run_writes_nothing_and_shared_outputs_merge(tmp_path):
                                  "base": {"steps": 2, "eval_every": 1}})
     run_sweep(other, other.expand(), progress=False)
     spec2 = SweepSpec.from_dict({"out": str(out), "protocol": "tiny", "grid": {"seed": [3]},
-                                 "base": {"steps": 2, "eval_every": 1}})
+                                 "base": {"steps": 2, "eval_every": 1}, "name": "second"})
     run_sweep(spec2, spec2.expand(), progress=False)
-    runs = json.loads((out / "sweep.json").read_text())["runs"]
-    assert {c["seed"] for c in runs.values()} == {2, 3}
+    record = json.loads((out / "sweep.json").read_text())
+    assert {c["seed"] for c in record["runs"].values()} == {2, 3}
+    # Each sweep's name keeps the runs it defined (the last sweep does not rename the others).
+    assert record["sweeps"]["(unnamed)"]["runs"] == [other.expand()[0].run_id()]
+    assert record["sweeps"]["second"]["runs"] == [spec2.expand()[0].run_id()]
 
 
 def test_nan_before_the_first_checkpoint_says_so(tmp_path, monkeypatch):

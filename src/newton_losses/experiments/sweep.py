@@ -189,16 +189,25 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
     out = Path(spec.out)
     if not dry_run:  # a dry run changes nothing on disk
         out.mkdir(parents=True, exist_ok=True)
-        # Several sweeps may share an output directory: merge the run lists, never drop one.
+        # Several sweeps may share an output directory: merge the run lists, never drop one, and
+        # record which sweep (by name) defined which runs.
         previous: dict = {}
         if (out / "sweep.json").exists():
             try:
-                previous = json.loads((out / "sweep.json").read_text()).get("runs", {})
-            except (json.JSONDecodeError, AttributeError):
+                previous = json.loads((out / "sweep.json").read_text())
+            except json.JSONDecodeError:
                 previous = {}
+            if not isinstance(previous, dict):
+                previous = {}
+        sweeps = previous.get("sweeps") if isinstance(previous.get("sweeps"), dict) else {}
+        ids = [c.run_id() for c in configs]
+        entry = sweeps.get(spec.name or "(unnamed)", {})
+        sweeps[spec.name or "(unnamed)"] = {
+            "task": spec.task, "protocol": spec.protocol,
+            "runs": sorted(set(entry.get("runs", [])) | set(ids))}
+        runs = previous.get("runs") if isinstance(previous.get("runs"), dict) else {}
         atomic_write_text(out / "sweep.json", json.dumps(
-            {"name": spec.name, "task": spec.task, "protocol": spec.protocol,
-             "runs": {**previous, **{c.run_id(): c.to_dict() for c in configs}}},
+            {"sweeps": sweeps, "runs": {**runs, **{c.run_id(): c.to_dict() for c in configs}}},
             indent=2, sort_keys=True) + "\n")
     todo, summary = [], {"finished": [], "failed": [], "locked": [], "errors": [], "skipped": 0}
     for cfg in configs:
