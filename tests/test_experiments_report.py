@@ -178,6 +178,8 @@ def test_paper_table_sets_our_cells_beside_the_papers(runs, tmp_path, monkeypatc
     # Every paper row is shown even without our runs, in the paper's order.
     names = [line.split("|")[1].strip() for line in lines[2:2 + len(PAPER_RANKING)]]
     assert names == ["NeuralSort", "NeuralSort", "SoftSort", "Logistic DSN", "Cauchy DSN"]
+    # The caption names which rows each Newton setting belongs to.
+    assert "Newton settings: fisher λ=0.1 (NeuralSort n=5)" in lines[-1]
     # Two λ of one variant in one cell: a clear error, not a silent pick.
     with pytest.raises(ValueError, match="two groups of runs for NeuralSort n=5 fisher"):
         paper_table(build_report([runs]).groups)

@@ -81,12 +81,27 @@ def paper_table(rows: list[dict], *, alpha: float = 0.05) -> list[str]:
                 row.append(paper.get(paper_variant, "—"))
             row.append(_ours(ours.get((name, n, variant)), alpha))
         lines.append("| " + " | ".join(row) + " |")
-    settings = sorted({_setting(r) for r in ours.values() if r["variant"] != "none"})
+    settings = _settings_by_row(ours)
     lines += ["", "Ours: test exact match %, mean ± std over the seeds in brackets; * the Welch test "
               f"against our baseline of the same row has p < {alpha:g}; — in an \"ours\" column: not "
               "run (yet), in a \"paper\" column: not in docs/PAPER.md §3. Newton settings: "
               + ("; ".join(settings) if settings else "none") + "."]
     return lines
+
+
+def _settings_by_row(ours: dict) -> list[str]:
+    """Each Newton setting with the rows that use it: rows may be tuned separately, so a bare
+    list of settings would not say which λ a cell was run at."""
+    users: dict[str, dict[str, list[int]]] = {}
+    for (name, n, variant), r in ours.items():
+        if variant != "none":
+            users.setdefault(_setting(r), {}).setdefault(name, []).append(n)
+    out = []
+    for setting in sorted(users):
+        rows = sorted(users[setting].items(), key=lambda kv: _ORDER.index(kv[0]))
+        out.append(setting + " (" + ", ".join(
+            f"{name} n={'/'.join(str(n) for n in sorted(ns))}" for name, ns in rows) + ")")
+    return out
 
 
 def _ours(r: Optional[dict], alpha: float) -> str:
