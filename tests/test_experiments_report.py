@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from newton_losses.experiments.config import protocol_config
-from newton_losses.experiments.report import build_report, welch
+from newton_losses.experiments.report import build_report, holm, welch
 
 EXACT = {"none": [0.70, 0.72, 0.71, 0.69], "fisher": [0.80, 0.83, 0.79, 0.82], "hessian": [0.71, 0.69, 0.73, 0.70]}
 
@@ -76,6 +76,42 @@ def test_report_table_and_files(runs, tmp_path):
         assert len(list(csv.DictReader(f))) == 15
     summary = json.loads((out / "summary.json").read_text())
     assert sorted(summary[0]["exact_values"]) == sorted(EXACT["none"])
+
+
+def test_holm_matches_the_step_down_procedure():
+    # Hand example: m = 3, p = (0.01, 0.04, 0.03) → 3·0.01, max(0.03, 2·0.03), max(0.06, 1·0.04).
+    assert np.allclose(holm([0.01, 0.04, 0.03]), [0.03, 0.06, 0.06])
+    # Independent characterization: the adjusted p is below α exactly when Holm's step-down test
+    # at α rejects (sorted p₍ₖ₎ ≤ α/(m−k+1) for every k up to that one).
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        p = rng.uniform(0, 0.2, size=rng.integers(1, 9)) ** 2
+        adj = holm(p)
+        for alpha in (0.001, 0.01, 0.05, 0.1):
+            order = np.argsort(p)
+            rejected = np.zeros(len(p), bool)
+            for k, i in enumerate(order):
+                if p[i] > alpha / (len(p) - k):
+                    break
+                rejected[i] = True
+            assert np.array_equal(adj <= alpha, rejected)
+        assert np.all(adj >= p) and np.all(adj <= 1)
+    # NaN (no test) is not a comparison: it stays NaN and does not inflate the others.
+    out = holm([0.01, float("nan"), 0.02])
+    assert np.isnan(out[1]) and np.allclose(out[[0, 2]], [0.02, 0.02])
+    assert holm([]).shape == (0,)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([0.5, 1.5])
+
+
+def test_report_marks_what_survives_holm(runs):
+    report = build_report([runs], plots=False)
+    rows = [r for r in report.groups if r["variant"] != "none"]
+    expected = holm([r["welch_p"] for r in rows])  # the three comparisons of this table
+    assert [r["welch_p_holm"] for r in rows] == pytest.approx(list(expected))
+    fisher = next(r for r in rows if (r["variant"], r["lam"]) == ("fisher", 0.1))
+    assert fisher["significant_holm"] and f"{fisher['welch_p_holm']:.3g}†" in report.markdown
+    assert "| p | p Holm |" in report.markdown
 
 
 def test_report_without_runs_is_a_clear_error(tmp_path):
@@ -174,10 +210,14 @@ def test_paper_table_sets_our_cells_beside_the_papers(runs, tmp_path, monkeypatc
     cells = [c.strip() for c in ns5.strip("|").split("|")]
     # baseline 70.5 ± 1.3 over 4 seeds; Fisher 81.0 ± 1.8, significant; the per-sample Hessian
     # is not the paper's (batch-averaged) Hessian column, so that column stays empty.
-    assert cells[2:] == ["71.3", "70.5 ± 1.3 (4)", "≈ 83", "—", "83.9", "81.0 ± 1.8* (4)", "—"]
+    assert cells[2:] == ["71.3", "70.5 ± 1.3 (4)", "≈ 83", "—", "83.9", "81.0 ± 1.8*† (4)", "—"]
     # Every paper row is shown even without our runs, in the paper's order.
     names = [line.split("|")[1].strip() for line in lines[2:2 + len(PAPER_RANKING)]]
     assert names == ["NeuralSort", "NeuralSort", "SoftSort", "Logistic DSN", "Cauchy DSN"]
+    # Without the Holm mark when only the unadjusted p is below α.
+    fisher_row = next(r for r in rows if r["variant"] == "fisher")
+    fisher_row["significant_holm"] = False
+    assert "| 81.0 ± 1.8* (4) |" in "\n".join(paper_table(rows))
     # The caption names which rows each Newton setting belongs to.
     assert "Newton settings: fisher λ=0.1 (NeuralSort n=5)" in lines[-1]
     # Two λ of one variant in one cell: a clear error, not a silent pick.

@@ -83,7 +83,8 @@ def paper_table(rows: list[dict], *, alpha: float = 0.05) -> list[str]:
         lines.append("| " + " | ".join(row) + " |")
     settings = _settings_by_row(ours)
     lines += ["", "Ours: test exact match %, mean ± std over the seeds in brackets; * the Welch test "
-              f"against our baseline of the same row has p < {alpha:g}; — in an \"ours\" column: not "
+              f"against our baseline of the same row has p < {alpha:g}, † also after the Holm adjustment over "
+              "every comparison with a baseline among these runs (the report table's p Holm); — in an \"ours\" column: not "
               "run (yet), in a \"paper\" column: not in docs/PAPER.md §3. Newton settings: "
               + ("; ".join(settings) if settings else "none") + "."]
     return lines
@@ -113,6 +114,8 @@ def _ours(r: Optional[dict], alpha: float) -> str:
         text += f" ± {100 * r['exact_std']:.1f}"
     p = r.get("welch_p")
     star = "*" if p is not None and not (isinstance(p, float) and math.isnan(p)) and p < alpha else ""
+    if star and r.get("significant_holm"):
+        star += "†"
     return f"{text}{star} ({k})"
 
 

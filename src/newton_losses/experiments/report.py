@@ -25,7 +25,7 @@ from ..io import atomic_write, atomic_write_text
 from .config import LATER_DEFAULTS, RunConfig
 from .runner import read_metrics
 
-__all__ = ["Report", "Group", "build_report", "find_runs", "group_runs", "welch"]
+__all__ = ["Report", "Group", "build_report", "find_runs", "group_runs", "holm", "welch"]
 
 # Metrics per task: the primary one first; the second is shown in parentheses.
 _METRICS = {"ranking": ("exact", "elementwise"), "shortest_path": ("exact", "cost_optimal", "cost_ratio")}
@@ -205,6 +205,31 @@ def _fmt(values: np.ndarray, metric: str) -> str:
     return f"{mean:.{digits}f} ± {scale * values.std(ddof=1):.{digits}f}"
 
 
+def holm(pvalues) -> np.ndarray:
+    """Holm–Bonferroni adjusted p-values (same order as given; NaN entries stay NaN and do not
+    count as comparisons).
+
+    With the m finite p-values sorted, p₍₁₎ ≤ … ≤ p₍ₘ₎, the adjusted value of the i-th is
+    max_{j ≤ i} min(1, (m − j + 1) · p₍ⱼ₎). Rejecting where it is below α controls the chance of
+    any false positive among the m comparisons at α (Holm 1979), without assuming independence.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"pvalues must be one-dimensional; got shape {p.shape}")
+    finite = ~np.isnan(p)
+    if np.any((p[finite] < 0) | (p[finite] > 1)):
+        raise ValueError(f"p-values must lie in [0, 1]; got {p[finite].min()} … {p[finite].max()}")
+    out = np.full(p.shape, math.nan)
+    idx = np.flatnonzero(finite)
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for i, k in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[k]))
+        out[k] = running
+    return out
+
+
 def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha: float = 0.05,
                  plots: bool = True) -> Report:
     """Build the report of the finished runs under ``paths``; write files into ``out``.
@@ -228,20 +253,29 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
         lines += [f"### {title}", "",
                   f"Test {primary} match % (test {second} %) at the best validation {primary} match, "
                   f"mean ± std over seeds; p: Welch t-test of {primary} match against the baseline "
-                  f"(* p < {alpha:g}); last: test {primary} match % at the run's last evaluation "
+                  f"(* p < {alpha:g}); p Holm: the same p-values adjusted for the number of "
+                  f"comparisons in this table (Holm–Bonferroni; † below {alpha:g}: significant even "
+                  f"counting every comparison made here, whereas some unadjusted p < {alpha:g} are "
+                  f"expected by chance among many); last: test {primary} match % at the run's last evaluation "
                   f"(far below the first column: the run degraded after its best); ms/step: the runs' "
                   f"mean wall time per training step (in parentheses, the Newton loss's part of it), "
                   f"including whatever else loaded the machine then (e.g. parallel sweep workers) — "
                   f"a rough cost, not a benchmark (docs/PERFORMANCE.md has those).", "",
                   f"| method | {'n | ' if task == 'ranking' else ''}variant | seeds | {primary} % ({second} %) "
-                  f"| Δ vs baseline | p | last % | ms/step (Newton) |",
-                  f"|---|{'---|' if task == 'ranking' else ''}---|---|---|---|---|---|---|"]
-        for g in (g for g in groups if g.task == task):
+                  f"| Δ vs baseline | p | p Holm | last % | ms/step (Newton) |",
+                  f"|---|{'---|' if task == 'ranking' else ''}---|---|---|---|---|---|---|---|"]
+        task_groups = [g for g in groups if g.task == task]
+        tests = []
+        for g in task_groups:
+            base = None if _is_plain_baseline(g.config) else by_key.get(_baseline_key(g.config))
+            tests.append(welch(g.values(primary), base.values(primary)) if base is not None
+                         else (math.nan, math.nan))
+        adjusted = holm([p for _, p in tests])
+        for g, (t, p), p_holm in zip(task_groups, tests, adjusted):
             vals = {m: g.values(m) for m in metrics}
             base = None if _is_plain_baseline(g.config) else by_key.get(_baseline_key(g.config))
-            t = p = delta = math.nan
+            delta = math.nan
             if base is not None:
-                t, p = welch(vals[primary], base.values(primary))
                 delta = 100 * (vals[primary].mean() - base.values(primary).mean())
             last = np.array([r["final"]["test"][primary] for _, _, r in g.runs], dtype=np.float64)
             step_ms = 1e3 * np.mean([r["time"]["step_s"] for _, _, r in g.runs])
@@ -253,7 +287,9 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
             lines.append(
                 f"| {g.label()} | {str(g.config['n']) + ' | ' if task == 'ranking' else ''}{g.variant_label()} "
                 f"| {len(g.runs)} | {cell} | {'' if math.isnan(delta) else f'{delta:+.1f}'} "
-                f"| {'' if math.isnan(p) else f'{p:.3g}{sig}'} | {_fmt(last, primary)} "
+                f"| {'' if math.isnan(p) else f'{p:.3g}{sig}'} "
+                f"| {'' if math.isnan(p_holm) else f'{p_holm:.3g}' + ('†' if p_holm < alpha else '')} "
+                f"| {_fmt(last, primary)} "
                 f"| {step_ms:.1f} ({newton_ms:.1f}) |")
             rows.append({
                 "task": task, "method": g.config["method"], "method_args": g.config["method_args"],
@@ -265,7 +301,8 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                 **{f"{m}_std": float(vals[m].std(ddof=1)) if len(vals[m]) > 1 else math.nan for m in metrics},
                 **{f"{m}_values": vals[m].tolist() for m in metrics},
                 "delta_vs_baseline": delta, "welch_t": t, "welch_p": p,
-                "significant": bool(sig), "step_ms": step_ms, "newton_ms": newton_ms,
+                "significant": bool(sig), "welch_p_holm": float(p_holm),
+                "significant_holm": bool(not math.isnan(p_holm) and p_holm < alpha), "step_ms": step_ms, "newton_ms": newton_ms,
                 f"last_{primary}_mean": float(last.mean()),
                 "runs": [str(d) for _, d, _ in g.runs], "config": g.config,
             })
