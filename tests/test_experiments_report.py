@@ -114,6 +114,17 @@ def test_report_marks_what_survives_holm(runs):
     assert "| p | p Holm |" in report.markdown
 
 
+def test_report_says_which_machines_its_timings_come_from(runs):
+    assert "machine kind" not in build_report([runs], plots=False).markdown  # none recorded
+    for i, d in enumerate(sorted(runs.glob("*/"))):
+        result = json.loads((d / "result.json").read_text())
+        result["machine"] = f"CPU {'AB'[i % 2]}; 2 logical CPUs; torch 2.13.0+cpu (1 threads); Python 3.11.7"
+        (d / "result.json").write_text(json.dumps(result))
+    md = build_report([runs], plots=False).markdown
+    assert ("ms/step mixes machine kinds — runs per kind: CPU A; 2 logical CPUs; torch 2.13.0+cpu "
+            "(1 threads): 8; CPU B; 2 logical CPUs; torch 2.13.0+cpu (1 threads): 7.") in md
+
+
 def test_report_without_runs_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no finished runs"):
         build_report([tmp_path])

@@ -306,6 +306,12 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                 f"last_{primary}_mean": float(last.mean()),
                 "runs": [str(d) for _, d, _ in g.runs], "config": g.config,
             })
+        machines = _machines(task_groups)
+        if len(machines) > 1:
+            lines += ["", "ms/step mixes machine kinds — runs per kind: " + "; ".join(
+                f"{name}: {count}" for name, count in machines.items()) + "."]
+        elif machines and "not recorded" not in machines:
+            lines += ["", f"All runs on one machine kind: {next(iter(machines))}."]
         lines.append("")
     left_out = _unfinished(paths)
     if left_out:
@@ -328,6 +334,18 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
         if plots:
             files += _plots(groups, by_key, out)
     return Report(markdown, rows, files)
+
+
+def _machines(groups: list[Group]) -> dict[str, int]:
+    """How many of the groups' runs ran on each machine kind (the processor and torch build of
+    the run's ``machine`` record; runs without one count as "not recorded"), most runs first."""
+    counts: dict[str, int] = {}
+    for g in groups:
+        for _, _, r in g.runs:
+            parts = [p.strip() for p in str(r.get("machine") or "not recorded").split(";")]
+            kind = "; ".join(p for p in parts if not p.startswith("Python"))
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _unfinished(paths: list) -> dict:
