@@ -8,7 +8,7 @@ import pytest
 
 from newton_losses.experiments.config import protocol_config
 from newton_losses.experiments.report import build_report
-from newton_losses.experiments.sweep import SweepSpec, run_sweep
+from newton_losses.experiments.sweep import SweepSpec, _record, run_sweep
 
 
 def _fake_run(root, name, variant="none", seed=0, exact=0.5, damping="absolute", lam=0.1):
@@ -107,9 +107,41 @@ def test_dry_run_writes_nothing_and_shared_outputs_merge(tmp_path):
     run_sweep(spec2, spec2.expand(), progress=False)
     record = json.loads((out / "sweep.json").read_text())
     assert {c["seed"] for c in record["runs"].values()} == {2, 3}
-    # Each sweep's name keeps the runs it defined (the last sweep does not rename the others).
+    # Each sweep keeps the runs it defines (the last sweep does not rename the others).
     assert record["sweeps"]["(unnamed)"]["runs"] == [other.expand()[0].run_id()]
     assert record["sweeps"]["second"]["runs"] == [spec2.expand()[0].run_id()]
+
+
+def test_sweep_record_follows_the_configuration_file(tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    # A record in the earlier single-sweep format keeps its name; its runs stay listed.
+    (out / "sweep.json").write_text(json.dumps({"name": "old", "task": "ranking", "protocol": "tiny",
+                                                "runs": {"r-old": {"seed": 7}}}))
+    cfg_file = tmp_path / "s.json"
+    spec_dict = {"out": str(out), "protocol": "tiny", "grid": {"seed": [0, 1]}, "name": "first name"}
+    cfg_file.write_text(json.dumps(spec_dict))
+    spec = SweepSpec.load(cfg_file)
+    _record(out / "sweep.json", spec, spec.expand())
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["sweeps"]["(recorded before per-sweep records)"]["name"] == "old"
+    assert "r-old" in record["runs"]
+    ids = [c.run_id() for c in spec.expand()]
+    assert record["sweeps"][str(cfg_file)] == {"name": "first name", "task": "ranking",
+                                               "protocol": "tiny", "runs": ids}
+    # The same file with a new name and a changed grid: one entry, with the runs it defines now.
+    cfg_file.write_text(json.dumps({**spec_dict, "grid": {"seed": [1]}, "name": "renamed"}))
+    spec = SweepSpec.load(cfg_file)
+    _record(out / "sweep.json", spec, spec.expand())
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["sweeps"][str(cfg_file)]["runs"] == [ids[1]]
+    assert record["sweeps"][str(cfg_file)]["name"] == "renamed"
+    assert set(ids) <= set(record["runs"])  # configurations are never dropped
+    # A malformed record is replaced, not a crash.
+    (out / "sweep.json").write_text(json.dumps({"sweeps": {"x": "not an object"}, "runs": []}))
+    _record(out / "sweep.json", spec, spec.expand())
+    record = json.loads((out / "sweep.json").read_text())
+    assert list(record["sweeps"]) == [str(cfg_file)] and list(record["runs"]) == [ids[1]]
 
 
 def test_nan_before_the_first_checkpoint_says_so(tmp_path, monkeypatch):

@@ -59,6 +59,9 @@ class SweepSpec:
     base: dict = field(default_factory=dict)
     grid: list = field(default_factory=list)
     name: str = ""
+    #: The file the configuration was loaded from ("" when built in code): the key under which
+    #: ``sweep.json`` records this sweep's runs.
+    source: str = ""
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SweepSpec":
@@ -66,7 +69,9 @@ class SweepSpec:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(data, default_out=str(Path("runs") / Path(path).stem))
+        spec = cls.from_dict(data, default_out=str(Path("runs") / Path(path).stem))
+        spec.source = str(path)
+        return spec
 
     @classmethod
     def from_dict(cls, data: dict, default_out: str = "runs/sweep") -> "SweepSpec":
@@ -179,6 +184,39 @@ def _run_one(cfg_dict: dict, run_dir: str, report=None) -> tuple[str, str, Any]:
         return "error", run_dir, traceback.format_exc()
 
 
+_OLD_RECORD = "(recorded before per-sweep records)"
+
+
+def _record(path: Path, spec: SweepSpec, configs: list[RunConfig]) -> None:
+    """Write ``sweep.json``: every run's configuration (``runs``, by run id, merged over all the
+    sweeps that share the output directory) and, per sweep (keyed by its configuration file, or
+    its name when built in code), its name, task, protocol and the run ids it defines now.
+
+    A record this version cannot read is replaced; one in the earlier single-sweep format keeps
+    its name under ``sweeps["(recorded before per-sweep records)"]``.
+    """
+    previous: Any = {}
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            previous = {}
+    if not isinstance(previous, dict):
+        previous = {}
+    runs = previous.get("runs") if isinstance(previous.get("runs"), dict) else {}
+    sweeps = previous.get("sweeps") if isinstance(previous.get("sweeps"), dict) else {}
+    sweeps = {k: v for k, v in sweeps.items() if isinstance(v, dict)}
+    if "sweeps" not in previous and isinstance(previous.get("name"), str):
+        sweeps[_OLD_RECORD] = {"name": previous["name"], "task": previous.get("task"),
+                               "protocol": previous.get("protocol"), "runs": sorted(runs)}
+    key = spec.source or spec.name or "(unnamed)"
+    sweeps[key] = {"name": spec.name, "task": spec.task, "protocol": spec.protocol,
+                   "runs": [c.run_id() for c in configs]}
+    atomic_write_text(path, json.dumps(
+        {"sweeps": sweeps, "runs": {**runs, **{c.run_id(): c.to_dict() for c in configs}}},
+        indent=2, sort_keys=True) + "\n")
+
+
 def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dry_run: bool = False,
               progress: bool = True) -> dict:
     """Run every configuration not finished yet; returns counts and messages.
@@ -189,26 +227,7 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
     out = Path(spec.out)
     if not dry_run:  # a dry run changes nothing on disk
         out.mkdir(parents=True, exist_ok=True)
-        # Several sweeps may share an output directory: merge the run lists, never drop one, and
-        # record which sweep (by name) defined which runs.
-        previous: dict = {}
-        if (out / "sweep.json").exists():
-            try:
-                previous = json.loads((out / "sweep.json").read_text())
-            except json.JSONDecodeError:
-                previous = {}
-            if not isinstance(previous, dict):
-                previous = {}
-        sweeps = previous.get("sweeps") if isinstance(previous.get("sweeps"), dict) else {}
-        ids = [c.run_id() for c in configs]
-        entry = sweeps.get(spec.name or "(unnamed)", {})
-        sweeps[spec.name or "(unnamed)"] = {
-            "task": spec.task, "protocol": spec.protocol,
-            "runs": sorted(set(entry.get("runs", [])) | set(ids))}
-        runs = previous.get("runs") if isinstance(previous.get("runs"), dict) else {}
-        atomic_write_text(out / "sweep.json", json.dumps(
-            {"sweeps": sweeps, "runs": {**runs, **{c.run_id(): c.to_dict() for c in configs}}},
-            indent=2, sort_keys=True) + "\n")
+        _record(out / "sweep.json", spec, configs)
     todo, summary = [], {"finished": [], "failed": [], "locked": [], "errors": [], "skipped": 0}
     for cfg in configs:
         run_dir = out / cfg.run_id()
