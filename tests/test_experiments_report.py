@@ -105,13 +105,23 @@ def test_holm_matches_the_step_down_procedure():
 
 
 def test_report_marks_what_survives_holm(runs):
+    for seed, v in enumerate([0.72, 0.74, 0.73]):  # p ≈ 0.035 alone, not after the adjustment
+        _write_run(runs, "fisher", seed, v, lam=10.0)
     report = build_report([runs], plots=False)
     rows = [r for r in report.groups if r["variant"] != "none"]
-    expected = holm([r["welch_p"] for r in rows])  # the three comparisons of this table
+    expected = holm([r["welch_p"] for r in rows])  # the four comparisons of this table
     assert [r["welch_p_holm"] for r in rows] == pytest.approx(list(expected))
     fisher = next(r for r in rows if (r["variant"], r["lam"]) == ("fisher", 0.1))
     assert fisher["significant_holm"] and f"{fisher['welch_p_holm']:.3g}†" in report.markdown
     assert "| p | p Holm |" in report.markdown
+    baseline = next(r for r in report.groups if r["variant"] == "none")
+    assert np.isnan(baseline["welch_p_holm"]) and not baseline["significant_holm"]
+    # A row significant only before the adjustment: * without †.
+    fisher10 = next(r for r in rows if (r["variant"], r["lam"]) == ("fisher", 10.0))
+    assert fisher10["significant"] and not fisher10["significant_holm"]
+    for r in rows:
+        cell = f"{r['welch_p']:.3g}{'*' if r['welch_p'] < 0.05 else ''} | {r['welch_p_holm']:.3g}"
+        assert cell + ("†" if r["welch_p_holm"] < 0.05 else "") + " |" in report.markdown
 
 
 def test_report_says_which_machines_its_timings_come_from(runs):
@@ -121,8 +131,19 @@ def test_report_says_which_machines_its_timings_come_from(runs):
         result["machine"] = f"CPU {'AB'[i % 2]}; 2 logical CPUs; torch 2.13.0+cpu (1 threads); Python 3.11.7"
         (d / "result.json").write_text(json.dumps(result))
     md = build_report([runs], plots=False).markdown
-    assert ("ms/step mixes machine kinds — runs per kind: CPU A; 2 logical CPUs; torch 2.13.0+cpu "
-            "(1 threads): 8; CPU B; 2 logical CPUs; torch 2.13.0+cpu (1 threads): 7.") in md
+    assert ("ms/step mixes machine kinds: CPU A, 2 logical CPUs, torch 2.13.0+cpu (1 threads) (8 runs); "
+            "CPU B, 2 logical CPUs, torch 2.13.0+cpu (1 threads) (7 runs).") in md
+    # One kind, and runs without a record: said as such, not as a mix.
+    for d in sorted(runs.glob("*/"))[:3]:
+        result = json.loads((d / "result.json").read_text())
+        result.pop("machine")
+        (d / "result.json").write_text(json.dumps(result))
+    for d in sorted(runs.glob("*/"))[3:]:
+        result = json.loads((d / "result.json").read_text())
+        result["machine"] = "CPU A; 2 logical CPUs; Python 3.11.7"
+        (d / "result.json").write_text(json.dumps(result))
+    md = build_report([runs], plots=False).markdown
+    assert "Machine: CPU A, 2 logical CPUs (12 runs); 3 runs without a record." in md
 
 
 def test_report_without_runs_is_a_clear_error(tmp_path):
@@ -227,7 +248,7 @@ def test_paper_table_sets_our_cells_beside_the_papers(runs, tmp_path, monkeypatc
     assert names == ["NeuralSort", "NeuralSort", "SoftSort", "Logistic DSN", "Cauchy DSN"]
     # Without the Holm mark when only the unadjusted p is below α.
     fisher_row = next(r for r in rows if r["variant"] == "fisher")
-    fisher_row["significant_holm"] = False
+    fisher_row["welch_p_holm"] = 0.2
     assert "| 81.0 ± 1.8* (4) |" in "\n".join(paper_table(rows))
     # The caption names which rows each Newton setting belongs to.
     assert "Newton settings: fisher λ=0.1 (NeuralSort n=5)" in lines[-1]

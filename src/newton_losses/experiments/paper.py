@@ -114,7 +114,8 @@ def _ours(r: Optional[dict], alpha: float) -> str:
         text += f" ± {100 * r['exact_std']:.1f}"
     p = r.get("welch_p")
     star = "*" if p is not None and not (isinstance(p, float) and math.isnan(p)) and p < alpha else ""
-    if star and r.get("significant_holm"):
+    p_holm = r.get("welch_p_holm")
+    if star and p_holm is not None and not math.isnan(p_holm) and p_holm < alpha:
         star += "†"
     return f"{text}{star} ({k})"
 

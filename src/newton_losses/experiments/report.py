@@ -254,9 +254,10 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                   f"Test {primary} match % (test {second} %) at the best validation {primary} match, "
                   f"mean ± std over seeds; p: Welch t-test of {primary} match against the baseline "
                   f"(* p < {alpha:g}); p Holm: the same p-values adjusted for the number of "
-                  f"comparisons in this table (Holm–Bonferroni; † below {alpha:g}: significant even "
-                  f"counting every comparison made here, whereas some unadjusted p < {alpha:g} are "
-                  f"expected by chance among many); last: test {primary} match % at the run's last evaluation "
+                  f"comparisons in this table that have a p-value (Holm–Bonferroni; † below "
+                  f"{alpha:g}: significant even counting all of them, whereas some unadjusted "
+                  f"p < {alpha:g} are expected by chance among many; rows with one seed have no "
+                  f"p-value yet, so the adjustment tightens as they get seeds); last: test {primary} match % at the run's last evaluation "
                   f"(far below the first column: the run degraded after its best); ms/step: the runs' "
                   f"mean wall time per training step (in parentheses, the Newton loss's part of it), "
                   f"including whatever else loaded the machine then (e.g. parallel sweep workers) — "
@@ -307,11 +308,11 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                 "runs": [str(d) for _, d, _ in g.runs], "config": g.config,
             })
         machines = _machines(task_groups)
-        if len(machines) > 1:
-            lines += ["", "ms/step mixes machine kinds — runs per kind: " + "; ".join(
-                f"{name}: {count}" for name, count in machines.items()) + "."]
-        elif machines and "not recorded" not in machines:
-            lines += ["", f"All runs on one machine kind: {next(iter(machines))}."]
+        unrecorded = machines.pop(None, 0)
+        if machines:
+            kinds = "; ".join(f"{name} ({count} runs)" for name, count in machines.items())
+            lines += ["", ("ms/step mixes machine kinds: " if len(machines) > 1 else "Machine: ")
+                      + kinds + (f"; {unrecorded} runs without a record" if unrecorded else "") + "."]
         lines.append("")
     left_out = _unfinished(paths)
     if left_out:
@@ -336,16 +337,19 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
     return Report(markdown, rows, files)
 
 
-def _machines(groups: list[Group]) -> dict[str, int]:
+def _machines(groups: list[Group]) -> dict[Optional[str], int]:
     """How many of the groups' runs ran on each machine kind (the processor and torch build of
-    the run's ``machine`` record; runs without one count as "not recorded"), most runs first."""
-    counts: dict[str, int] = {}
+    the run's ``machine`` record, without the Python version; key None: runs without a record),
+    most runs first."""
+    counts: dict[Optional[str], int] = {}
     for g in groups:
         for _, _, r in g.runs:
-            parts = [p.strip() for p in str(r.get("machine") or "not recorded").split(";")]
-            kind = "; ".join(p for p in parts if not p.startswith("Python"))
+            kind = None
+            if r.get("machine"):
+                parts = [p.strip() for p in str(r["machine"]).split(";")]
+                kind = ", ".join(p for p in parts if not p.startswith("Python"))
             counts[kind] = counts.get(kind, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] or "")))
 
 
 def _unfinished(paths: list) -> dict:
