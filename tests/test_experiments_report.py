@@ -228,6 +228,25 @@ def test_results_document_includes_files(tmp_path, monkeypatch):
         render_results(tmp_path / "T.md", tmp_path / "R.md")
 
 
+def test_results_document_counts_a_sweeps_progress(runs, tmp_path, monkeypatch):
+    from newton_losses.experiments.results_doc import render_results
+
+    monkeypatch.chdir(tmp_path)
+    # Seeds 0–3 of the baseline are finished runs of the fixture; 4 is started, 5 not.
+    spec = {"out": str(runs), "protocol": "quick", "grid": {"variant": ["none"], "seed": [0, 1, 2, 3, 4, 5]}}
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    started = runs / protocol_config("ranking", "quick", seed=4).run_id()
+    started.mkdir()
+    (started / "checkpoint.pt").write_bytes(b"")
+    (tmp_path / "T.md").write_text("<!-- progress: s.json -->\n")
+    text = render_results(tmp_path / "T.md", tmp_path / "R.md")
+    assert "| `s.json` | 6 | 4 | 0 | 1 | 1 |" in text
+    (tmp_path / "T.md").write_text("<!-- progress: runs -->\n")
+    with pytest.raises(ValueError, match="T.md:1: progress: 'runs' is not a sweep configuration"):
+        render_results(tmp_path / "T.md", tmp_path / "R2.md")
+    assert not (tmp_path / "R2.md").exists()
+
+
 def test_paper_table_sets_our_cells_beside_the_papers(runs, tmp_path, monkeypatch):
     from newton_losses.experiments.paper import PAPER_RANKING, paper_table, relaxation_name
     from newton_losses.experiments.results_doc import render_results

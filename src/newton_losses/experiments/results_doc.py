@@ -12,6 +12,10 @@ A directive is an HTML comment on a line of its own:
     recorded.
 ``<!-- include: FILE -->``
     The text of FILE (e.g. a committed analysis table), as it is.
+``<!-- progress: SWEEP.json [SWEEP.json ...] -->``
+    A table: for each sweep configuration, how many of its runs are finished, failed, started
+    (a checkpoint, no result) and not started — what ``newton-losses sweep FILE --dry-run``
+    lists, counted.
 ``<!-- paper: DIR [DIR ...] -->``
     The paper's ranking numbers beside ours (:func:`~.paper.paper_table`): one row per
     relaxation and n, our mean ± std per variant from the finished runs under the DIRs (one
@@ -35,7 +39,7 @@ from .report import build_report, find_runs
 
 __all__ = ["render_results"]
 
-_DIRECTIVE = re.compile(r"^<!--\s*(report\s+[\w.-]+|runs|include|paper)\s*:\s*(.+?)\s*-->\s*$")
+_DIRECTIVE = re.compile(r"^<!--\s*(report\s+[\w.-]+|runs|include|paper|progress)\s*:\s*(.+?)\s*-->\s*$")
 
 
 def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
@@ -64,16 +68,23 @@ def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
             continue
         m = _DIRECTIVE.match(line.strip())
         if m is None:
-            if re.match(r"^<!--\s*(report|runs|include|paper)\b", line.strip()):
+            if re.match(r"^<!--\s*(report|runs|include|paper|progress)\b", line.strip()):
                 raise ValueError(f"{template}:{number}: malformed directive {line.strip()!r}; expected "
                                  "'<!-- report NAME: DIR ... -->', '<!-- runs: DIR ... -->', "
-                                 "'<!-- paper: DIR ... -->' or '<!-- include: FILE -->'")
+                                 "'<!-- paper: DIR ... -->', '<!-- progress: SWEEP.json ... -->' "
+                                 "or '<!-- include: FILE -->'")
             parts.append(line)  # an ordinary comment
             continue
         kind, dirs = m.group(1), shlex.split(m.group(2))
         if kind == "include":
             if len(dirs) != 1 or not Path(dirs[0]).is_file():
                 raise ValueError(f"{template}:{number}: include: expected one existing file; got {dirs}")
+        elif kind == "progress":  # reads only: render it now, so its errors come before any write
+            try:
+                parts += _progress_table(dirs)
+            except ValueError as exc:
+                raise ValueError(f"{template}:{number}: {exc}") from None
+            continue
         elif not find_runs(dirs):
             raise ValueError(f"{template}:{number}: no finished runs under {', '.join(dirs)}")
         if kind == "paper":  # writes nothing, so render it now: its errors come before any write
@@ -115,6 +126,25 @@ def _report_block(dirs: list[str], where: Path, doc_dir: Path, *, alpha: float =
             caption = "test accuracy over steps (mean, 95% band)" if png == "curves.png" else "accuracy over λ"
             block += ["", f"![{caption}]({rel})"]
     return block
+
+
+def _progress_table(files: list[str]) -> list[str]:
+    from .runner import run_status
+    from .sweep import SweepSpec  # here: sweep imports report, which this module imports
+
+    lines = ["| sweep | runs | finished | failed | started, not finished | not started |",
+             "|---|---|---|---|---|---|"]
+    for f in files:
+        if not (f.endswith(".json") and Path(f).is_file()):
+            raise ValueError(f"progress: {f!r} is not a sweep configuration file (.json)")
+        spec = SweepSpec.load(f)
+        counts = {"finished": 0, "failed": 0, "partial": 0, "new": 0}
+        configs = spec.expand()
+        for c in configs:
+            counts[run_status(Path(spec.out) / c.run_id())] += 1
+        lines.append(f"| `{f}` | {len(configs)} | {counts['finished']} | {counts['failed']} "
+                     f"| {counts['partial']} | {counts['new']} |")
+    return lines
 
 
 def _runs_line(dirs: list[str]) -> str:
