@@ -266,15 +266,13 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                   f"| Δ vs baseline | p | p Holm | last % | ms/step (Newton) |",
                   f"|---|{'---|' if task == 'ranking' else ''}---|---|---|---|---|---|---|---|"]
         task_groups = [g for g in groups if g.task == task]
-        tests = []
-        for g in task_groups:
-            base = None if _is_plain_baseline(g.config) else by_key.get(_baseline_key(g.config))
-            tests.append(welch(g.values(primary), base.values(primary)) if base is not None
-                         else (math.nan, math.nan))
+        bases = [None if _is_plain_baseline(g.config) else by_key.get(_baseline_key(g.config))
+                 for g in task_groups]
+        tests = [welch(g.values(primary), base.values(primary)) if base is not None
+                 else (math.nan, math.nan) for g, base in zip(task_groups, bases)]
         adjusted = holm([p for _, p in tests])
-        for g, (t, p), p_holm in zip(task_groups, tests, adjusted):
+        for g, base, (t, p), p_holm in zip(task_groups, bases, tests, adjusted):
             vals = {m: g.values(m) for m in metrics}
-            base = None if _is_plain_baseline(g.config) else by_key.get(_baseline_key(g.config))
             delta = math.nan
             if base is not None:
                 delta = 100 * (vals[primary].mean() - base.values(primary).mean())
