@@ -13,6 +13,10 @@ and, every ``--every`` steps, on that step's batch (before the step), measures:
   eigenvalues in float64): quantiles over the batch (min / median / max) of each set's smallest
   and of each set's largest eigenvalue; values below 10⁻⁶ of the batch's largest |eigenvalue|
   print as 0 (rounding);
+- the two shared matrices: the eigenvalues (min / median / max) of the batch-averaged Hessian
+  (1/N) Σ_i ∇²ℓ_i and of the empirical Fisher (1/N) Σ_i g_i g_iᵀ, each with its mean |eigenvalue|
+  s — the unit of ``damping="batch"`` for that matrix (λ_added = λ·s) — so that a λ grid can be
+  read against the curvature's eigenvalue range;
 - for each λ: the cosine between the network-parameter gradient of the Newton loss (the run's
   variant, damping, projection and CG cap, with that λ) and that of the plain loss, over the
   whole batch, and the ratio of their norms ‖∇θ Newton‖ / ‖∇θ plain‖. A batch the Newton loss
@@ -34,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from newton_losses.curvature import hessian_blocks
+from newton_losses.curvature import empirical_fisher, hessian_blocks
 from newton_losses.experiments.replay import STOCHASTIC_METHODS, fidelity, load_run_config, replay_baseline
 from newton_losses.experiments.runner import newton_loss_for
 
@@ -48,6 +52,13 @@ def _flat(grads) -> torch.Tensor:
 def _quantiles(v: torch.Tensor, scale: float) -> str:
     q = v.quantile(torch.tensor([0.0, 0.5, 1.0], dtype=v.dtype)).tolist()
     return " / ".join("0" if abs(x) <= 1e-6 * scale else f"{x:.2g}" for x in q)
+
+
+def _spectrum(C: torch.Tensor) -> str:
+    """Eigenvalues of one symmetric matrix (min / median / max) and its mean |eigenvalue| s."""
+    ev = torch.linalg.eigvalsh(C)
+    scale = float(ev.abs().max())
+    return f"{_quantiles(ev, scale)}, s = {float(ev.abs().mean()):.2g}"
 
 
 def main(argv=None) -> int:
@@ -84,10 +95,11 @@ def main(argv=None) -> int:
     print(f"Baseline training of {args.run_dir} ({cfg.task}, {cfg.method} {cfg.method_args}, seed "
           f"{cfg.seed}); Newton loss: {variant}, {cfg.damping} damping, projection {cfg.projection}{cg}\n")
     head = ("| step | batch loss | smallest eigenvalue per set (min / median / max over the batch) "
-            "| largest eigenvalue per set (min / median / max) |")
+            "| largest eigenvalue per set (min / median / max) | batch-averaged Hessian: eigenvalues "
+            "(min / median / max), s | Fisher: eigenvalues (min / median / max), s |")
     head += "".join(f" λ={lam:g}: cos, ‖∇θ Newton‖/‖∇θ plain‖ |" for lam in lams)
     print(head)
-    print("|" + "---|" * (4 + len(lams)))
+    print("|" + "---|" * (6 + len(lams)))
     newton, seen = None, []
     for s in replay_baseline(cfg, args.steps):
         seen.append(float(s.loss.detach()))
@@ -98,8 +110,10 @@ def main(argv=None) -> int:
         N = s.y.shape[0]
         yf = s.y.detach().reshape(N, -1).requires_grad_(True)
         (g,) = torch.autograd.grad(s.task.loss_fn(yf.reshape(s.y.shape), s.target).sum(), yf, create_graph=True)
-        ev = torch.linalg.eigvalsh(hessian_blocks(g, yf).detach().to(torch.float64))
+        H = hessian_blocks(g, yf).detach().to(torch.float64)
+        ev = torch.linalg.eigvalsh(H)
         scale = float(ev.abs().max())
+        shared = [_spectrum(H.mean(0)), _spectrum(empirical_fisher(g, distributed=False)[0])]
         plain = _flat(torch.autograd.grad(s.loss, s.params, retain_graph=True))
         cells = []
         for lam in lams:
@@ -111,7 +125,7 @@ def main(argv=None) -> int:
             cos = float(ng @ plain / (ng.norm() * plain.norm()).clamp_min(1e-300))
             cells.append(f" {cos:.2f}, {float(ng.norm() / plain.norm().clamp_min(1e-300)):.2g} |")
         print(f"| {s.step} | {s.loss.item():.4f} | {_quantiles(ev[:, 0], scale)} | "
-              f"{_quantiles(ev[:, -1], scale)} |" + "".join(cells), flush=True)
+              f"{_quantiles(ev[:, -1], scale)} | {shared[0]} | {shared[1]} |" + "".join(cells), flush=True)
     print("\n" + fidelity(args.run_dir, seen, cfg.eval_every))
     return 0
 

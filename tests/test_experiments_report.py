@@ -348,3 +348,24 @@ def test_a_sweep_file_selects_exactly_its_runs(tmp_path, monkeypatch):
         (d / "result.json").write_text(json.dumps({"config": cfg.to_dict()}))
     found = [d.name for d, _ in find_runs([str(tmp_path / "sweep.json")])]
     assert found == [wanted[0].run_id()]
+
+
+def test_shortest_path_table_explains_its_cost_ratio(tmp_path):
+    """The shortest-path table adds a cost-ratio cell; its caption says what it is (the ranking
+    table's does not mention it)."""
+    root = tmp_path / "runs"
+    for seed, (exact, ratio) in enumerate([(0.40, 1.02), (0.50, 1.01)]):
+        cfg = protocol_config("shortest_path", "tiny", method="bf_for", seed=seed)
+        _write_run_cfg(root, cfg, exact)
+        f = root / cfg.run_id() / "result.json"
+        result = json.loads(f.read_text())
+        for part in ("val", "test"):
+            result["best"][part].update(cost_optimal=0.6, cost_ratio=ratio)
+        f.write_text(json.dumps(result))
+    md = build_report([root]).markdown
+    assert "cost ratio: the true cost of the predicted path over the optimal path's" in md
+    row = next(line for line in md.splitlines() if line.startswith("| bf_for("))
+    assert "cost ratio 1.015" in row
+    ranking = tmp_path / "ranking"
+    _write_run(ranking, "none", 0, 0.7)
+    assert "cost ratio" not in build_report([ranking]).markdown

@@ -52,7 +52,7 @@ def test_curvature_trace_against_an_independent_hessian(tmp_path, capsys):
     task = build_task(cfg, torch.device("cpu"), torch.float32)
     x, target = task.sample(cfg.batch_size, gen)
     y = task.outputs(task.model, x).detach().double()
-    lo, hi = [], []
+    lo, hi, Hs, gs = [], [], [], []
     for i in range(y.shape[0]):
         def one(v, i=i):
             return task.loss_fn(v.view((1,) + y.shape[1:]), target[i:i + 1].double()).sum()
@@ -60,6 +60,8 @@ def test_curvature_trace_against_an_independent_hessian(tmp_path, capsys):
         ev = torch.linalg.eigvalsh(H)
         lo.append(ev[0])
         hi.append(ev[-1])
+        Hs.append(H)
+        gs.append(torch.func.grad(one)(y[i].reshape(-1)))
     lo, hi = torch.stack(lo), torch.stack(hi)
     scale = float(torch.cat([lo, hi]).abs().max())
     printed_lo = [float(v) for v in rows[0][2].split(" / ")]
@@ -69,6 +71,16 @@ def test_curvature_trace_against_an_independent_hessian(tmp_path, capsys):
         for p, e in zip(printed, exact.tolist()):
             # Two significant digits printed; float32 Hessians against float64 ones.
             assert p == pytest.approx(e, rel=0.06, abs=1e-4 * scale), (printed, exact)
+
+    # The shared matrices: batch-averaged Hessian and empirical Fisher, eigenvalues and mean |μ|.
+    G = torch.stack(gs)
+    for cell, C in ((rows[0][4], torch.stack(Hs).mean(0)), (rows[0][5], G.T @ G / len(G))):
+        quantiles, s_part = cell.split(", s = ")
+        ev = torch.linalg.eigvalsh(C)
+        big = float(ev.abs().max())
+        for p, e in zip((float(v) for v in quantiles.split(" / ")), ev.quantile(q).tolist()):
+            assert p == pytest.approx(e, rel=0.06, abs=1e-4 * big), (cell, ev)
+        assert float(s_part) == pytest.approx(float(ev.abs().mean()), rel=0.06)
 
 
 def test_curvature_trace_refuses_what_it_cannot_trace(tmp_path, capsys):

@@ -74,6 +74,13 @@ class Report:
     files: list
 
 
+#: Caption text for a task's extra columns (ends with a space).
+_COLUMN_NOTES = {
+    "shortest_path": "cost ratio: the true cost of the predicted path over the optimal path's, "
+                     "mean over the test maps (1 = optimal), at the best validation; ",
+}
+
+
 def find_runs(paths: list) -> list[tuple[Path, dict]]:
     """Finished runs (directories with result.json) under ``paths``, sorted by path.
 
@@ -258,7 +265,8 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                   f"{alpha:g}: significant even counting all of them, whereas some unadjusted "
                   f"p < {alpha:g} are expected by chance among many; rows with one seed have no "
                   f"p-value yet, so the adjustment tightens as they get seeds); last: test {primary} match % at the run's last evaluation "
-                  f"(far below the first column: the run degraded after its best); ms/step: the runs' "
+                  f"(where it is far below the first column, the run degraded after its best); "
+                  f"{_COLUMN_NOTES.get(task, '')}ms/step: the runs' "
                   f"mean wall time per training step (in parentheses, the Newton loss's part of it), "
                   f"including whatever else loaded the machine then (e.g. parallel sweep workers) — "
                   f"a rough cost, not a benchmark (docs/PERFORMANCE.md has those).", "",
