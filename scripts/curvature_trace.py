@@ -12,11 +12,13 @@ and, every ``--every`` steps, on that step's batch (before the step), measures:
 - the per-sample Hessians ∇²ℓ_i(y_i) (m × m, computed in the run's dtype by autograd, their
   eigenvalues in float64): quantiles over the batch (min / median / max) of each set's smallest
   and of each set's largest eigenvalue; values below 10⁻⁶ of the batch's largest |eigenvalue|
-  print as 0 (rounding);
+  print as 0 (rounding); and s, their mean |eigenvalue| over all N·m eigenvalues — the unit of
+  ``damping="batch"`` for ``curvature="hessian"`` (λ_added = λ·s);
 - the two shared matrices: the eigenvalues (min / median / max) of the batch-averaged Hessian
-  (1/N) Σ_i ∇²ℓ_i and of the empirical Fisher (1/N) Σ_i g_i g_iᵀ, each with its mean |eigenvalue|
-  s — the unit of ``damping="batch"`` for that matrix (λ_added = λ·s) — so that a λ grid can be
-  read against the curvature's eigenvalue range;
+  (1/N) Σ_i ∇²ℓ_i and of the empirical Fisher (1/N) Σ_i g_i g_iᵀ, how many of them are zero
+  (|μ| ≤ 10⁻⁶ of the largest), the smallest other |eigenvalue|, and the mean |eigenvalue| s —
+  the unit of ``damping="batch"`` for ``hessian_batch`` and ``fisher`` — so that a λ grid can
+  be read against the curvature's eigenvalue range;
 - for each λ: the cosine between the network-parameter gradient of the Newton loss (the run's
   variant, damping, projection and CG cap, with that λ) and that of the plain loss, over the
   whole batch, and the ratio of their norms ‖∇θ Newton‖ / ‖∇θ plain‖. A batch the Newton loss
@@ -55,10 +57,15 @@ def _quantiles(v: torch.Tensor, scale: float) -> str:
 
 
 def _spectrum(C: torch.Tensor) -> str:
-    """Eigenvalues of one symmetric matrix (min / median / max) and its mean |eigenvalue| s."""
+    """Eigenvalues of one symmetric matrix: min / median / max; how many are zero (|μ| ≤ 10⁻⁶ of
+    the largest |μ|) and the smallest other |μ|; the mean |eigenvalue| s."""
     ev = torch.linalg.eigvalsh(C)
-    scale = float(ev.abs().max())
-    return f"{_quantiles(ev, scale)}, s = {float(ev.abs().mean()):.2g}"
+    a = ev.abs()
+    scale = float(a.max())
+    zero = a <= 1e-6 * scale
+    other = f"{float(a[~zero].min()):.2g}" if bool((~zero).any()) else "—"
+    return (f"{_quantiles(ev, scale)}; {int(zero.sum())} zero, smallest other {other}; "
+            f"s = {float(a.mean()):.2g}")
 
 
 def main(argv=None) -> int:
@@ -95,8 +102,8 @@ def main(argv=None) -> int:
     print(f"Baseline training of {args.run_dir} ({cfg.task}, {cfg.method} {cfg.method_args}, seed "
           f"{cfg.seed}); Newton loss: {variant}, {cfg.damping} damping, projection {cfg.projection}{cg}\n")
     head = ("| step | batch loss | smallest eigenvalue per set (min / median / max over the batch) "
-            "| largest eigenvalue per set (min / median / max) | batch-averaged Hessian: eigenvalues "
-            "(min / median / max), s | Fisher: eigenvalues (min / median / max), s |")
+            "| largest eigenvalue per set (min / median / max), s | batch-averaged Hessian: eigenvalues "
+            "(min / median / max); zeros, smallest other; s | Fisher: the same |")
     head += "".join(f" λ={lam:g}: cos, ‖∇θ Newton‖/‖∇θ plain‖ |" for lam in lams)
     print(head)
     print("|" + "---|" * (6 + len(lams)))
@@ -125,7 +132,8 @@ def main(argv=None) -> int:
             cos = float(ng @ plain / (ng.norm() * plain.norm()).clamp_min(1e-300))
             cells.append(f" {cos:.2f}, {float(ng.norm() / plain.norm().clamp_min(1e-300)):.2g} |")
         print(f"| {s.step} | {s.loss.item():.4f} | {_quantiles(ev[:, 0], scale)} | "
-              f"{_quantiles(ev[:, -1], scale)} | {shared[0]} | {shared[1]} |" + "".join(cells), flush=True)
+              f"{_quantiles(ev[:, -1], scale)}, s = {float(ev.abs().mean()):.2g} | {shared[0]} | {shared[1]} |"
+              + "".join(cells), flush=True)
     print("\n" + fidelity(args.run_dir, seen, cfg.eval_every))
     return 0
 

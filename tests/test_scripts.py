@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from newton_losses import NewtonLoss
 from newton_losses.experiments import protocol_config
 from newton_losses.experiments.runner import build_task, seed_run
 
@@ -65,22 +66,47 @@ def test_curvature_trace_against_an_independent_hessian(tmp_path, capsys):
     lo, hi = torch.stack(lo), torch.stack(hi)
     scale = float(torch.cat([lo, hi]).abs().max())
     printed_lo = [float(v) for v in rows[0][2].split(" / ")]
-    printed_hi = [float(v) for v in rows[0][3].split(" / ")]
+    hi_cell, s_per_set = rows[0][3].split(", s = ")
+    printed_hi = [float(v) for v in hi_cell.split(" / ")]
     q = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
     for printed, exact in ((printed_lo, lo.quantile(q)), (printed_hi, hi.quantile(q))):
         for p, e in zip(printed, exact.tolist()):
             # Two significant digits printed; float32 Hessians against float64 ones.
             assert p == pytest.approx(e, rel=0.06, abs=1e-4 * scale), (printed, exact)
 
-    # The shared matrices: batch-averaged Hessian and empirical Fisher, eigenvalues and mean |μ|.
+    # s is the unit the library's batch damping uses: λ_added / λ of a NewtonLoss on this batch.
+    def library_s(curvature):
+        # vmap: the rows method's first call times chunk sizes (tens of seconds at m = 144).
+        newton = NewtonLoss(task.loss_fn, curvature=curvature, lam=0.5, damping="batch", hessian_method="vmap")
+        newton(y.float().requires_grad_(True), target)
+        return newton.last_diagnostics.lam_effective / 0.5
+
+    per_set = torch.linalg.eigvalsh(torch.stack(Hs)).abs().mean()
+    assert float(s_per_set) == pytest.approx(float(per_set), rel=0.06)
+    assert float(s_per_set) == pytest.approx(library_s("hessian"), rel=0.06)
+
+    # The shared matrices: batch-averaged Hessian and empirical Fisher — eigenvalue quantiles,
+    # zero count, smallest other |μ|, and s.
     G = torch.stack(gs)
-    for cell, C in ((rows[0][4], torch.stack(Hs).mean(0)), (rows[0][5], G.T @ G / len(G))):
-        quantiles, s_part = cell.split(", s = ")
+    for cell, C, curvature in ((rows[0][4], torch.stack(Hs).mean(0), "hessian_batch"),
+                               (rows[0][5], G.T @ G / len(G), "fisher")):
+        quantiles, zeros, s_part = cell.split("; ")
         ev = torch.linalg.eigvalsh(C)
-        big = float(ev.abs().max())
+        a = ev.abs()
+        big = float(a.max())
         for p, e in zip((float(v) for v in quantiles.split(" / ")), ev.quantile(q).tolist()):
             assert p == pytest.approx(e, rel=0.06, abs=1e-4 * big), (cell, ev)
-        assert float(s_part) == pytest.approx(float(ev.abs().mean()), rel=0.06)
+        count, other = zeros.split(" zero, smallest other ")
+        count = int(count)
+        # Zero means |μ| ≤ 10⁻⁶ of the largest; float32 against float64 can move an eigenvalue
+        # that sits near the threshold across it, so the count is bracketed.
+        assert int((a <= 1e-7 * big).sum()) <= count <= int((a <= 1e-5 * big).sum())
+        assert float(other) == pytest.approx(float(a.sort().values[count]), rel=0.06, abs=1e-5 * big)
+        s_value = float(s_part.removeprefix("s = "))
+        assert s_value == pytest.approx(float(a.mean()), rel=0.06)
+        assert s_value == pytest.approx(library_s(curvature), rel=0.06)
+    # The tiny config's Fisher (N = 8 sets, m = 144 outputs) has rank ≤ 8.
+    assert int(rows[0][5].split("; ")[1].split(" zero")[0]) >= 144 - 8
 
 
 def test_curvature_trace_refuses_what_it_cannot_trace(tmp_path, capsys):
