@@ -45,6 +45,8 @@ from newton_losses.experiments.replay import STOCHASTIC_METHODS, fidelity, load_
 from newton_losses.experiments.runner import newton_loss_for
 
 VARIANTS = ("hessian", "hessian_batch", "fisher")
+#: An eigenvalue with |μ| at most this fraction of the largest |μ| counts as zero (rounding).
+ZERO_REL = 1e-6
 
 
 def _flat(grads) -> torch.Tensor:
@@ -53,7 +55,7 @@ def _flat(grads) -> torch.Tensor:
 
 def _quantiles(v: torch.Tensor, scale: float) -> str:
     q = v.quantile(torch.tensor([0.0, 0.5, 1.0], dtype=v.dtype)).tolist()
-    return " / ".join("0" if abs(x) <= 1e-6 * scale else f"{x:.2g}" for x in q)
+    return " / ".join("0" if abs(x) <= ZERO_REL * scale else f"{x:.2g}" for x in q)
 
 
 def _spectrum(C: torch.Tensor) -> str:
@@ -62,7 +64,7 @@ def _spectrum(C: torch.Tensor) -> str:
     ev = torch.linalg.eigvalsh(C)
     a = ev.abs()
     scale = float(a.max())
-    zero = a <= 1e-6 * scale
+    zero = a <= ZERO_REL * scale
     other = f"{float(a[~zero].min()):.2g}" if bool((~zero).any()) else "—"
     return (f"{_quantiles(ev, scale)}; {int(zero.sum())} zero, smallest other {other}; "
             f"s = {float(a.mean()):.2g}")
