@@ -412,8 +412,8 @@ def test_chunk_chooser_keeps_the_smaller_chunk_unless_a_larger_one_is_clearly_fa
     clock = {"t": 0.0, "c": None}
 
     def fake_batched_grad(output, inputs, grad_outputs, chunk_size=None):
-        clock["c"] = chunk_size
-        clock["t"] += costs[chunk_size]
+        assert grad_outputs.shape[0] == chunk_size  # one chunk of the candidate's size
+        clock["t"] += costs[chunk_size] * chunk_size  # costs are per row
 
     monkeypatch.setattr(curv, "batched_grad", fake_batched_grad)
     import time
@@ -421,6 +421,28 @@ def test_chunk_chooser_keeps_the_smaller_chunk_unless_a_larger_one_is_clearly_fa
     monkeypatch.setattr(time, "perf_counter", lambda: clock["t"])
     K = 100
     assert curv.choose_chunk_size(None, None, torch.zeros(K, 3)) == expected
+
+
+@pytest.mark.parametrize("row_cost,K,rounds", [
+    (1e-6, 144, 5),   # cheap rows: every round fits the budget
+    (0.015, 144, 2),  # relaxed Bellman-Ford-like rows: 85 rows per round against K = 144
+    (0.015, 64, 1),   # a round already costs more than the K rows it tunes: one round
+])
+def test_chunk_chooser_stops_timing_once_it_has_spent_the_real_works_cost(monkeypatch, row_cost, K, rounds):
+    import time
+
+    import newton_losses.curvature as curv
+
+    clock = {"t": 0.0, "calls": 0}
+
+    def fake_batched_grad(output, inputs, grad_outputs, chunk_size=None):
+        clock["calls"] += 1
+        clock["t"] += row_cost * grad_outputs.shape[0]
+
+    monkeypatch.setattr(curv, "batched_grad", fake_batched_grad)
+    monkeypatch.setattr(time, "perf_counter", lambda: clock["t"])
+    curv.choose_chunk_size(None, None, torch.zeros(K, 3))
+    assert clock["calls"] == 4 * (1 + rounds)  # warm-up + timed rounds, 4 candidates each
 
 
 @pytest.mark.parametrize("curvature", ["hessian", "gauss_newton"])

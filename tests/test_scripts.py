@@ -76,7 +76,7 @@ def test_curvature_trace_against_an_independent_hessian(tmp_path, capsys):
 
     # s is the unit the library's batch damping uses: λ_added / λ of a NewtonLoss on this batch.
     def library_s(curvature):
-        # vmap: the rows method's first call times chunk sizes (tens of seconds at m = 144).
+        # vmap: the rows method's first call times chunk sizes (seconds at m = 144).
         newton = NewtonLoss(task.loss_fn, curvature=curvature, lam=0.5, damping="batch", hessian_method="vmap")
         newton(y.float().requires_grad_(True), target)
         return newton.last_diagnostics.lam_effective / 0.5
@@ -416,3 +416,15 @@ def test_grad_norms_by_row_summarizes_the_seeds_of_a_row(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         grad_norms.main(["--by-row", str(tmp_path / "missing")])
     assert exc.value.code == 2
+
+
+def test_chunk_tuning_cost_reports_the_tuning_against_the_call(capsys):
+    script = _load("chunk_tuning_cost")
+    assert script.main(["--batch", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "N = 1 sets, m = 144" in out
+    picked = int(out.split("picked chunk ")[1].split()[0])
+    assert picked in (1, 4, 16, 64)
+    assert [r[0] for r in _rows(out)] == ["1", "4", "16", "64"]
+    with pytest.raises(SystemExit):
+        script.main(["--batch", "0"])

@@ -159,39 +159,59 @@ def batched_grad(
 
 
 def choose_chunk_size(
-    output: Tensor, inputs: Tensor, grad_outputs: Tensor, candidates: tuple = (1, 4, 16, 64)
+    output: Tensor,
+    inputs: Tensor,
+    grad_outputs: Tensor,
+    candidates: tuple = (1, 4, 16, 64),
+    *,
+    rounds: int = 5,
+    budget: float = 1.0,
+    min_seconds: float = 0.1,
 ) -> int:
     """Pick the fastest number of backward passes to batch at once, by measuring.
 
     Batching backward passes with vmap is fast for small graphs and can be many times slower
     than a plain loop for large ones (cache pressure; measured in docs/PERFORMANCE.md), so the
-    choice is made by timing each candidate on the same work — the first R = min(K, max
-    candidate) rows of ``grad_outputs`` (K, ...), in chunks of the candidate's size. Every
-    candidate is warmed up once (vmap tracing, allocations), then the candidates are timed in
-    round-robin for ``rounds`` rounds, so that a burst of load on a busy machine hits all of them
-    alike, and each is scored by its median. A larger chunk (more memory) is chosen only when it
-    is at least 10% faster than the best smaller one. The results are the same whatever is
-    chosen — the choice only affects speed (batched and looped passes give bit-identical rows on
-    the losses we tested).
+    choice is made by timing. Each candidate c is scored by its cost per row: the time of one
+    chunk of the first c rows of ``grad_outputs`` (K, ...), divided by c. Every candidate is
+    warmed up once (vmap tracing, allocations), then the candidates are timed in round-robin,
+    so that a burst of load on a busy machine hits all of them alike, and each is scored by its
+    median. A larger chunk (more memory) is chosen only when it is at least 10% faster than the
+    best smaller one. The results are the same whatever is chosen — the choice only affects
+    speed (batched and looped passes give bit-identical rows on the losses we tested).
+
+    Cost: at most ``rounds`` rounds, and no round starts once the timed rounds have taken both
+    ``min_seconds`` and ``budget`` × the predicted cost of the real work (K rows at the best
+    cost per row so far); at least one round runs. A round is Σc rows (85 for the default
+    candidates), so for a cheap loss all rounds run within ``min_seconds``. For an expensive
+    one — relaxed Bellman-Ford on 12×12 tiles, 12–25 ms per row, K = 144 — tuning took 2.0×
+    one Newton-loss call, where timing every candidate on 64 rows for 5 rounds (the previous
+    version) took 8.3× (``scripts/chunk_tuning_cost.py``, on a 2-core machine running two
+    training processes).
     """
     import statistics
     import time
 
-    rounds = 5
     K = grad_outputs.shape[0]
     cands = sorted({min(int(c), K) for c in candidates})
-    rows = grad_outputs[: max(cands)]
     for c in cands:
         batched_grad(output, inputs, grad_outputs[:c], chunk_size=c)  # warm-up
-    times: dict = {c: [] for c in cands}
-    for _ in range(rounds):
+    per_row: dict = {c: [] for c in cands}
+    spent = 0.0
+    for r in range(max(1, int(rounds))):
+        if r:
+            predicted = K * min(statistics.median(v) for v in per_row.values())
+            if spent >= max(min_seconds, budget * predicted):
+                break
         for c in cands:
             t0 = time.perf_counter()
-            batched_grad(output, inputs, rows, chunk_size=c)
-            times[c].append(time.perf_counter() - t0)
-    best, best_cost = cands[0], statistics.median(times[cands[0]])
+            batched_grad(output, inputs, grad_outputs[:c], chunk_size=c)
+            dt = time.perf_counter() - t0
+            spent += dt
+            per_row[c].append(dt / c)
+    best, best_cost = cands[0], statistics.median(per_row[cands[0]])
     for c in cands[1:]:
-        cost = statistics.median(times[c])
+        cost = statistics.median(per_row[c])
         if cost < 0.9 * best_cost:  # prefer the smaller chunk (less memory) unless clearly faster
             best, best_cost = c, cost
     return best
