@@ -350,12 +350,19 @@ def _machines(groups: list[Group]) -> dict[Optional[str], int]:
     counts: dict[Optional[str], int] = {}
     for g in groups:
         for _, _, r in g.runs:
-            kind = None
-            if r.get("machine"):
-                parts = [p.strip() for p in str(r["machine"]).split(";")]
-                kind = ", ".join(p for p in parts if not p.startswith("Python"))
+            kind = machine_label(r, python=False)
             counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] or "")))
+
+
+def machine_label(result: dict, *, python: bool = True) -> Optional[str]:
+    """A run's ``machine`` record ("processor; CPUs; torch build; Python x.y[; GPU]", as the
+    runner writes it) as one comma-separated line, without the Python version unless
+    ``python``; None when the run has no record (runs from before the record existed)."""
+    if not result.get("machine"):
+        return None
+    parts = [p.strip() for p in str(result["machine"]).split(";")]
+    return ", ".join(p for p in parts if python or not p.startswith("Python"))
 
 
 def _unfinished(paths: list) -> dict:

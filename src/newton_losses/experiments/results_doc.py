@@ -35,7 +35,7 @@ from typing import Optional
 
 from ..io import atomic_write_text
 from .paper import paper_table
-from .report import build_report, find_runs
+from .report import build_report, find_runs, machine_label
 
 __all__ = ["render_results"]
 
@@ -154,9 +154,8 @@ def _runs_line(dirs: list[str]) -> str:
     total = sum(r["time"]["total_s"] for _, r in runs)
     counts: dict = {}
     for _, r in runs:
-        machine = r.get("machine", "not recorded (older runs)")
+        machine = machine_label(r) or "not recorded (older runs)"
         counts[machine] = counts.get(machine, 0) + 1
-    machines = "; ".join(f"{m.replace('; ', ', ')} ({k} run{'s' if k != 1 else ''})"
-                         for m, k in sorted(counts.items()))
+    machines = "; ".join(f"{m} ({k} run{'s' if k != 1 else ''})" for m, k in sorted(counts.items()))
     return (f"{len(runs)} finished runs, {total / 3600:.1f} h of training wall time in total. "
             f"Machines (the one that finished each run): {machines}.")
