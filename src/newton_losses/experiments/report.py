@@ -247,9 +247,10 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1); got {alpha}")
+    given, paths = paths, _expand(paths)  # once: sweep files and globs -> run directories
     runs = find_runs(paths)
     if not runs:
-        raise ValueError(f"no finished runs (result.json) under {', '.join(map(str, paths))}")
+        raise ValueError(f"no finished runs (result.json) under {', '.join(map(str, given))}")
     groups = group_runs(runs)
     by_key = {g.key: g for g in groups}
     rows, lines = [], []
