@@ -19,6 +19,10 @@ and, every ``--every`` steps, on that step's batch (before the step), measures:
   (|μ| ≤ 10⁻⁶ of the largest), the smallest other |eigenvalue|, and the mean |eigenvalue| s —
   the unit of ``damping="batch"`` for ``hessian_batch`` and ``fisher`` — so that a λ grid can
   be read against the curvature's eigenvalue range;
+- the Newton loss's own matrices, as its diagnostics report them (``NewtonDiagnostics``: the
+  smallest and largest eigenvalue over the batch's matrices, and its damping unit s = λ_added /
+  λ) — for ``gauss_newton`` the per-set Gauss-Newton matrices J_iᵀ ∇²h_i J_i, which the other
+  columns do not show; "—" where the solve was matrix-free (CG);
 - for each λ: the cosine between the network-parameter gradient of the Newton loss (the run's
   variant, damping, projection and CG cap, with that λ) and that of the plain loss, over the
   whole batch, and the ratio of their norms ‖∇θ Newton‖ / ‖∇θ plain‖. A batch the Newton loss
@@ -28,7 +32,8 @@ A cosine near 1 means the Newton loss is a rescaled gradient (Adam undoes the sc
 from 1 means the curvature changes the direction. Output: a Markdown table on stdout, then a
 sentence saying whether the replay followed the run's recorded losses (the intervals it
 covered; a run trained on another CPU can part from it). For the
-relaxed (deterministic) losses and the ``hessian``, ``hessian_batch`` and ``fisher`` variants;
+relaxed (deterministic) losses and the ``hessian``, ``hessian_batch``, ``fisher`` and
+``gauss_newton`` variants;
 the stochastic methods' Hessian variant uses an estimator this script does not trace. Used for
 RESULTS.md §4 (the relaxed Bellman-Ford NL-Hessian runs).
 """
@@ -44,7 +49,7 @@ from newton_losses.curvature import empirical_fisher, hessian_blocks
 from newton_losses.experiments.replay import STOCHASTIC_METHODS, fidelity, load_run_config, replay_baseline
 from newton_losses.experiments.runner import newton_loss_for
 
-VARIANTS = ("hessian", "hessian_batch", "fisher")
+VARIANTS = ("hessian", "hessian_batch", "fisher", "gauss_newton")
 #: An eigenvalue with |μ| at most this fraction of the largest |μ| counts as zero (rounding).
 ZERO_REL = 1e-6
 
@@ -68,6 +73,14 @@ def _spectrum(C: torch.Tensor) -> str:
     other = f"{float(a[~zero].min()):.2g}" if bool((~zero).any()) else "—"
     return (f"{_quantiles(ev, scale)}; {int(zero.sum())} zero, smallest other {other}; "
             f"s = {float(a.mean()):.2g}")
+
+
+def _own_matrices(d) -> str:
+    """The Newton loss's matrices from its diagnostics: min / max eigenvalue over the batch; s."""
+    s = f"s = {d.lam_effective / d.lam:.2g}" if d.lam > 0 else "s: —"
+    if d.min_eig is None or d.max_eig is None:
+        return f" — ; {s} |"
+    return f" {d.min_eig:.2g} / {d.max_eig:.2g}; {s} |"
 
 
 def main(argv=None) -> int:
@@ -105,10 +118,11 @@ def main(argv=None) -> int:
           f"{cfg.seed}); Newton loss: {variant}, {cfg.damping} damping, projection {cfg.projection}{cg}\n")
     head = ("| step | batch loss | smallest eigenvalue per set (min / median / max over the batch) "
             "| largest eigenvalue per set (min / median / max), s | batch-averaged Hessian: eigenvalues "
-            "(min / median / max); zeros, smallest other; s | Fisher: the same |")
+            "(min / median / max); zeros, smallest other; s | Fisher: the same "
+            f"| NL-{variant}'s matrices (diagnostics): min / max eigenvalue; s |")
     head += "".join(f" λ={lam:g}: cos, ‖∇θ Newton‖/‖∇θ plain‖ |" for lam in lams)
     print(head)
-    print("|" + "---|" * (6 + len(lams)))
+    print("|" + "---|" * (7 + len(lams)))
     newton, seen = None, []
     for s in replay_baseline(cfg, args.steps):
         seen.append(float(s.loss.detach()))
@@ -124,7 +138,7 @@ def main(argv=None) -> int:
         scale = float(ev.abs().max())
         shared = [_spectrum(H.mean(0)), _spectrum(empirical_fisher(g, distributed=False)[0])]
         plain = _flat(torch.autograd.grad(s.loss, s.params, retain_graph=True))
-        cells = []
+        cells = [None]
         for lam in lams:
             value = newton[lam](s.y, s.target)
             if newton[lam].last_diagnostics.skipped:
@@ -133,6 +147,9 @@ def main(argv=None) -> int:
             ng = _flat(torch.autograd.grad(value, s.params, retain_graph=True))
             cos = float(ng @ plain / (ng.norm() * plain.norm()).clamp_min(1e-300))
             cells.append(f" {cos:.2f}, {float(ng.norm() / plain.norm().clamp_min(1e-300)):.2g} |")
+            if cells[0] is None:
+                cells[0] = _own_matrices(newton[lam].last_diagnostics)
+        cells[0] = cells[0] or " skipped |"
         print(f"| {s.step} | {s.loss.item():.4f} | {_quantiles(ev[:, 0], scale)} | "
               f"{_quantiles(ev[:, -1], scale)}, s = {float(ev.abs().mean()):.2g} | {shared[0]} | {shared[1]} |"
               + "".join(cells), flush=True)

@@ -111,6 +111,39 @@ def test_curvature_trace_against_an_independent_hessian(tmp_path, capsys):
     assert m > N and int(rows[0][5].split("; ")[1].split(" zero")[0]) >= m - N
 
 
+def test_curvature_trace_shows_the_gauss_newton_matrices_against_an_independent_build(tmp_path, capsys):
+    trace = _load("curvature_trace")
+    cfg = protocol_config("ranking", "tiny", method="softsort", variant="gauss_newton", lam=1.0,
+                          damping="batch")
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.json").write_text(cfg.to_json())
+    assert trace.main([str(d), "--steps", "1", "--every", "1", "--lam", "2", "1e6"]) == 0
+    (row,) = _rows(capsys.readouterr().out)
+    assert float(row[-1].split(",")[0]) >= 0.999  # λ → ∞: a rescaled gradient
+    extremes, s_part = row[6].split("; ")
+    lo, hi = (float(v) for v in extremes.split(" / "))
+
+    # Step 0's batch as the runner seeds it; G_i = J_iᵀ ∇²h_i J_i per set by torch.func, float64.
+    gen = seed_run(cfg.seed)
+    task = build_task(cfg, torch.device("cpu"), torch.float32)
+    x, target = task.sample(cfg.batch_size, gen)
+    y = task.outputs(task.model, x).detach().double()
+    inner, outer = task.loss_fn.inner, task.loss_fn.outer
+    ev = []
+    for i in range(y.shape[0]):
+        a_i = inner(y[i : i + 1])[0]
+        J = torch.func.jacrev(lambda v: inner(v.unsqueeze(0))[0].reshape(-1))(y[i])  # (a, m)
+        Hh = torch.func.hessian(lambda a: outer(a.reshape(a_i.shape).unsqueeze(0),
+                                                target[i : i + 1].double()).sum())(a_i.reshape(-1))
+        ev.append(torch.linalg.eigvalsh(J.T @ Hh @ J))
+    ev = torch.stack(ev)
+    top = float(ev.max())
+    assert hi == pytest.approx(top, rel=0.06)
+    assert lo == pytest.approx(float(ev.min()), abs=1e-4 * top)  # PSD: the smallest is ≈ 0
+    assert float(s_part.removeprefix("s = ")) == pytest.approx(float(ev.abs().mean()), rel=0.06)
+
+
 def test_curvature_trace_refuses_what_it_cannot_trace(tmp_path, capsys):
     trace = _load("curvature_trace")
     d, _ = _run_dir(tmp_path, variant="none")
