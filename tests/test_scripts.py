@@ -429,6 +429,19 @@ def test_fidelity_says_where_a_replay_departs_from_the_run(tmp_path):
     assert "already in the first interval" in fidelity(tmp_path / "run", [x * 1.01 for x in losses], cfg.eval_every)
     assert "not available" in fidelity(tmp_path / "nowhere", losses, cfg.eval_every)
 
+    # A Newton run's replay is its baseline's training: checked against the baseline run next to it.
+    newton_cfg = cfg.replace(variant="fisher", lam=0.1, damping="batch").validate()
+    runs = tmp_path / "runs"
+    newton_dir = runs / newton_cfg.run_id()
+    newton_dir.mkdir(parents=True)
+    (newton_dir / "config.json").write_text(newton_cfg.to_json())
+    text = fidelity(newton_dir, losses, cfg.eval_every)
+    assert "Newton run (fisher)" in text and cfg.run_id() in text and "no record" in text
+    (tmp_path / "run").rename(runs / cfg.run_id())
+    text = fidelity(newton_dir, losses, cfg.eval_every)
+    assert text.startswith(f"Checked against the baseline run of the same configuration, {cfg.run_id()}")
+    assert "in all 2 intervals" in text
+
 
 def test_grad_norms_by_row_summarizes_the_seeds_of_a_row(tmp_path, capsys):
     grad_norms = _load("grad_norms")

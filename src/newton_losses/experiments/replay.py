@@ -132,8 +132,27 @@ def fidelity(run_dir: Path, losses: list, eval_every: int, rtol: float = 1e-4) -
     A replay follows the run bit for bit on the machine kind that trained it; on another CPU the
     floating-point order of the matrix products can differ, and after a gradient spike the
     trajectories may part — the sentence then says from which interval on.
+
+    A replay is always the *baseline's* training, so when ``run_dir`` is a Newton run the record
+    compared is that of the baseline of the same configuration, looked up next to it (same
+    folder, its run id); the sentence names it, or says that it is missing.
     """
-    records = [r for r in read_metrics(run_dir) if "train_loss" in r] if Path(run_dir).is_dir() else []
+    run_dir, prefix = Path(run_dir), ""
+    cfg = None
+    if (run_dir / "config.json").is_file():
+        try:
+            cfg = RunConfig.from_json((run_dir / "config.json").read_text()).validate()
+        except (TypeError, ValueError):
+            cfg = None
+    if cfg is not None and cfg.variant != "none":
+        base_id = cfg.replace(variant="none", cg_max_iter=0).validate().run_id()
+        if not (run_dir.parent / base_id).is_dir():
+            return (f"{run_dir.name} is a Newton run ({cfg.variant}) and the replay is its baseline's "
+                    f"training; the baseline run ({base_id}) is not in the same folder, so there is "
+                    "no record to check the replay against.")
+        run_dir = run_dir.parent / base_id
+        prefix = f"Checked against the baseline run of the same configuration, {base_id}: "
+    records = [r for r in read_metrics(run_dir) if "train_loss" in r] if run_dir.is_dir() else []
     pairs = []
     for r in records:
         end = r["step"]
@@ -142,19 +161,19 @@ def fidelity(run_dir: Path, losses: list, eval_every: int, rtol: float = 1e-4) -
             break
         pairs.append((end, sum(chunk) / len(chunk), r["train_loss"]))
     if not pairs:
-        return "The run's recorded losses were not available to check the replay against."
+        return prefix + "The run's recorded losses were not available to check the replay against."
     bad = next(((end, a, b) for end, a, b in pairs if abs(a - b) > rtol * max(abs(b), 1e-12)), None)
     if bad is None:
-        return (f"The replay's mean training loss matches the run's record in all {len(pairs)} "
+        return prefix + (f"The replay's mean training loss matches the run's record in all {len(pairs)} "
                 f"intervals compared (relative difference ≤ {rtol:g}).")
     end, a, b = bad
     same = sum(1 for e, *_ in pairs if e < end)
     if same == 0:
-        return (f"The replay's mean training loss departs from the run's record already in the first "
+        return prefix + (f"The replay's mean training loss departs from the run's record already in the first "
                 f"interval (ending at step {end:,}: replay {a:.5g}, run {b:.5g}; relative tolerance "
                 f"{rtol:g}): the replay follows its own trajectory (same data and seed; floating-point "
                 "order differs across machines).")
-    return (f"The replay's mean training loss matches the run's record in the first {same} of {len(pairs)} "
+    return prefix + (f"The replay's mean training loss matches the run's record in the first {same} of {len(pairs)} "
             f"intervals (relative difference ≤ {rtol:g}) and departs from it in the interval ending at "
             f"step {end:,} (replay {a:.5g}, run {b:.5g}): from there on the replay follows its own "
             "trajectory (same data and seed; floating-point order differs across machines).")
