@@ -138,12 +138,10 @@ def fidelity(run_dir: Path, losses: list, eval_every: int, rtol: float = 1e-4) -
     folder, its run id); the sentence names it, or says that it is missing.
     """
     run_dir, prefix = Path(run_dir), ""
-    cfg = None
-    if (run_dir / "config.json").is_file():
-        try:
-            cfg = RunConfig.from_json((run_dir / "config.json").read_text()).validate()
-        except (TypeError, ValueError):
-            cfg = None
+    try:
+        cfg = load_run_config(run_dir) if (run_dir / "config.json").is_file() else None
+    except ValueError:
+        cfg = None
     if cfg is not None and cfg.variant != "none":
         base_id = cfg.replace(variant="none", cg_max_iter=0).validate().run_id()
         if not (run_dir.parent / base_id).is_dir():
@@ -164,16 +162,17 @@ def fidelity(run_dir: Path, losses: list, eval_every: int, rtol: float = 1e-4) -
         return prefix + "The run's recorded losses were not available to check the replay against."
     bad = next(((end, a, b) for end, a, b in pairs if abs(a - b) > rtol * max(abs(b), 1e-12)), None)
     if bad is None:
-        return prefix + (f"The replay's mean training loss matches the run's record in all {len(pairs)} "
-                f"intervals compared (relative difference ≤ {rtol:g}).")
+        return prefix + (f"The replay's mean training loss matches the run's record in all "
+                         f"{len(pairs)} intervals compared (relative difference ≤ {rtol:g}).")
     end, a, b = bad
     same = sum(1 for e, *_ in pairs if e < end)
     if same == 0:
-        return prefix + (f"The replay's mean training loss departs from the run's record already in the first "
-                f"interval (ending at step {end:,}: replay {a:.5g}, run {b:.5g}; relative tolerance "
-                f"{rtol:g}): the replay follows its own trajectory (same data and seed; floating-point "
-                "order differs across machines).")
-    return prefix + (f"The replay's mean training loss matches the run's record in the first {same} of {len(pairs)} "
-            f"intervals (relative difference ≤ {rtol:g}) and departs from it in the interval ending at "
-            f"step {end:,} (replay {a:.5g}, run {b:.5g}): from there on the replay follows its own "
-            "trajectory (same data and seed; floating-point order differs across machines).")
+        return prefix + (f"The replay's mean training loss departs from the run's record already in "
+                         f"the first interval (ending at step {end:,}: replay {a:.5g}, run {b:.5g}; "
+                         f"relative tolerance {rtol:g}): the replay follows its own trajectory (same "
+                         "data and seed; floating-point order differs across machines).")
+    return prefix + (f"The replay's mean training loss matches the run's record in the first {same} "
+                     f"of {len(pairs)} intervals (relative difference ≤ {rtol:g}) and departs from it "
+                     f"in the interval ending at step {end:,} (replay {a:.5g}, run {b:.5g}): from "
+                     "there on the replay follows its own trajectory (same data and seed; "
+                     "floating-point order differs across machines).")
