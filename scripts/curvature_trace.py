@@ -30,12 +30,14 @@ and, every ``--every`` steps, on that step's batch (before the step), measures:
 
 A cosine near 1 means the Newton loss is a rescaled gradient (Adam undoes the scale); a cosine far
 from 1 means the curvature changes the direction. Output: a Markdown table on stdout, then a
-sentence saying whether the replay followed the run's recorded losses (the intervals it
+sentence saying whether the replay followed the recorded losses of the baseline run (RUN_DIR,
+or for a Newton run the baseline of its configuration in the same folder; the intervals it
 covered; a run trained on another CPU can part from it). For the
 relaxed (deterministic) losses and the ``hessian``, ``hessian_batch``, ``fisher`` and
 ``gauss_newton`` variants;
 the stochastic methods' Hessian variant uses an estimator this script does not trace. Used for
-RESULTS.md §4 (the relaxed Bellman-Ford NL-Hessian runs).
+RESULTS.md §2 (NL-Gauss-Newton at λ = 1 and 10), §3 (the λ grid against the eigenvalues) and §4
+(the relaxed Bellman-Ford NL-Hessian runs).
 """
 from __future__ import annotations
 
