@@ -146,3 +146,21 @@ def test_sweep_progress_counts_training_steps(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     # 4 runs × 40 steps, less the 20 the resumed run had done: 140 steps, all counted.
     assert "runs 4/4" in err and "140/140" in err
+
+
+def test_every_study_sweep_file_expands_and_make_study_names_only_existing_ones():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = sorted((root / "configs" / "study").glob("*.json"))
+    assert files
+    for path in files:
+        configs = SweepSpec.load(path).expand()  # validates every run configuration
+        assert configs, path
+        assert len({c.run_id() for c in configs}) == len(configs), f"{path.name}: duplicate runs"
+    makefile = (root / "Makefile").read_text()
+    study = re.search(r"^STUDY :=((?:.*\\\n)*.*)$", makefile, re.M).group(1).replace("\\\n", " ").split()
+    assert "table_n10" in study and "gn_lambda10" in study
+    for name in study:
+        assert (root / "configs" / "study" / f"{name}.json").is_file(), name
