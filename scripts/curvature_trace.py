@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         scale = float(ev.abs().max())
         shared = [_spectrum(H.mean(0)), _spectrum(empirical_fisher(g, distributed=False)[0])]
         plain = _flat(torch.autograd.grad(s.loss, s.params, retain_graph=True))
-        cells = [None]
+        cells = []
         for lam in lams:
             value = newton[lam](s.y, s.target)
             if newton[lam].last_diagnostics.skipped:
@@ -149,11 +149,11 @@ def main(argv=None) -> int:
             ng = _flat(torch.autograd.grad(value, s.params, retain_graph=True))
             cos = float(ng @ plain / (ng.norm() * plain.norm()).clamp_min(1e-300))
             cells.append(f" {cos:.2f}, {float(ng.norm() / plain.norm().clamp_min(1e-300)):.2g} |")
-            if cells[0] is None:
-                cells[0] = _own_matrices(newton[lam].last_diagnostics)
-        cells[0] = cells[0] or " skipped |"
+        # The matrices do not depend on λ: the first λ whose call was not skipped reports them.
+        done = [newton[lam].last_diagnostics for lam in lams if not newton[lam].last_diagnostics.skipped]
+        own = _own_matrices(done[0]) if done else " skipped |"
         print(f"| {s.step} | {s.loss.item():.4f} | {_quantiles(ev[:, 0], scale)} | "
-              f"{_quantiles(ev[:, -1], scale)}, s = {float(ev.abs().mean()):.2g} | {shared[0]} | {shared[1]} |"
+              f"{_quantiles(ev[:, -1], scale)}, s = {float(ev.abs().mean()):.2g} | {shared[0]} | {shared[1]} |{own}"
               + "".join(cells), flush=True)
     print("\n" + fidelity(args.run_dir, seen, cfg.eval_every))
     return 0

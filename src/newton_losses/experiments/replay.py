@@ -28,7 +28,8 @@ import torch
 from .config import RunConfig
 from .runner import build_task, read_metrics, seed_run
 
-__all__ = ["ReplayStep", "replay_baseline", "load_run_config", "fidelity", "STOCHASTIC_METHODS"]
+__all__ = ["ReplayStep", "replay_baseline", "baseline_config", "load_run_config", "fidelity",
+           "STOCHASTIC_METHODS"]
 
 #: Methods whose loss draws noise (their Newton losses draw too, so a replay must not call them).
 STOCHASTIC_METHODS = ("smoothed_loss", "smoothed_algorithm", "perturbed_fy")
@@ -124,6 +125,12 @@ def load_run_config(run_dir: Path) -> RunConfig:
     return cfg
 
 
+def baseline_config(cfg: RunConfig) -> RunConfig:
+    """The configuration whose training :func:`replay_baseline` reproduces for ``cfg``: no Newton
+    loss (``variant="none"``, its Newton-only fields at their defaults), gradient clipping kept."""
+    return cfg.replace(variant="none", cg_max_iter=0).validate()
+
+
 def fidelity(run_dir: Path, losses: list, eval_every: int, rtol: float = 1e-4) -> str:
     """One sentence: does a replay follow the recorded run? Compares the replay's mean training
     loss per evaluation interval (``losses``: the loss of every replayed step, in order) with the
@@ -134,22 +141,26 @@ def fidelity(run_dir: Path, losses: list, eval_every: int, rtol: float = 1e-4) -
     trajectories may part — the sentence then says from which interval on.
 
     A replay is always the *baseline's* training, so when ``run_dir`` is a Newton run the record
-    compared is that of the baseline of the same configuration, looked up next to it (same
-    folder, its run id); the sentence names it, or says that it is missing.
+    compared is that of its :func:`baseline_config`'s run, looked up next to it (same folder, its
+    run id); the sentence names it, or says that it is missing.
     """
-    run_dir, prefix = Path(run_dir), ""
+    run_dir = Path(run_dir)
     try:
         cfg = load_run_config(run_dir) if (run_dir / "config.json").is_file() else None
     except ValueError:
         cfg = None
-    if cfg is not None and cfg.variant != "none":
-        base_id = cfg.replace(variant="none", cg_max_iter=0).validate().run_id()
-        if not (run_dir.parent / base_id).is_dir():
-            return (f"{run_dir.name} is a Newton run ({cfg.variant}) and the replay is its baseline's "
-                    f"training; the baseline run ({base_id}) is not in the same folder, so there is "
-                    "no record to check the replay against.")
-        run_dir = run_dir.parent / base_id
-        prefix = f"Checked against the baseline run of the same configuration, {base_id}: "
+    if cfg is None or cfg.variant == "none":
+        return _compare(run_dir, losses, eval_every, rtol)
+    base_id = baseline_config(cfg).run_id()
+    if not (run_dir.parent / base_id).is_dir():
+        return (f"{run_dir.name} is a Newton run ({cfg.variant}) and the replay is its baseline's "
+                f"training; the baseline run ({base_id}) is not in the same folder, so there is "
+                "no record to check the replay against.")
+    return (f"Checked against the baseline run of the same configuration, {base_id}: "
+            + _compare(run_dir.parent / base_id, losses, eval_every, rtol))
+
+
+def _compare(run_dir: Path, losses: list, eval_every: int, rtol: float) -> str:
     records = [r for r in read_metrics(run_dir) if "train_loss" in r] if run_dir.is_dir() else []
     pairs = []
     for r in records:
@@ -159,20 +170,19 @@ def fidelity(run_dir: Path, losses: list, eval_every: int, rtol: float = 1e-4) -
             break
         pairs.append((end, sum(chunk) / len(chunk), r["train_loss"]))
     if not pairs:
-        return prefix + "The run's recorded losses were not available to check the replay against."
+        return "The run's recorded losses were not available to check the replay against."
     bad = next(((end, a, b) for end, a, b in pairs if abs(a - b) > rtol * max(abs(b), 1e-12)), None)
     if bad is None:
-        return prefix + (f"The replay's mean training loss matches the run's record in all "
-                         f"{len(pairs)} intervals compared (relative difference ≤ {rtol:g}).")
+        return (f"The replay's mean training loss matches the run's record in all {len(pairs)} "
+                f"intervals compared (relative difference ≤ {rtol:g}).")
     end, a, b = bad
     same = sum(1 for e, *_ in pairs if e < end)
     if same == 0:
-        return prefix + (f"The replay's mean training loss departs from the run's record already in "
-                         f"the first interval (ending at step {end:,}: replay {a:.5g}, run {b:.5g}; "
-                         f"relative tolerance {rtol:g}): the replay follows its own trajectory (same "
-                         "data and seed; floating-point order differs across machines).")
-    return prefix + (f"The replay's mean training loss matches the run's record in the first {same} "
-                     f"of {len(pairs)} intervals (relative difference ≤ {rtol:g}) and departs from it "
-                     f"in the interval ending at step {end:,} (replay {a:.5g}, run {b:.5g}): from "
-                     "there on the replay follows its own trajectory (same data and seed; "
-                     "floating-point order differs across machines).")
+        return (f"The replay's mean training loss departs from the run's record already in the first "
+                f"interval (ending at step {end:,}: replay {a:.5g}, run {b:.5g}; relative tolerance "
+                f"{rtol:g}): the replay follows its own trajectory (same data and seed; floating-point "
+                "order differs across machines).")
+    return (f"The replay's mean training loss matches the run's record in the first {same} of {len(pairs)} "
+            f"intervals (relative difference ≤ {rtol:g}) and departs from it in the interval ending at "
+            f"step {end:,} (replay {a:.5g}, run {b:.5g}): from there on the replay follows its own "
+            "trajectory (same data and seed; floating-point order differs across machines).")
