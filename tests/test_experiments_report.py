@@ -369,3 +369,39 @@ def test_shortest_path_table_explains_its_cost_ratio(tmp_path):
     ranking = tmp_path / "ranking"
     _write_run(ranking, "none", 0, 0.7)
     assert "cost ratio" not in build_report([ranking]).markdown
+
+
+def test_inline_values_quote_the_report_they_name(runs, tmp_path, monkeypatch):
+    from newton_losses.experiments.results_doc import render_results
+
+    monkeypatch.chdir(tmp_path)
+    report = build_report([runs], plots=False)
+    fisher = next(r for r in report.groups if r["variant"] == "fisher" and r["lam"] == 0.1)
+    # Independent of the table's formatting: the numbers from the fixture's values and scipy.
+    a, b = np.array(EXACT["fisher"]), np.array(EXACT["none"])
+    p = stats.ttest_ind(a, b, equal_var=False).pvalue
+    template = tmp_path / "T.md"
+    template.write_text("Fisher: {{value main *fisher-lam0.1-* mean}} ± {{value main *fisher-lam0.1-* std}}%, "
+                        "Δ {{value main *fisher-lam0.1-* delta}}, p = {{value main *fisher-lam0.1-* p}}, "
+                        "p Holm {{ value main *fisher-lam0.1-* p_holm }}, "
+                        "{{value main *fisher-lam0.1-* seeds}} seeds, last {{value main *fisher-lam0.1-* last}}.\n"
+                        "<!-- report main: runs -->\n")
+    text = render_results(template, tmp_path / "R.md", figures=tmp_path / "figures", plots=False)
+    first = text.splitlines()[0]
+    assert first == (f"Fisher: {100 * a.mean():.1f} ± {100 * a.std(ddof=1):.1f}%, "
+                     f"Δ +{100 * (a.mean() - b.mean()):.1f}, p = {p:.2g}, "
+                     f"p Holm {fisher['welch_p_holm']:.2g}, 4 seeds, last {100 * a.mean():.1f}.")
+    assert fisher["welch_p_holm"] > p  # Holm over this table's three comparisons
+    # Errors name what was wrong and write nothing.
+    for token, message in [("{{value main *fisher* mean}}", "matches the runs of 2 rows"),
+                           ("{{value main *nothing* mean}}", "matches the runs of 0 rows"),
+                           ("{{value other *fisher-lam1-* mean}}", "no '<!-- report other"),
+                           ("{{value main *fisher-lam1-* median}}", "malformed inline value"),
+                           ("{{value main *-none-* p}}", "has no p")]:
+        template.write_text(f"x {token}\n<!-- report main: runs -->\n")
+        with pytest.raises(ValueError, match=message):
+            render_results(template, tmp_path / "R2.md")
+        assert not (tmp_path / "R2.md").exists() and not (tmp_path / "docs/results/main").exists()
+    template.write_text("<!-- report main: runs -->\n<!-- report main: runs -->\n")
+    with pytest.raises(ValueError, match="used twice"):
+        render_results(template, tmp_path / "R2.md")

@@ -21,12 +21,21 @@ A directive is an HTML comment on a line of its own:
     relaxation and n, our mean ± std per variant from the finished runs under the DIRs (one
     setting per variant: narrow the DIRs, e.g. with glob patterns, to the table's settings).
 
+``{{value NAME PATTERN FIELD}}`` (inline, anywhere in a line of prose)
+    One number of the template's report NAME: the row that has a run whose directory name
+    matches the glob PATTERN (exactly one row must), and FIELD one of ``mean``, ``std``, ``last``
+    (the primary metric in %, one decimal), ``delta`` (signed, one decimal), ``p``, ``p_holm``
+    (two significant digits) or ``seeds``. Prose that quotes a table's numbers stays true when
+    the table changes, e.g. when new rows enlarge the Holm family.
+
 Paths in directives are relative to the current directory (the repository root). Rendering is
 deterministic given the runs, so a committed RESULTS.md can be checked by regenerating it.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
+import math
 import os
 import re
 import shlex
@@ -35,10 +44,12 @@ from typing import Optional
 
 from ..io import atomic_write_text
 from .paper import paper_table
-from .report import build_report, find_runs, machine_label
+from .report import _METRICS, _PERCENT, build_report, find_runs, machine_label
 
 __all__ = ["render_results"]
 
+_VALUE = re.compile(r"\{\{\s*value\b(.*?)\}\}")
+_FIELDS = ("mean", "std", "last", "delta", "p", "p_holm", "seeds")
 _DIRECTIVE = re.compile(r"^<!--\s*(report\s+[\w.-]+|runs|include|paper|progress)\s*:\s*(.+?)\s*-->\s*$")
 
 
@@ -55,13 +66,16 @@ def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
         plots: draw the reports' PNG plots (and link them).
 
     Raises:
-        ValueError: an unknown or malformed directive, an include that is not a file, or a
-            directive whose directories hold no finished run. Every directive is checked before
+        ValueError: an unknown or malformed directive, an include that is not a file, a
+            directive whose directories hold no finished run, a report NAME used twice, or an
+            inline value that names no report of the template, matches no row or several, or
+            has no number (e.g. a p-value of a one-seed row). Every directive is checked before
             anything is written, so a failing template leaves ``out`` and the figures as they were.
     """
     template, out = Path(template), Path(out)
     figures = Path(figures) if figures is not None else out.parent / "docs" / "results"
     parts: list = []  # str lines, or (number, kind, dirs) directives
+    reports: dict = {}  # report NAME -> its directories
     for number, line in enumerate(template.read_text().splitlines(), 1):
         if not line.lstrip().startswith("<!--") or "-->" not in line:
             parts.append(line)
@@ -93,7 +107,13 @@ def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
             except ValueError as exc:
                 raise ValueError(f"{template}:{number}: {exc}") from None
             continue
+        if kind.startswith("report"):
+            name = kind.split()[1]
+            if name in reports:
+                raise ValueError(f"{template}:{number}: report name {name!r} is used twice")
+            reports[name] = dirs
         parts.append((number, kind, dirs))
+    parts = _fill_values(parts, reports, template, alpha)  # before any write, like the checks above
     lines = []
     for part in parts:
         if isinstance(part, str):
@@ -113,6 +133,58 @@ def render_results(template: str | os.PathLike, out: str | os.PathLike, *,
     text = "\n".join(lines).rstrip() + "\n"
     atomic_write_text(out, text)
     return text
+
+
+def _fill_values(parts: list, reports: dict, template: Path, alpha: float) -> list:
+    """Replace the inline ``{{value NAME PATTERN FIELD}}`` of the template's text lines."""
+    built: dict = {}
+    filled = []
+    for part in parts:
+        if not isinstance(part, str) or "{{" not in part:
+            filled.append(part)
+            continue
+
+        def one(m: re.Match) -> str:
+            words = m.group(1).split()
+            if len(words) != 3 or words[2] not in _FIELDS:
+                raise ValueError(f"malformed inline value {m.group(0)!r}; expected "
+                                 f"'{{{{value NAME PATTERN FIELD}}}}' with FIELD one of {', '.join(_FIELDS)}")
+            name, pattern, what = words
+            if name not in reports:
+                raise ValueError(f"inline value {m.group(0)!r}: no '<!-- report {name}: ... -->' in the "
+                                 f"template (reports: {', '.join(sorted(reports)) or 'none'})")
+            if name not in built:
+                built[name] = build_report(reports[name], alpha=alpha, plots=False).groups
+            return _value(built[name], pattern, what, m.group(0))
+
+        try:
+            filled.append(_VALUE.sub(one, part))
+        except ValueError as exc:
+            # (progress and paper directives are already expanded here, so name the text, not a line number)
+            raise ValueError(f"{template}: {exc} (in the line {part.strip()[:80]!r})") from None
+    return filled
+
+
+def _value(rows: list[dict], pattern: str, what: str, token: str) -> str:
+    hits = [r for r in rows if any(fnmatch.fnmatchcase(Path(d).name, pattern) for d in r["runs"])]
+    if len(hits) != 1:
+        which = "; ".join(f"{r['label']} n={r['n']} {r['variant_label']}" for r in hits)
+        raise ValueError(f"inline value {token!r}: the pattern {pattern!r} matches the runs of "
+                         f"{len(hits)} rows" + (f" ({which})" if hits else "") + "; it must match exactly one")
+    row = hits[0]
+    primary = _METRICS[row["task"]][0]
+    scale = 100.0 if primary in _PERCENT else 1.0
+    value = {"mean": scale * row[f"{primary}_mean"], "std": scale * row[f"{primary}_std"],
+             "last": scale * row[f"last_{primary}_mean"], "delta": row["delta_vs_baseline"],
+             "p": row["welch_p"], "p_holm": row["welch_p_holm"], "seeds": len(row["seeds"])}[what]
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError(f"inline value {token!r}: the row {row['label']} n={row['n']} "
+                         f"{row['variant_label']} ({len(row['seeds'])} seed(s)) has no {what}")
+    if what == "seeds":
+        return str(value)
+    if what in ("p", "p_holm"):
+        return f"{value:.2g}"
+    return f"{value:+.1f}" if what == "delta" else f"{value:.1f}"
 
 
 def _report_block(dirs: list[str], where: Path, doc_dir: Path, *, alpha: float = 0.05,
