@@ -1,7 +1,7 @@
 """What a Newton loss does on the batches where the plain gradient spikes.
 
     python scripts/spike_response.py RUN_DIR [--steps 15000] [--spike 100] [--every 100]
-        [--newton fisher:0.1:batch hessian_batch:0.1:batch ...] [--out FILE.md]
+        [--newton fisher:0.1:batch hessian_batch:0.1:batch ...] [--sources K] [--out FILE.md]
 
 RUN_DIR is a committed run (its ``config.json`` is read). The script replays that run's baseline
 training (``newton_losses.experiments.replay.replay_baseline``: the runner's seeding, batches,
@@ -20,14 +20,26 @@ Newton gradient's norm as a multiple of its own typical norm, and the cosine). I
 §2, controls), its norm at the spikes stays near its typical norm while the plain one is many
 times larger. The replay follows the *baseline's* trajectory: it shows how each Newton loss would
 respond to those batches, not the trajectory a Newton run takes.
+
+``--sources K`` (ranking runs) adds where the K largest excursions of the plain gradient come
+from — the K steps with the largest plain norm ÷ running median, spikes or not, so that a run
+without spikes shows its largest ones: the gradient of the batch loss with respect to the
+network's scores y (B, n), as a multiple of its own running median (a loss-side spike is large
+here too; a network-side one is not); the largest set's share of it (‖∂L/∂y_i‖² ÷ ‖∂L/∂y‖²);
+that set's loss ÷ the batch's median set loss; the smallest relaxed probability P_ik at that
+set's true entries (T_ik = 1; near 0 means confidently wrong); and that set's score-gradient
+norm recomputed in float64 ÷ the float32 one (far from 1: the float32 gradient is rounding, not
+the loss).
 """
 from __future__ import annotations
 
 import argparse
+import heapq
 import statistics
 import sys
 from collections import deque
 from pathlib import Path
+from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -65,15 +77,39 @@ def _ratio(x: float, typical: float) -> str:
     return f"{x / typical:.3g}" if typical > 0 else "—"
 
 
-def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: int, progress: bool = True):
+def _source(s, gy: torch.Tensor, score_median: Optional[float]) -> tuple:
+    """Where this step's plain gradient comes from (``--sources``; see the module docstring);
+    ``gy`` is ∂L/∂y (B, n) of the batch loss L."""
+    per_set = gy.flatten(1).pow(2).sum(1)
+    i = int(per_set.argmax())
+    share = float(per_set[i] / per_set.sum().clamp_min(1e-300))
+    with torch.no_grad():
+        set_losses = s.task.loss_fn(s.y, s.target)
+        P = s.task.loss_fn.inner(s.y[i:i + 1])[0]
+    loss_ratio = float(set_losses[i] / set_losses.median().clamp_min(1e-300))
+    p_true = float(P[s.target[i] > 0.5].min())
+    y64 = s.y[i:i + 1].detach().double().requires_grad_(True)
+    # The batch loss is the mean over sets: set i's part of ∂L/∂y is its own gradient ÷ B.
+    g64 = torch.autograd.grad(s.task.loss_fn(y64, s.target[i:i + 1].double()).sum(), y64)[0] / len(gy)
+    precision = float(g64.norm() / gy[i].norm().clamp_min(1e-300))
+    excess = float(gy.norm()) / score_median if score_median else float("nan")
+    return excess, share, loss_ratio, p_true, precision
+
+
+def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: int, progress: bool = True,
+          sources: int = 0):
     """Replay and measure; returns (spike rows — step, plain norm ÷ running median, batch loss and
     (norm, cosine) per gradient —, reference norms per gradient, skipped measurements per
-    gradient, every replayed step's plain loss). Gradient 0 is the plain loss's, then one per
-    Newton setting; a Newton loss that skipped a batch (non-finite values) is counted in
-    ``skipped``, not in the norms."""
+    gradient, every replayed step's plain loss, source rows). Gradient 0 is the plain loss's, then
+    one per Newton setting; a Newton loss that skipped a batch (non-finite values) is counted in
+    ``skipped``, not in the norms. With ``sources`` = K > 0, the source rows are the K steps with
+    the largest plain norm ÷ running median: (step, that ratio, :func:`_source`'s values),
+    largest first."""
     losses = [cfg.replace(variant=v, lam=lam, damping=d).validate() for v, lam, d in settings]
     newton = None
     recent: deque = deque(maxlen=WINDOW)
+    recent_scores: deque = deque(maxlen=WINDOW)
+    top: list = []  # heap of (ratio, step, source values), the K largest excursions
     reference = [[] for _ in range(1 + len(settings))]
     rows, skipped, seen = [], [0] * (1 + len(settings)), []
     bar = tqdm(total=steps, desc="replay", unit="step", file=sys.stderr, disable=not progress)
@@ -87,6 +123,14 @@ def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: in
         median = statistics.median(recent) if len(recent) >= WARMUP else None
         recent.append(norm)
         is_spike = median is not None and median > 0 and norm > spike * median
+        if sources:
+            gy = torch.autograd.grad(s.loss, s.y, retain_graph=True)[0].detach()
+            score_median = statistics.median(recent_scores) if len(recent_scores) >= WARMUP else None
+            recent_scores.append(float(gy.norm()))
+            ratio = norm / median if median else 0.0
+            if median and (len(top) < sources or ratio > top[0][0]):
+                item = (ratio, s.step, _source(s, gy, score_median))
+                (heapq.heappush if len(top) < sources else heapq.heapreplace)(top, item)
         if not is_spike and s.step % every:
             continue
         cells = [(norm, 1.0)]
@@ -107,7 +151,7 @@ def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: in
             rows.append((s.step, norm / median, float(s.loss.detach()), cells))
             bar.set_postfix(spikes=len(rows))
     bar.close()
-    return rows, reference, skipped, seen
+    return rows, reference, skipped, seen, [(step, r, *src) for r, step, src in sorted(top, reverse=True)]
 
 
 def main(argv=None) -> int:
@@ -121,17 +165,21 @@ def main(argv=None) -> int:
                     default=[("fisher", 0.1, "batch"), ("hessian_batch", 0.1, "batch")],
                     help="Newton losses to compare (default fisher:0.1:batch hessian_batch:0.1:batch)")
     ap.add_argument("--max-rows", type=int, default=40, help="spike rows printed (the summary counts all)")
+    ap.add_argument("--sources", type=int, default=0, metavar="K",
+                    help="also show where the K largest plain-gradient excursions come from (ranking runs)")
     ap.add_argument("--out", type=Path, help="also write the output to this file (atomically)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    if args.steps < 1 or args.every < 1 or args.max_rows < 0:
-        ap.error("--steps and --every must be >= 1, --max-rows >= 0")
+    if args.steps < 1 or args.every < 1 or args.max_rows < 0 or args.sources < 0:
+        ap.error("--steps and --every must be >= 1, --max-rows and --sources >= 0")
     if not args.spike > 1:
         ap.error(f"--spike must be > 1, got {args.spike}")
     try:
         cfg = load_run_config(args.run_dir)
     except ValueError as exc:
         ap.error(str(exc))
+    if args.sources and cfg.task != "ranking":
+        ap.error("--sources needs a ranking run (it reads the relaxed permutation matrix)")
     if cfg.method in STOCHASTIC_METHODS:
         ap.error(f"method {cfg.method!r} draws noise: Newton losses evaluated beside the replay would "
                  "draw from the same generator and change the replayed trajectory")
@@ -143,15 +191,17 @@ def main(argv=None) -> int:
         except (TypeError, ValueError) as exc:
             ap.error(f"--newton {v}:{lam:g}:{d}: {exc}")
 
-    rows, reference, skipped, seen = trace(cfg, args.newton, steps=args.steps, spike=args.spike, every=args.every,
-                                       progress=not args.quiet)
+    rows, reference, skipped, seen, source_rows = trace(cfg, args.newton, steps=args.steps, spike=args.spike,
+                                                        every=args.every, progress=not args.quiet,
+                                                        sources=args.sources)
     names = ["plain"] + [f"NL-{v} λ={lam:g} {d}" for v, lam, d in args.newton]
     typical = [statistics.median(r) if r else float("nan") for r in reference]
     out = [f"Baseline replay of `{args.run_dir}` ({cfg.method} {cfg.method_args}, n = {cfg.n}, seed "
            f"{cfg.seed}), {args.steps:,} steps: {len(rows)} spikes (plain gradient norm > {args.spike:g}× "
            f"its running median), {len(reference[0])} reference steps. "
            f"Command: `python scripts/spike_response.py {args.run_dir} --steps {args.steps} "
-           f"--spike {args.spike:g} --every {args.every} --max-rows {args.max_rows} --newton "
+           f"--spike {args.spike:g} --every {args.every} --max-rows {args.max_rows} "
+           + (f"--sources {args.sources} " if args.sources else "") + "--newton "
            + " ".join(f"{v}:{lam:g}:{d}" for v, lam, d in args.newton) + "`. "
            + fidelity(args.run_dir, seen, cfg.eval_every), "",
            f"Isolated spikes have no other spike within {ISOLATION} steps; the others come in bursts.", "",
@@ -178,6 +228,17 @@ def main(argv=None) -> int:
                    + " |")
     if len(rows) > args.max_rows:
         out.append(f"\n({len(rows) - args.max_rows} more spikes not listed; all are in the summary.)")
+    if source_rows:
+        out += ["", f"Where the {len(source_rows)} largest excursions of the plain gradient come from (largest "
+                "first; spikes or not): the score gradient ∂L/∂y as a multiple of its running median; the "
+                "largest set's share of ‖∂L/∂y‖²; that set's loss ÷ the batch's median set loss; the smallest "
+                "relaxed probability at its true entries; its score-gradient norm in float64 ÷ float32.", "",
+                "| step | plain norm ÷ running median | score gradient ÷ running median | largest set's share "
+                "| its loss ÷ median | its smallest P at a true entry | float64 ÷ float32 |",
+                "|---|---|---|---|---|---|---|"]
+        for step, r, excess, share, loss_ratio, p_true, precision in source_rows:
+            out.append(f"| {step} | {r:.3g} | {excess:.3g} | {share:.3f} | {loss_ratio:.3g} | {p_true:.3g} "
+                       f"| {precision:.4g} |")
     text = "\n".join(out) + "\n"
     sys.stdout.write(text)
     if args.out:

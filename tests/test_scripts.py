@@ -380,7 +380,7 @@ def test_spike_response_against_the_replay(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra", [["--newton", "fisher:0.1"], ["--newton", "fisher:x:batch"],
                                    ["--newton", "none:0.1:batch"],
-                                   ["--newton", "nope:0.1:batch"], ["--spike", "1"], ["--steps", "0"]])
+                                   ["--newton", "nope:0.1:batch"], ["--spike", "1"], ["--steps", "0"], ["--sources", "-1"]])
 def test_spike_response_rejects_bad_arguments(tmp_path, extra):
     spikes = _load("spike_response")
     d, _ = _run_dir(tmp_path)
@@ -474,3 +474,55 @@ def test_chunk_tuning_cost_reports_the_tuning_against_the_call(capsys):
     assert [r[0] for r in _rows(out)] == ["1", "4", "16", "64"]
     with pytest.raises(SystemExit):
         script.main(["--batch", "0"])
+
+
+def test_spike_sources_against_the_replay(tmp_path, capsys):
+    """``--sources K``: the K steps with the largest plain norm ÷ running median, with the score
+    gradient's share and the relaxed probabilities recomputed here from the replay; in float64
+    the set's score gradient equals the float32 one to rounding (the tiny run has no spikes)."""
+    from newton_losses.experiments.replay import replay_baseline
+
+    spikes = _load("spike_response")
+    cfg = protocol_config("ranking", "tiny", method="odd_even")
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.json").write_text(cfg.to_json())
+    steps, k = 90, 3
+    assert spikes.main([str(d), "--steps", str(steps), "--every", "30", "--sources", str(k),
+                        "--newton", "fisher:0.1:batch"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("Where the"):]
+    got = [r for r in _rows_any(table) if r[0][0].isdigit()]
+    assert len(got) == k
+
+    recent, expected = [], {}
+    for s in replay_baseline(cfg, steps):
+        grads = torch.autograd.grad(s.loss, s.params, retain_graph=True)
+        n = float(torch.cat([g.flatten() for g in grads]).norm())
+        if len(recent) >= 50:
+            gy = torch.autograd.grad(s.loss, s.y, retain_graph=True)[0]
+            per_set = (gy ** 2).sum(1)
+            i = int(per_set.argmax())
+            P = s.task.loss_fn.inner(s.y[i:i + 1]).detach()[0]
+            expected[s.step] = (n / statistics.median(recent[-200:]), float(per_set[i] / per_set.sum()),
+                                float(P[s.target[i] == 1].min()))
+        recent.append(n)
+    top = sorted(expected, key=lambda t: expected[t][0], reverse=True)[:k]
+    assert [int(r[0]) for r in got] == top
+    for r, step in zip(got, top):
+        ratio, share, p_true = expected[step]
+        assert float(r[1]) == pytest.approx(ratio, rel=2e-3)
+        assert float(r[3]) == pytest.approx(share, abs=2e-3)
+        assert float(r[5]) == pytest.approx(p_true, rel=2e-3)
+        assert float(r[6]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_spike_sources_need_a_ranking_run(tmp_path):
+    spikes = _load("spike_response")
+    cfg = protocol_config("shortest_path", "tiny", method="bf_for")
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.json").write_text(cfg.to_json())
+    with pytest.raises(SystemExit) as exc:
+        spikes.main([str(d), "--sources", "3"])
+    assert exc.value.code == 2
