@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from newton_losses.experiments.report import find_runs, group_runs
+from newton_losses.experiments.report import control_label, find_runs, group_runs
 from newton_losses.io import write_or_print
 
 TOL = 1e-4  # points; accuracies are float32 means
@@ -49,8 +49,8 @@ def table(paths: list, *, seed: int, margin: float, keep: dict, grid: dict) -> s
         for run_seed, run_dir, result in group.runs:
             if run_seed != seed:
                 continue
-            if cfg["projection"] != "abs" or cfg.get("cg_max_iter") or cfg.get("clip_grad_norm"):
-                continue  # the table's Newton settings use the default projection, no CG cap, no clipping
+            if cfg["projection"] != "abs" or cfg.get("cg_max_iter") or control_label(cfg):
+                continue  # the table's Newton settings: default projection, no CG cap, no control
             key = (group.label(), cfg["n"], cfg["variant"], cfg["damping"])
             lam = float(cfg["lam"])
             rows.setdefault(key, {})[lam] = (100 * result["best"]["val"]["exact"], run_dir.name)

@@ -29,7 +29,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from newton_losses.experiments.report import find_runs, group_runs
+from newton_losses.experiments.report import control_label, find_runs, group_runs
 from newton_losses.experiments.runner import read_metrics
 from newton_losses.io import write_or_print
 
@@ -56,7 +56,7 @@ def _row(run_dir: Path) -> str:
     state = ("" if (run_dir / "result.json").is_file()
              else " (failed)" if (run_dir / "failed.json").is_file() else " (unfinished)")
     label = f"`{run_dir.name}`{state}"
-    setting = f"clip {config['clip_grad_norm']:g}" if config.get("clip_grad_norm") else ""
+    setting = control_label(config)
     typical, worst, spikes, intervals, records = _stats(run_dir)
     if typical is None:
         return f"| {label} | {setting} | — | — | — | {'not recorded' if records else 'no evaluations yet'} |"

@@ -114,7 +114,7 @@ def test_committed_runs_keep_their_ids():
 def test_cg_max_iter_is_a_later_field():
     from newton_losses.experiments.config import LATER_DEFAULTS
 
-    assert LATER_DEFAULTS == {"cg_max_iter": 0, "clip_grad_norm": 0.0}
+    assert LATER_DEFAULTS == {"cg_max_iter": 0, "clip_grad_norm": 0.0, "loss_dtype": ""}
     base = protocol_config("shortest_path", "quick", method="bf_for", variant="hessian", lam=1.0)
     assert "cg_max_iter" not in base.identity() and "cg_max_iter" in base.to_dict()
     capped = base.replace(cg_max_iter=2).validate()
@@ -130,6 +130,19 @@ def test_cg_max_iter_is_a_later_field():
             protocol_config("ranking", "quick", lam=0.1, cg_max_iter=2, **bad)
     with pytest.raises(ValueError, match="cg_max_iter"):
         protocol_config("shortest_path", "quick", method="bf_for", variant="hessian", lam=1.0, cg_max_iter=-1)
+
+
+def test_loss_dtype_field():
+    base = protocol_config("ranking", "quick", method="odd_even")
+    wide = base.replace(loss_dtype="float64").validate()
+    assert "loss_dtype" not in base.identity() and wide.digest() != base.digest()
+    assert "-none-loss64-s0-" in wide.run_id()
+    old = base.to_dict()
+    del old["loss_dtype"]  # a config.json from before the field: the same id
+    assert RunConfig.from_dict(old).validate().run_id() == base.run_id()
+    for bad in ("float16", "double", None):
+        with pytest.raises(ValueError, match="loss_dtype"):
+            base.replace(loss_dtype=bad).validate()
 
 
 def test_clip_grad_norm_field():

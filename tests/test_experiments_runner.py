@@ -167,6 +167,40 @@ def test_clip_grad_norm_clips_before_the_adam_step(tmp_path, monkeypatch):
     assert all(before > 1e-3 and after == pytest.approx(1e-3, rel=1e-3) for before, _, after in seen)
 
 
+@pytest.mark.parametrize("variant", ["none", "fisher"])
+def test_loss_dtype_computes_the_loss_in_float64_and_trains_the_network_in_float32(tmp_path, monkeypatch, variant):
+    import torch
+
+    import newton_losses.experiments.runner as runner_mod
+    from newton_losses.experiments import protocol_config, train
+
+    seen = set()
+    build = runner_mod.build_task
+
+    def spy_build(*args, **kwargs):
+        task = build(*args, **kwargs)
+        inner = task.loss_fn.inner
+
+        def spy_inner(y):
+            seen.add(y.dtype)
+            return inner(y)
+
+        task.loss_fn.inner = spy_inner
+        return task
+
+    monkeypatch.setattr(runner_mod, "build_task", spy_build)
+    lam = 0.1 if variant != "none" else 0.0
+    wide = protocol_config("ranking", "tiny", method="odd_even", variant=variant, lam=lam, damping="batch",
+                           loss_dtype="float64")
+    result = train(wide, tmp_path / "wide", progress=False)
+    assert seen == {torch.float64} and result["status"] == "finished"
+    params = torch.load(tmp_path / "wide" / "checkpoint.pt", weights_only=False)["model"]
+    assert {v.dtype for v in params.values() if v.is_floating_point()} == {torch.float32}
+    seen.clear()
+    train(wide.replace(loss_dtype=""), tmp_path / "plain", progress=False)
+    assert seen == {torch.float32}
+
+
 def test_gradient_norm_is_recorded_and_a_non_finite_one_stops_the_run(tmp_path, monkeypatch):
     import json
 

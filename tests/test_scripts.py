@@ -389,14 +389,16 @@ def test_spike_response_rejects_bad_arguments(tmp_path, extra):
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize("fields", [dict(lr_milestones=[4, 12]), dict(clip_grad_norm=0.05, seed=2)])
+@pytest.mark.parametrize("fields", [dict(lr_milestones=[4, 12]), dict(clip_grad_norm=0.05, seed=2),
+                                    dict(loss_dtype="float64", method="odd_even")])
 def test_replay_matches_the_runner_interval_by_interval(tmp_path, fields):
     """Every evaluation interval's mean training loss of the replay equals the runner's record —
-    through a learning-rate drop, and with gradient clipping (0.05 clips most tiny-run steps)."""
+    through a learning-rate drop, with gradient clipping (0.05 clips most tiny-run steps), and
+    with the loss in float64."""
     from newton_losses.experiments import read_metrics, train
     from newton_losses.experiments.replay import replay_baseline
 
-    cfg = protocol_config("ranking", "tiny", method="neuralsort", **fields)
+    cfg = protocol_config("ranking", "tiny", **{"method": "neuralsort", **fields})
     train(cfg, tmp_path / "run", progress=False)
     recorded = [r["train_loss"] for r in read_metrics(tmp_path / "run")]
     losses = [float(s.loss.detach()) for s in replay_baseline(cfg, cfg.steps)]

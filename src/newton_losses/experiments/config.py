@@ -64,7 +64,7 @@ _MAX_LR = 1e6
 #: Fields added to :class:`RunConfig` after the first runs were committed, with their defaults.
 #: A run whose field holds the default has the id it had before the field existed; a new field
 #: goes here (and must default to the behaviour runs had without it).
-LATER_DEFAULTS: dict[str, Any] = {"cg_max_iter": 0, "clip_grad_norm": 0.0}
+LATER_DEFAULTS: dict[str, Any] = {"cg_max_iter": 0, "clip_grad_norm": 0.0, "loss_dtype": ""}
 
 
 @dataclass
@@ -98,6 +98,10 @@ class RunConfig:
         clip_grad_norm: clip the parameters' gradient to this total norm before each Adam step
             (``torch.nn.utils.clip_grad_norm_``); 0 = off. A control for the Newton losses'
             effect on unstable baselines.
+        loss_dtype: floating type of the loss (the relaxation, the BCE and any Newton loss): the
+            network's outputs and the targets are cast to it before the loss, and the gradient
+            flows back into the network in ``dtype``; ``""`` = ``dtype``. A control for float32
+            rounding in the loss (``"float64"`` with ``dtype="float32"``).
 
     Fields added after run ids were first committed (:data:`LATER_DEFAULTS`) are left out of
     :meth:`digest` while they hold their default, so adding one keeps every existing run id.
@@ -132,6 +136,7 @@ class RunConfig:
     device: str = "cpu"
     cg_max_iter: int = 0
     clip_grad_norm: float = 0.0
+    loss_dtype: str = ""
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> "RunConfig":
@@ -227,6 +232,7 @@ class RunConfig:
                                  f"exceed synthetic_size ({self.synthetic_size})")
         _int("seed", self.seed, 0)
         _choice("dtype", self.dtype, DTYPES)
+        _choice("loss_dtype", self.loss_dtype, ("",) + tuple(DTYPES))
         _choice("device", self.device, ("cpu", "cuda", "auto"))
         _int("cg_max_iter", self.cg_max_iter, 0)
         if self.cg_max_iter and (self.variant not in ("hessian", "gauss_newton") or self.damping != "absolute"):
@@ -288,8 +294,9 @@ class RunConfig:
 
     def run_id(self) -> str:
         """A readable, stable directory name:
-        ``task-method[-loss][-nN]-variant[-lamλ[b|r]][-cgK][-clipC]-sSEED-HASH`` (loss when not the
-        default BCE and n for ranking; ``b``/``r`` mark batch/relative damping; HASH: the first 8
+        ``task-method[-loss][-nN]-variant[-lamλ[b|r]][-cgK][-clipC][-lossBITS]-sSEED-HASH`` (loss when not the
+        default BCE and n for ranking; ``b``/``r`` mark batch/relative damping; ``-loss64``: a float64
+        loss (``loss_dtype``); HASH: the first 8
         hex digits of :meth:`digest`)."""
         parts = [self.task, self.method]
         if self.task == "ranking":
@@ -303,6 +310,8 @@ class RunConfig:
             parts.append(f"cg{self.cg_max_iter}")
         if self.clip_grad_norm:
             parts.append(f"clip{self.clip_grad_norm:g}")
+        if self.loss_dtype:
+            parts.append("loss" + self.loss_dtype.removeprefix("float"))
         parts.append(f"s{self.seed}")
         return "-".join(parts) + "-" + self.digest()[:8]
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+from .report import control_label
+
 __all__ = ["PAPER_RANKING", "relaxation_name", "paper_table"]
 
 #: (relaxation, n) → {variant: the paper's test exact match %, as printed}. Variants: "none"
@@ -56,8 +58,8 @@ def paper_table(rows: list[dict], *, alpha: float = 0.05) -> list[str]:
     """
     ours: dict = {}
     for r in rows:
-        if r["task"] != "ranking" or r["config"].get("clip_grad_norm") or r["config"].get("cg_max_iter"):
-            continue  # controls (clipped gradients, truncated solves) are not the paper's settings
+        if r["task"] != "ranking" or control_label(r["config"]) or r["config"].get("cg_max_iter"):
+            continue  # controls (clipped gradients, a float64 loss, truncated solves) are not the paper's settings
         name = relaxation_name(r["method"], r["method_args"])
         if name is None:
             continue

@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import torch
 
 from .config import RunConfig
-from .runner import build_task, read_metrics, seed_run
+from .runner import build_task, loss_inputs, read_metrics, seed_run
 
 __all__ = ["ReplayStep", "replay_baseline", "baseline_config", "load_run_config", "fidelity",
            "STOCHASTIC_METHODS"]
@@ -43,7 +43,8 @@ class ReplayStep:
         step: steps completed before this one (0 for the first).
         task: the run's task (its ``loss_fn``, ``outputs``, ...).
         params: the network's trainable parameters.
-        y: network outputs of the batch, (N, m) or (N, *shape), with their graph.
+        y: network outputs of the batch, (N, m) or (N, *shape), with their graph, in the loss's
+            dtype (``loss_dtype``).
         target: the batch's targets.
         loss: the plain loss ``task.loss_fn(y, target).mean()`` (a scalar with its graph); its
             gradient drives the step after the caller returns. Take other gradients with
@@ -80,7 +81,7 @@ def replay_baseline(cfg: RunConfig, steps: int) -> Iterator[ReplayStep]:
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, cfg.lr_milestones, cfg.lr_gamma)
     for step in range(steps):
         x, target = task.sample(cfg.batch_size, generator)
-        y = task.outputs(net, x)
+        y, target = loss_inputs(cfg, task.outputs(net, x), target)
         loss = task.loss_fn(y, target).mean()
         if not torch.isfinite(loss):
             raise RuntimeError(f"replay of seed {cfg.seed}: non-finite loss at step {step}")

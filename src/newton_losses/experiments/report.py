@@ -25,7 +25,7 @@ from ..io import atomic_write, atomic_write_text
 from .config import LATER_DEFAULTS, RunConfig
 from .runner import read_metrics
 
-__all__ = ["Report", "Group", "build_report", "find_runs", "group_runs", "holm", "welch"]
+__all__ = ["Report", "Group", "build_report", "control_label", "find_runs", "group_runs", "holm", "welch"]
 
 # Metrics per task: the primary one first; the second is shown in parentheses.
 _METRICS = {"ranking": ("exact", "elementwise"), "shortest_path": ("exact", "cost_optimal", "cost_ratio")}
@@ -59,7 +59,7 @@ class Group:
 
     def variant_label(self) -> str:
         c = self.config
-        clip = f" clip {c['clip_grad_norm']:g}" if c.get("clip_grad_norm") else ""
+        clip = " " + control_label(c) if control_label(c) else ""
         if c["variant"] == "none":
             return "baseline" + clip
         lam = f"λ={c['lam']:g}" + {"relative": " rel", "batch": " batch"}.get(c["damping"], "")
@@ -165,7 +165,7 @@ def group_runs(runs: list[tuple[Path, dict]]) -> list[Group]:
     # Fields besides method, n and the Newton settings that differ between groups of a task
     # (protocol, steps, lr, ...) go into the label, so that no two rows look alike.
     shown = {"task", "method", "method_args", "n", "variant", "lam", "damping", "projection", "cg_max_iter",
-             "clip_grad_norm"}
+             "clip_grad_norm", "loss_dtype"}
     for task in {g.task for g in groups.values()}:
         same_task = [g for g in groups.values() if g.task == task]
 
@@ -190,14 +190,22 @@ def _short(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def control_label(cfg: dict) -> str:
+    """A configuration's control settings as a label (empty when it has none): gradient
+    clipping (``clip 1``) and a loss computed in another dtype (``float64 loss``)."""
+    parts = [f"clip {cfg['clip_grad_norm']:g}" if cfg.get("clip_grad_norm") else "",
+             f"{cfg['loss_dtype']} loss" if cfg.get("loss_dtype") else ""]
+    return " ".join(p for p in parts if p)
+
+
 def _is_plain_baseline(cfg: dict) -> bool:
-    return cfg["variant"] == "none" and not cfg.get("clip_grad_norm")
+    return cfg["variant"] == "none" and not control_label(cfg)
 
 
 def _baseline_key(cfg: dict) -> str:
     """The group key of a configuration's plain baseline: no Newton loss and every later-added
-    field (gradient clipping, CG cap) at its default — a clipped baseline is compared against
-    the plain one."""
+    field (gradient clipping, CG cap, loss dtype) at its default — a clipped baseline is compared
+    against the plain one."""
     base = RunConfig.from_dict({**cfg, **LATER_DEFAULTS, "seed": 0, "variant": "none"}).validate().to_dict()
     base.pop("seed")
     return json.dumps(base, sort_keys=True)
@@ -303,7 +311,8 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                 "task": task, "method": g.config["method"], "method_args": g.config["method_args"],
                 "n": g.config.get("n"), "variant": g.config["variant"], "lam": g.config["lam"],
                 "damping": g.config["damping"], "cg_max_iter": g.config.get("cg_max_iter", 0),
-                "clip_grad_norm": g.config.get("clip_grad_norm", 0.0), "label": g.label(),
+                "clip_grad_norm": g.config.get("clip_grad_norm", 0.0),
+                "loss_dtype": g.config.get("loss_dtype", ""), "label": g.label(),
                 "variant_label": g.variant_label(), "seeds": [s for s, _, _ in g.runs],
                 **{f"{m}_mean": float(vals[m].mean()) for m in metrics},
                 **{f"{m}_std": float(vals[m].std(ddof=1)) if len(vals[m]) > 1 else math.nan for m in metrics},
@@ -416,7 +425,7 @@ def _run_rows(runs) -> list[dict]:
                "method_args": json.dumps(c["method_args"], sort_keys=True), "n": c.get("n"),
                "variant": c["variant"], "lam": c["lam"], "damping": c["damping"],
                "cg_max_iter": c.get("cg_max_iter", 0), "clip_grad_norm": c.get("clip_grad_norm", 0.0),
-               "seed": c["seed"],
+               "loss_dtype": c.get("loss_dtype", ""), "seed": c["seed"],
                "best_step": r["best"]["step"]}
         row.update({f"test_{k}": v for k, v in r["best"]["test"].items()})
         row.update({f"val_{k}": v for k, v in r["best"]["val"].items()})

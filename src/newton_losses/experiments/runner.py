@@ -149,6 +149,18 @@ def train(
         teardown(ctx, failed=failed)
 
 
+def loss_inputs(cfg: RunConfig, y: torch.Tensor, target: Any) -> tuple[torch.Tensor, Any]:
+    """The network outputs ``y`` and the targets as the loss receives them: cast to
+    ``cfg.loss_dtype`` (floating targets only), or unchanged when it is empty. The cast is
+    differentiable, so the gradient reaches the network in the network's dtype."""
+    if not cfg.loss_dtype:
+        return y, target
+    dtype = getattr(torch, cfg.loss_dtype)
+    if isinstance(target, torch.Tensor) and target.is_floating_point():
+        target = target.to(dtype)
+    return y.to(dtype), target
+
+
 def newton_loss_for(cfg: RunConfig, task: Any, **kwargs: Any) -> Optional[NewtonLoss]:
     """The :class:`NewtonLoss` a run of ``cfg`` trains with (``None`` for the baseline):
     the task's loss, the variant's curvature (a stochastic method's Stein estimator for
@@ -290,7 +302,7 @@ class _Trainer:
             b = cfg.batch_size // ctx.world
             x, target = x[ctx.rank * b:(ctx.rank + 1) * b], target[ctx.rank * b:(ctx.rank + 1) * b]
         x, target = x.to(self.device), target.to(self.device)
-        y = self.task.outputs(self.net, x)
+        y, target = loss_inputs(cfg, self.task.outputs(self.net, x), target)
         finite = bool(torch.isfinite(y).all())
         if ctx.active:
             # Agree before the Newton loss: its Fisher / batch-Hessian all-reduce must be entered
