@@ -311,6 +311,14 @@ def test_float64_loss_baseline_is_a_control_of_the_plain_one(runs, tmp_path):
     assert row["delta_vs_baseline"] == pytest.approx(100 * (0.79 - 0.705))
     assert row["welch_p"] == pytest.approx(stats.ttest_ind([0.78, 0.80, 0.79], EXACT["none"], equal_var=False).pvalue)
     assert "| neuralsort(tau=1) | 5 | baseline float64 loss | 3 |" in report.markdown
+    # A Newton loss in float64 is compared with the float64 baseline (the same loss).
+    for seed, v in enumerate([0.81, 0.80, 0.82]):
+        _write_run_cfg(runs, protocol_config("ranking", "quick", variant="fisher", lam=0.1, seed=seed,
+                                             loss_dtype="float64"), v)
+    report = build_report([runs], out=tmp_path / "rep", plots=False)
+    row = next(r for r in report.groups if r["loss_dtype"] == "float64" and r["variant"] == "fisher")
+    assert row["delta_vs_baseline"] == pytest.approx(100 * (0.81 - 0.79))
+    assert "| neuralsort(tau=1) | 5 | NL-fisher λ=0.1 float64 loss | 3 |" in report.markdown
     runs_csv = list(csv.DictReader(open(tmp_path / "rep" / "runs.csv")))
     assert sorted({r["loss_dtype"] for r in runs_csv}) == ["", "float64"]
     # Not one of the paper's settings: the paper table keeps the plain baseline.

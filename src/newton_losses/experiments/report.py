@@ -203,10 +203,13 @@ def _is_plain_baseline(cfg: dict) -> bool:
 
 
 def _baseline_key(cfg: dict) -> str:
-    """The group key of a configuration's plain baseline: no Newton loss and every later-added
-    field (gradient clipping, CG cap, loss dtype) at its default — a clipped baseline is compared
-    against the plain one."""
-    base = RunConfig.from_dict({**cfg, **LATER_DEFAULTS, "seed": 0, "variant": "none"}).validate().to_dict()
+    """The group key of the baseline a configuration is compared with: no Newton loss and every
+    later-added field (gradient clipping, CG cap, loss dtype) at its default — a clipped or
+    float64-loss baseline is compared with the plain one — except that a Newton loss computed in
+    another dtype is compared with the baseline computed in that dtype (the same loss)."""
+    same_loss = {} if cfg["variant"] == "none" else {"loss_dtype": cfg.get("loss_dtype", "")}
+    base = RunConfig.from_dict({**cfg, **LATER_DEFAULTS, **same_loss, "seed": 0, "variant": "none"})
+    base = base.validate().to_dict()
     base.pop("seed")
     return json.dumps(base, sort_keys=True)
 
