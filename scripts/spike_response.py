@@ -27,7 +27,9 @@ without spikes shows its largest ones: the gradient of the batch loss with respe
 network's scores y (B, n), as a multiple of its own running median (a loss-side spike is large
 here too; a network-side one is not); the largest set's share of it (‖∂L/∂y_i‖² ÷ ‖∂L/∂y‖²);
 that set's loss ÷ the batch's median set loss; the smallest relaxed probability P_ik at that
-set's true entries (T_ik = 1; near 0 means confidently wrong); and that set's score-gradient
+set's true entries (T_ik = 1; near 0 means confidently wrong); 1 − P_ik at its false entry
+(T_ik = 0) nearest 1, computed in float64 (below 2⁻²⁴ ≈ 6e-8, float32 rounds that P_ik to
+exactly 1, and the BCE's log(1 − P + ε) then weighs the entry by 1/ε); and that set's score-gradient
 norm recomputed in float64 ÷ the float32 one (far from 1: the float32 gradient is rounding, not
 the loss).
 """
@@ -89,11 +91,13 @@ def _source(s, gy: torch.Tensor, score_median: Optional[float]) -> tuple:
     loss_ratio = float(set_losses[i] / set_losses.median().clamp_min(1e-300))
     p_true = float(P[s.target[i] > 0.5].min())
     y64 = s.y[i:i + 1].detach().double().requires_grad_(True)
+    with torch.no_grad():  # 1 − P at the false entry nearest 1, in float64 (float32 rounds below 6e-8 to 0)
+        gap = float(1 - s.task.loss_fn.inner(y64)[0][s.target[i] < 0.5].max())
     # The batch loss is the mean over sets: set i's part of ∂L/∂y is its own gradient ÷ B.
     g64 = torch.autograd.grad(s.task.loss_fn(y64, s.target[i:i + 1].double()).sum(), y64)[0] / len(gy)
     precision = float(g64.norm() / gy[i].norm().clamp_min(1e-300))
     excess = float(gy.norm()) / score_median if score_median else float("nan")
-    return excess, share, loss_ratio, p_true, precision
+    return excess, share, loss_ratio, p_true, gap, precision
 
 
 def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: int, progress: bool = True,
@@ -232,13 +236,15 @@ def main(argv=None) -> int:
         out += ["", f"Where the {len(source_rows)} largest excursions of the plain gradient come from (largest "
                 "first; spikes or not): the score gradient ∂L/∂y as a multiple of its running median; the "
                 "largest set's share of ‖∂L/∂y‖²; that set's loss ÷ the batch's median set loss; the smallest "
-                "relaxed probability at its true entries; its score-gradient norm in float64 ÷ float32.", "",
+                "relaxed probability at its true entries; 1 − P at its false entry nearest 1 (float64); its "
+                "score-gradient norm in float64 ÷ float32.", "",
                 "| step | plain norm ÷ running median | score gradient ÷ running median | largest set's share "
-                "| its loss ÷ median | its smallest P at a true entry | float64 ÷ float32 |",
-                "|---|---|---|---|---|---|---|"]
-        for step, r, excess, share, loss_ratio, p_true, precision in source_rows:
+                "| its loss ÷ median | its smallest P at a true entry | 1 − its largest P at a false entry "
+                "| float64 ÷ float32 |",
+                "|---|---|---|---|---|---|---|---|"]
+        for step, r, excess, share, loss_ratio, p_true, gap, precision in source_rows:
             out.append(f"| {step} | {r:.3g} | {excess:.3g} | {share:.3f} | {loss_ratio:.3g} | {p_true:.3g} "
-                       f"| {precision:.4g} |")
+                       f"| {gap:.3g} | {precision:.4g} |")
     text = "\n".join(out) + "\n"
     sys.stdout.write(text)
     if args.out:

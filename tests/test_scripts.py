@@ -506,17 +506,19 @@ def test_spike_sources_against_the_replay(tmp_path, capsys):
             per_set = (gy ** 2).sum(1)
             i = int(per_set.argmax())
             P = s.task.loss_fn.inner(s.y[i:i + 1]).detach()[0]
+            P64 = s.task.loss_fn.inner(s.y[i:i + 1].detach().double())[0]
             expected[s.step] = (n / statistics.median(recent[-200:]), float(per_set[i] / per_set.sum()),
-                                float(P[s.target[i] == 1].min()))
+                                float(P[s.target[i] == 1].min()), float((1 - P64)[s.target[i] == 0].min()))
         recent.append(n)
     top = sorted(expected, key=lambda t: expected[t][0], reverse=True)[:k]
     assert [int(r[0]) for r in got] == top
     for r, step in zip(got, top):
-        ratio, share, p_true = expected[step]
+        ratio, share, p_true, gap = expected[step]
         assert float(r[1]) == pytest.approx(ratio, rel=2e-3)
         assert float(r[3]) == pytest.approx(share, abs=2e-3)
-        assert float(r[5]) == pytest.approx(p_true, rel=2e-3)
-        assert float(r[6]) == pytest.approx(1.0, abs=1e-3)
+        assert float(r[5]) == pytest.approx(p_true, rel=5e-3)
+        assert float(r[6]) == pytest.approx(gap, rel=5e-3)  # printed to 3 digits
+        assert float(r[7]) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_spike_sources_need_a_ranking_run(tmp_path):
