@@ -29,9 +29,10 @@ here too; a network-side one is not); the largest set's share of it (‖∂L/∂
 that set's loss ÷ the batch's median set loss; the smallest relaxed probability P_ik at that
 set's true entries (T_ik = 1; near 0 means confidently wrong); 1 − P_ik at its false entry
 (T_ik = 0) nearest 1, computed in float64 (below 2⁻²⁴ ≈ 6e-8, float32 rounds that P_ik to
-exactly 1, and the BCE's log(1 − P + ε) then weighs the entry by 1/ε); and that set's score-gradient
+exactly 1, and the BCE's log(1 − P + ε) then weighs the entry by 1/ε); that set's score-gradient
 norm recomputed in float64 ÷ the float32 one (far from 1: the float32 gradient is rounding, not
-the loss).
+the loss); and the float64 gradient's relative difference from central differences of the
+float64 loss (step 10⁻⁶), which checks it.
 """
 from __future__ import annotations
 
@@ -94,10 +95,15 @@ def _source(s, gy: torch.Tensor, score_median: Optional[float]) -> tuple:
     with torch.no_grad():  # 1 − P at the false entry nearest 1, in float64 (float32 rounds below 6e-8 to 0)
         gap = float(1 - s.task.loss_fn.inner(y64)[0][s.target[i] < 0.5].max())
     # The batch loss is the mean over sets: set i's part of ∂L/∂y is its own gradient ÷ B.
-    g64 = torch.autograd.grad(s.task.loss_fn(y64, s.target[i:i + 1].double()).sum(), y64)[0] / len(gy)
-    precision = float(g64.norm() / gy[i].norm().clamp_min(1e-300))
+    t64 = s.target[i:i + 1].double()
+    g64 = torch.autograd.grad(s.task.loss_fn(y64, t64).sum(), y64)[0]
+    precision = float(g64.norm() / len(gy) / gy[i].norm().clamp_min(1e-300))
+    with torch.no_grad():  # the float64 gradient checked by central differences (step 1e-6)
+        eye = 1e-6 * torch.eye(y64.shape[1], dtype=torch.float64)
+        fd = torch.stack([(s.task.loss_fn(y64 + e, t64) - s.task.loss_fn(y64 - e, t64)).sum() / 2e-6 for e in eye])
+    fd_error = float((g64[0] - fd).norm() / fd.norm().clamp_min(1e-300))
     excess = float(gy.norm()) / score_median if score_median else float("nan")
-    return excess, share, loss_ratio, p_true, gap, precision
+    return excess, share, loss_ratio, p_true, gap, precision, fd_error
 
 
 def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: int, progress: bool = True,
@@ -237,14 +243,15 @@ def main(argv=None) -> int:
                 "first; spikes or not): the score gradient ∂L/∂y as a multiple of its running median; the "
                 "largest set's share of ‖∂L/∂y‖²; that set's loss ÷ the batch's median set loss; the smallest "
                 "relaxed probability at its true entries; 1 − P at its false entry nearest 1 (float64); its "
-                "score-gradient norm in float64 ÷ float32.", "",
+                "score-gradient norm in float64 ÷ float32; the float64 gradient's relative difference from central "
+                "differences (step 1e-6).", "",
                 "| step | plain norm ÷ running median | score gradient ÷ running median | largest set's share "
                 "| its loss ÷ median | its smallest P at a true entry | 1 − its largest P at a false entry "
-                "| float64 ÷ float32 |",
-                "|---|---|---|---|---|---|---|---|"]
-        for step, r, excess, share, loss_ratio, p_true, gap, precision in source_rows:
+                "| float64 ÷ float32 | float64 vs differences |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for step, r, excess, share, loss_ratio, p_true, gap, precision, fd_error in source_rows:
             out.append(f"| {step} | {r:.3g} | {excess:.3g} | {share:.3f} | {loss_ratio:.3g} | {p_true:.3g} "
-                       f"| {gap:.3g} | {precision:.4g} |")
+                       f"| {gap:.3g} | {precision:.4g} | {fd_error:.1e} |")
     text = "\n".join(out) + "\n"
     sys.stdout.write(text)
     if args.out:
