@@ -394,3 +394,32 @@ def test_ranking_loss_kind_errors():
     with pytest.raises(ValueError, match="eps"):
         ranking_bce_clamped(torch.eye(3), torch.eye(3), eps=0.5)
     assert RankingLoss(NeuralSort(), loss="bce_clamp").eps == 1e-6
+
+
+@pytest.mark.parametrize("variant", ["fisher", "hessian", "gauss_newton"])
+def test_ranking_loss_dtype_computes_in_float64_and_returns_float32_gradients(variant):
+    """RankingLoss(dtype=float64) on float32 scores equals the loss of the float64 scores, its
+    gradient reaches the scores in float32, and it plugs into NewtonLoss."""
+    from newton_losses import CompositeLoss, NewtonLoss
+
+    torch.manual_seed(0)
+    net = DiffSortNet("odd_even", 5, steepness=10.0, sigmoid="logistic")
+    scores = (3 * torch.randn(8, 5)).requires_grad_(True)
+    target = permutation_matrix(torch.randn(8, 5))
+    wide = RankingLoss(net, dtype=torch.float64)
+    values = wide(scores, target)
+    assert values.dtype == torch.float64
+    expected = RankingLoss(net)(scores.detach().double(), target.double())
+    assert torch.equal(values.detach(), expected)
+    (grad,) = torch.autograd.grad(values.sum(), scores)
+    assert grad.dtype == torch.float32
+    s64 = scores.detach().double().requires_grad_(True)
+    (grad64,) = torch.autograd.grad(RankingLoss(net)(s64, target.double()).sum(), s64)
+    assert torch.allclose(grad.double(), grad64, rtol=1e-6, atol=1e-7)
+    fn = CompositeLoss(wide.inner, wide.outer) if variant == "gauss_newton" else wide
+    newton = NewtonLoss(fn, curvature=variant, lam=1.0, damping="batch")
+    (g,) = torch.autograd.grad(newton(scores, target), scores)
+    assert g.dtype == torch.float32 and torch.isfinite(g).all()
+    with pytest.raises(TypeError, match="dtype"):
+        RankingLoss(net, dtype=torch.int64)
+    assert "dtype=torch.float64" in repr(wide)

@@ -172,12 +172,19 @@ class RankingLoss(torch.nn.Module):
             :class:`SoftSort` or :class:`DiffSortNet`.
         eps: ε of the loss; default 1e-12 (``"bce"``, ``"ce"``) or 1e-6 (``"bce_clamp"``).
         loss: ``"bce"``, ``"bce_clamp"`` or ``"ce"`` (see above).
+        dtype: compute the relaxation and the loss in this floating dtype (``inner`` casts the
+            scores, ``outer`` the targets; the gradient reaches the scores in their own dtype), or
+            ``None`` (default): in the scores' dtype. ``torch.float64`` with float32 scores
+            avoids a float32 failure of the BCE: an entry within 2⁻²⁴ of 1 rounds to 1, and where
+            its target is 0 the loss weighs it by 1/ε instead of 1/(1 − P), which made the
+            gradient spikes of the reproduction study (docs/SORTING.md, Precision). The per-sample
+            losses are then returned in this dtype.
 
     Forward: scores (..., n), P_true (..., n, n) -> (...,) per-sample losses.
     """
 
     def __init__(self, relaxation: Callable[[torch.Tensor], torch.Tensor], eps: float | None = None,
-                 loss: str = "bce") -> None:
+                 loss: str = "bce", dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if not callable(relaxation):
             raise TypeError(f"relaxation must be callable (scores -> P), got {type(relaxation).__name__}")
@@ -190,13 +197,24 @@ class RankingLoss(torch.nn.Module):
         self.eps = check_positive("eps", eps)
         if loss == "bce_clamp" and not self.eps < 0.5:
             raise ValueError(f"eps must be in (0, 0.5) for loss='bce_clamp'; got {eps!r}")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating torch.dtype or None; got {dtype!r}")
+        self.dtype = dtype
         self._outer = {"bce": ranking_bce, "bce_clamp": ranking_bce_clamped, "ce": ranking_ce}[loss]
 
     @property
     def inner(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        return self.relaxation
+        """The relaxation, scores (..., n) -> P (..., n, n); with a ``dtype``, one that casts the
+        scores to it first."""
+        return self.relaxation if self.dtype is None else self._cast_inner
+
+    def _cast_inner(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.relaxation(scores.to(self.dtype) if isinstance(scores, torch.Tensor) else scores)
 
     def outer(self, P: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
+        """The loss of P against the targets: (..., n, n), (..., n, n) -> (...,)."""
+        if self.dtype is not None and isinstance(P_true, torch.Tensor):
+            P_true = P_true.to(self.dtype)
         return self._outer(P, P_true, eps=self.eps)
 
     def forward(self, scores: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
@@ -210,4 +228,4 @@ class RankingLoss(torch.nn.Module):
         return self.outer(self.inner(scores), P_true)
 
     def extra_repr(self) -> str:
-        return f"loss={self.loss!r}, eps={self.eps}"
+        return f"loss={self.loss!r}, eps={self.eps}" + (f", dtype={self.dtype}" if self.dtype is not None else "")
