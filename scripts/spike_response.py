@@ -28,8 +28,9 @@ network's scores y (B, n), as a multiple of its own running median (a loss-side 
 here too; a network-side one is not); the largest set's share of it (‖∂L/∂y_i‖² ÷ ‖∂L/∂y‖²);
 that set's loss ÷ the batch's median set loss; the smallest relaxed probability P_ik at that
 set's true entries (T_ik = 1; near 0 means confidently wrong); 1 − P_ik at its false entry
-(T_ik = 0) nearest 1, computed in float64 (below 2⁻²⁴ ≈ 6e-8, float32 rounds that P_ik to
-exactly 1, and the BCE's log(1 − P + ε) then weighs the entry by 1/ε); that set's score-gradient
+(T_ik = 0) nearest 1, computed in float64 and as the run computed it (in float32 a P_ik within
+about 2⁻²⁵ ≈ 3e-8 of 1 rounds to exactly 1, and the BCE's log(1 − P + ε) then weighs the entry
+by 1/ε); that set's score-gradient
 norm recomputed in float64 ÷ the float32 one (far from 1: the float32 gradient is rounding, not
 the loss); and the float64 gradient's relative difference from central differences of the
 float64 loss (step 10⁻⁶), which checks it.
@@ -92,8 +93,11 @@ def _source(s, gy: torch.Tensor, score_median: Optional[float]) -> tuple:
     loss_ratio = float(set_losses[i] / set_losses.median().clamp_min(1e-300))
     p_true = float(P[s.target[i] > 0.5].min())
     y64 = s.y[i:i + 1].detach().double().requires_grad_(True)
-    with torch.no_grad():  # 1 − P at the false entry nearest 1, in float64 (float32 rounds below 6e-8 to 0)
-        gap = float(1 - s.task.loss_fn.inner(y64)[0][s.target[i] < 0.5].max())
+    with torch.no_grad():  # 1 − P at the false entry nearest 1, in float64 and as the run computed it
+        false = s.target[i] < 0.5
+        gaps64 = 1 - s.task.loss_fn.inner(y64)[0][false]
+        k = int(gaps64.argmin())
+        gap, gap_run = float(gaps64[k]), float(1 - P[false][k].clamp(0, 1))
     # The batch loss is the mean over sets: set i's part of ∂L/∂y is its own gradient ÷ B.
     t64 = s.target[i:i + 1].double()
     g64 = torch.autograd.grad(s.task.loss_fn(y64, t64).sum(), y64)[0]
@@ -103,7 +107,7 @@ def _source(s, gy: torch.Tensor, score_median: Optional[float]) -> tuple:
         fd = torch.stack([(s.task.loss_fn(y64 + e, t64) - s.task.loss_fn(y64 - e, t64)).sum() / 2e-6 for e in eye])
     fd_error = float((g64[0] - fd).norm() / fd.norm().clamp_min(1e-300))
     excess = float(gy.norm()) / score_median if score_median else float("nan")
-    return excess, share, loss_ratio, p_true, gap, precision, fd_error
+    return excess, share, loss_ratio, p_true, gap, gap_run, precision, fd_error
 
 
 def trace(cfg: RunConfig, settings: list, *, steps: int, spike: float, every: int, progress: bool = True,
@@ -242,16 +246,17 @@ def main(argv=None) -> int:
         out += ["", f"Where the {len(source_rows)} largest excursions of the plain gradient come from (largest "
                 "first; spikes or not): the score gradient ∂L/∂y as a multiple of its running median; the "
                 "largest set's share of ‖∂L/∂y‖²; that set's loss ÷ the batch's median set loss; the smallest "
-                "relaxed probability at its true entries; 1 − P at its false entry nearest 1 (float64); its "
+                "relaxed probability at its true entries; 1 − P at its false entry nearest 1, in float64 and as "
+                "the run computed it (its dtype, after the BCE's clamp to [0, 1]); its "
                 "score-gradient norm in float64 ÷ float32; the float64 gradient's relative difference from central "
                 "differences (step 1e-6).", "",
                 "| step | plain norm ÷ running median | score gradient ÷ running median | largest set's share "
-                "| its loss ÷ median | its smallest P at a true entry | 1 − its largest P at a false entry "
-                "| float64 ÷ float32 | float64 vs differences |",
-                "|---|---|---|---|---|---|---|---|---|"]
-        for step, r, excess, share, loss_ratio, p_true, gap, precision, fd_error in source_rows:
+                "| its loss ÷ median | its smallest P at a true entry | 1 − its largest P at a false entry: "
+                "float64 | as run | float64 ÷ float32 | float64 vs differences |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for step, r, excess, share, loss_ratio, p_true, gap, gap_run, precision, fd_error in source_rows:
             out.append(f"| {step} | {r:.3g} | {excess:.3g} | {share:.3f} | {loss_ratio:.3g} | {p_true:.3g} "
-                       f"| {gap:.3g} | {precision:.4g} | {fd_error:.1e} |")
+                       f"| {gap:.3g} | {gap_run:.3g} | {precision:.4g} | {fd_error:.1e} |")
     text = "\n".join(out) + "\n"
     sys.stdout.write(text)
     if args.out:
