@@ -51,6 +51,12 @@ study: $(STAMP)
 TABLE := configs/study/table_neuralsort_n5.json configs/study/table_n5_methods.json \
          configs/study/table_gauss_newton.json configs/study/table_n10.json
 
+# The float64-loss control (RESULTS §2) beside the float32 baselines and NL-Fisher rows it tests.
+FLOAT64 := configs/study/controls_float64.json \
+           'results/study/table/ranking-neuralsort-n5-none-*' 'results/study/table/ranking-neuralsort-n5-fisher-lam0.1b-*' \
+           'results/study/table/ranking-softsort-n5-none-*' 'results/study/table/ranking-softsort-n5-fisher-lam0.1b-*' \
+           'results/study/table/ranking-odd_even-n5-none-*' 'results/study/table/ranking-odd_even-n5-fisher-lam0.1b-*'
+
 results: $(STAMP)
 	$(PY) scripts/grad_norms.py results/study/controls/*/ --out results/study/analysis/grad_norms_controls.md
 	$(PY) scripts/grad_norms.py --by-row $(TABLE) --out results/study/analysis/grad_norms_table.md
@@ -60,6 +66,8 @@ results: $(STAMP)
 	  --grid fisher=0.01,0.1,1 --grid hessian_batch=0.01,0.1,1 --grid gauss_newton=1,10 \
 	  --out results/study/analysis/settings_n5.md
 	$(PY) scripts/stability.py $(TABLE) --out results/study/analysis/stability_table.md
+	$(PY) scripts/grad_norms.py --by-row $(FLOAT64) --out results/study/analysis/grad_norms_float64.md
+	$(PY) scripts/stability.py $(FLOAT64) --out results/study/analysis/stability_float64.md
 	$(PY) -m newton_losses report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:
