@@ -532,3 +532,17 @@ def test_spike_sources_need_a_ranking_run(tmp_path):
     with pytest.raises(SystemExit) as exc:
         spikes.main([str(d), "--sources", "3"])
     assert exc.value.code == 2
+
+
+def test_float64_loss_cost_times_every_relaxation(tmp_path):
+    """One row per relaxation and n, positive times and ratios (no timing is asserted)."""
+    cost = _load("float64_loss_cost")
+    out = tmp_path / "cost.md"
+    assert cost.main(["--repeats", "1", "--n", "3", "--data", "synthetic", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "--data synthetic" in text
+    rows = [r for r in _rows_any(text) if r[1] == "3"]
+    assert [r[0] for r in rows] == [label for label, _ in cost.RELAXATIONS]
+    assert all(float(c) > 0 for r in rows for c in r[2:])
+    with pytest.raises(SystemExit):
+        cost.main(["--n", "1"])
