@@ -423,3 +423,34 @@ def test_ranking_loss_dtype_computes_in_float64_and_returns_float32_gradients(va
     with pytest.raises(TypeError, match="dtype"):
         RankingLoss(net, dtype=torch.int64)
     assert "dtype=torch.float64" in repr(wide)
+
+
+def test_float32_rounding_of_the_bce_and_the_float64_remedy():
+    """One set from a gradient spike of a replayed training run (logistic network, β = 10, n = 5;
+    RESULTS.md §2): a false entry of P (target 0) lies within 3e-8 of 1, float32 rounds it to
+    exactly 1, and the BCE's float32 gradient comes out thousands of times too large.
+    RankingLoss(dtype=float64) on the same float32 scores gives the true gradient, which central
+    differences of the float64 loss confirm."""
+    scores = torch.tensor([[0.11536180973052979, 0.20101846754550934, 0.5387735962867737,
+                            -1.751017451286316, 0.29288342595100403]])
+    target = permutation_matrix(torch.tensor([[0.0, 4.0, 3.0, 1.0, 2.0]]))
+    net = DiffSortNet("odd_even", 5, steepness=10.0, sigmoid="logistic")
+    false = target[0] == 0
+    assert float(net(scores)[0][false].max()) == 1.0  # rounded
+    gap = float((1 - net(scores.double())[0][false]).min())
+    assert 0 < gap < 3e-8
+
+    def grad(loss, s):
+        s = s.clone().requires_grad_(True)
+        return torch.autograd.grad(loss(s, target).sum(), s)[0]
+
+    g32 = grad(RankingLoss(net), scores)
+    g64 = grad(RankingLoss(net, dtype=torch.float64), scores)
+    assert g64.dtype == torch.float32
+    s64 = scores.double()
+    f = RankingLoss(net)
+    h = 1e-6
+    fd = torch.stack([(f(s64 + h * e, target) - f(s64 - h * e, target)).sum() / (2 * h)
+                      for e in torch.eye(5, dtype=torch.float64)])
+    assert torch.allclose(g64[0].double(), fd, rtol=1e-3, atol=1e-5)
+    assert g32.norm() > 1000 * g64.norm()

@@ -70,6 +70,12 @@ def ranking_bce(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_EPS)
     derivative that is not the derivative of its value); with ε = 1e-12 both give the same weak
     gradient for entries predicted below about 1e-12, and agree elsewhere.
 
+    Precision: in float32 an entry within about 3e-8 of 1 rounds to exactly 1; where its target
+    is 0 the complement term then weighs it by 1/ε instead of 1/(1 − P), and the gradient of that
+    sample comes out orders of magnitude too large (torch's BCELoss does the same). Compute P and
+    the loss in float64 when the scores are float32 (``RankingLoss(..., dtype=torch.float64)``;
+    docs/SORTING.md, Precision).
+
     Args:
         P: (..., n, n) floating tensor, relaxed permutation matrices with entries in [0, 1].
         P_true: (..., n, n) real target of the same shape, finite entries in [0, 1] (cast to
