@@ -428,6 +428,13 @@ def test_inline_values_quote_the_report_they_name(runs, tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=message):
             render_results(template, tmp_path / "R2.md")
         assert not (tmp_path / "R2.md").exists() and not (tmp_path / "docs/results/main").exists()
+    # A negative Δ starts with a Unicode minus (no Markdown list item at a line start).
+    for seed, v in enumerate([0.60, 0.62]):
+        _write_run(runs, "hessian", seed, v, lam=2.0)
+    template.write_text("{{value main *-hessian-lam2-* delta}}\n<!-- report main: runs -->\n")
+    delta = 100 * (0.61 - np.mean(EXACT["none"]))
+    assert render_results(template, tmp_path / "R3.md", figures=tmp_path / "f3", plots=False).startswith(
+        f"−{abs(delta):.1f}\n")
     template.write_text("<!-- report main: runs -->\n<!-- report main: runs -->\n")
     with pytest.raises(ValueError, match="used twice"):
         render_results(template, tmp_path / "R2.md")

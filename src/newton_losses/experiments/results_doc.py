@@ -24,7 +24,8 @@ A directive is an HTML comment on a line of its own:
 ``{{value NAME PATTERN FIELD}}`` (inline, anywhere in a line of prose)
     One number of the template's report NAME: the row that has a run whose directory name
     matches the glob PATTERN (exactly one row must), and FIELD one of ``mean``, ``std``, ``last``
-    (the primary metric in %, one decimal), ``delta`` (signed, one decimal), ``p``, ``p_holm``
+    (the primary metric in %, one decimal), ``delta`` (signed, one decimal, "−" a Unicode
+    minus), ``p``, ``p_holm``
     (two significant digits) or ``seeds``. Prose that quotes a table's numbers stays true when
     the table changes, e.g. when new rows enlarge the Holm family.
 
@@ -184,7 +185,11 @@ def _value(rows: list[dict], pattern: str, what: str, token: str) -> str:
         return str(value)
     if what in ("p", "p_holm"):
         return f"{value:.2g}"
-    return f"{value:+.1f}" if what == "delta" else f"{value:.1f}"
+    if what != "delta":
+        return f"{value:.1f}"
+    # A Unicode minus, so that a value that starts a line is not a Markdown list item; no "−0.0".
+    text = f"{value:+.1f}"
+    return "+0.0" if text == "-0.0" else text.replace("-", "−")
 
 
 def _report_block(dirs: list[str], where: Path, doc_dir: Path, *, alpha: float = 0.05,
