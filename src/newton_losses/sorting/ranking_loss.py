@@ -70,8 +70,9 @@ def ranking_bce(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_EPS)
     derivative that is not the derivative of its value); with ε = 1e-12 both give the same weak
     gradient for entries predicted below about 1e-12, and agree elsewhere.
 
-    Precision: in float32 an entry within about 3e-8 of 1 rounds to exactly 1; where its target
-    is 0 the complement term then weighs it by 1/ε instead of 1/(1 − P), and the gradient of that
+    Precision: float32 has nothing between 1 − 2⁻²⁴ and 1, and a relaxation's float32 arithmetic
+    returns exactly 1 for entries a few 1e-8 from 1; where such an entry's target is 0 the
+    complement term then weighs it by 1/ε instead of 1/(1 − P), and the gradient of that
     sample comes out orders of magnitude too large (torch's BCELoss does the same). Compute P and
     the loss in float64 when the scores are float32 (``RankingLoss(..., dtype=torch.float64)``;
     docs/SORTING.md, Precision).
@@ -181,7 +182,7 @@ class RankingLoss(torch.nn.Module):
         dtype: compute the relaxation and the loss in this floating dtype (``inner`` casts the
             scores, ``outer`` the targets; the gradient reaches the scores in their own dtype), or
             ``None`` (default): in the scores' dtype. ``torch.float64`` with float32 scores
-            avoids a float32 failure of the BCE: an entry within 2⁻²⁴ of 1 rounds to 1, and where
+            avoids a float32 failure of the BCE: an entry a few 1e-8 from 1 comes out as 1, and where
             its target is 0 the loss weighs it by 1/ε instead of 1/(1 − P), which made the
             gradient spikes of the reproduction study (docs/SORTING.md, Precision). The per-sample
             losses are then returned in this dtype.
