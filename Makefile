@@ -37,8 +37,8 @@ bench: $(STAMP)
 # `make study` can be stopped and restarted at will. Hours of CPU time; WORKERS=k overrides the
 # configs' 2 worker processes (one torch thread each).
 STUDY := table_neuralsort_n5 lambda_ablation shortest_path sensitivity controls \
-         table_settings table_n5_methods table_gauss_newton controls_float64 table_n10 gn_lambda10 \
-         controls_float64_n10
+         table_settings table_n5_methods table_gauss_newton controls_float64 table_n10 \
+         controls_float64_n10 gn_lambda10
 
 study: $(STAMP)
 	for c in $(STUDY); do \
