@@ -28,9 +28,9 @@ network's scores y (B, n), as a multiple of its own running median (a loss-side 
 here too; a network-side one is not); the largest set's share of it (‖∂L/∂y_i‖² ÷ ‖∂L/∂y‖²);
 that set's loss ÷ the batch's median set loss; the smallest relaxed probability P_ik at that
 set's true entries (T_ik = 1; near 0 means confidently wrong); 1 − P_ik at its false entry
-(T_ik = 0) nearest 1, computed in float64 and as the run computed it (in float32 a P_ik within
-about 2⁻²⁵ ≈ 3e-8 of 1 rounds to exactly 1, and the BCE's log(1 − P + ε) then weighs the entry
-by 1/ε); that set's score-gradient
+(T_ik = 0) nearest 1, computed in float64 and as the run computed it (float32 has nothing between
+1 − 2⁻²⁴ and 1, and a relaxation's float32 arithmetic can return exactly 1 for entries a few
+1e-8 from 1; the BCE's log(1 − P + ε) then weighs the entry by 1/ε); that set's score-gradient
 norm recomputed in float64 ÷ the float32 one (far from 1: the float32 gradient is rounding, not
 the loss); and the float64 gradient's relative difference from central differences of the
 float64 loss (step 10⁻⁶), which checks it.

@@ -23,8 +23,11 @@ def _load(name):
     return module
 
 
-def _run_dir(tmp_path, **fields):
-    cfg = protocol_config("shortest_path", "tiny", method="bf_for", **fields)
+def _run_dir(tmp_path, task="shortest_path", **fields):
+    """A run directory holding only the tiny protocol's config.json (relaxed Bellman-Ford, or
+    NeuralSort for ranking, unless ``method`` says otherwise)."""
+    fields.setdefault("method", "bf_for" if task == "shortest_path" else "neuralsort")
+    cfg = protocol_config(task, "tiny", **fields)
     d = tmp_path / "run"
     d.mkdir()
     (d / "config.json").write_text(cfg.to_json())
@@ -350,10 +353,7 @@ def test_spike_response_against_the_replay(tmp_path, capsys):
     from newton_losses.experiments.replay import replay_baseline
 
     spikes = _load("spike_response")
-    cfg = protocol_config("ranking", "tiny", method="neuralsort")
-    d = tmp_path / "run"
-    d.mkdir()
-    (d / "config.json").write_text(cfg.to_json())
+    d, cfg = _run_dir(tmp_path, "ranking")
     steps, every = 80, 10
     assert spikes.main([str(d), "--steps", str(steps), "--every", str(every), "--spike", "1.2",
                         "--newton", "fisher:1e9:absolute", "hessian_batch:0.1:batch"]) == 0
@@ -485,10 +485,7 @@ def test_spike_sources_against_the_replay(tmp_path, capsys):
     from newton_losses.experiments.replay import replay_baseline
 
     spikes = _load("spike_response")
-    cfg = protocol_config("ranking", "tiny", method="odd_even")
-    d = tmp_path / "run"
-    d.mkdir()
-    (d / "config.json").write_text(cfg.to_json())
+    d, cfg = _run_dir(tmp_path, "ranking", method="odd_even")
     steps, k = 90, 3
     assert spikes.main([str(d), "--steps", str(steps), "--every", "30", "--sources", str(k),
                         "--newton", "fisher:0.1:batch"]) == 0
@@ -525,10 +522,7 @@ def test_spike_sources_against_the_replay(tmp_path, capsys):
 
 def test_spike_sources_need_a_ranking_run(tmp_path):
     spikes = _load("spike_response")
-    cfg = protocol_config("shortest_path", "tiny", method="bf_for")
-    d = tmp_path / "run"
-    d.mkdir()
-    (d / "config.json").write_text(cfg.to_json())
+    d, _ = _run_dir(tmp_path)
     with pytest.raises(SystemExit) as exc:
         spikes.main([str(d), "--sources", "3"])
     assert exc.value.code == 2
