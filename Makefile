@@ -57,6 +57,8 @@ FLOAT64 := configs/study/controls_float64.json \
            'results/study/table/ranking-neuralsort-n5-none-*' 'results/study/table/ranking-neuralsort-n5-fisher-lam0.1b-*' \
            'results/study/table/ranking-softsort-n5-none-*' 'results/study/table/ranking-softsort-n5-fisher-lam0.1b-*' \
            'results/study/table/ranking-odd_even-n5-none-*' 'results/study/table/ranking-odd_even-n5-fisher-lam0.1b-*'
+# The same control at n = 10, beside the float32 n = 10 baselines and Newton rows (table_n10.json).
+FLOAT64_N10 := configs/study/controls_float64_n10.json configs/study/table_n10.json
 
 results: $(STAMP)
 	$(PY) scripts/grad_norms.py results/study/controls/*/ --out results/study/analysis/grad_norms_controls.md
@@ -69,6 +71,8 @@ results: $(STAMP)
 	$(PY) scripts/stability.py $(TABLE) --out results/study/analysis/stability_table.md
 	$(PY) scripts/grad_norms.py --by-row $(FLOAT64) --out results/study/analysis/grad_norms_float64.md
 	$(PY) scripts/stability.py $(FLOAT64) --out results/study/analysis/stability_float64.md
+	$(PY) scripts/grad_norms.py --by-row $(FLOAT64_N10) --out results/study/analysis/grad_norms_float64_n10.md
+	$(PY) scripts/stability.py $(FLOAT64_N10) --out results/study/analysis/stability_float64_n10.md
 	$(PY) -m newton_losses report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:
