@@ -8,9 +8,12 @@ loss the run trains with: the plain loss for a baseline (before clipping, for ru
 ``clip_grad_norm``), the Newton loss for a Newton run — as its mean and maximum over the
 interval's steps. Per run this prints:
 
-- the typical norm: the median of the interval means over the intervals without a spike (an
-  interval whose maximum is more than 10× its own mean; a spike of k× inflates its interval's
-  mean by about k/1000), or over all intervals if every one has a spike;
+- the typical norm: the median of the interval means over the calm intervals — those without a
+  spike (an interval whose maximum is more than 10× its own mean; a spike of k× inflates its
+  interval's mean by about k/1000) whose mean is also within 100× of the smallest such mean, so
+  that a run whose gradient blows up and stays up (a collapse) is measured against its gradient
+  before the blow-up rather than by the blown-up level that then fills most of its intervals —
+  or over all intervals if every one has a spike;
 - the largest norm (the worst spike), its ratio to the typical norm, and how many intervals had a
   step above 100× the typical norm.
 
@@ -45,6 +48,9 @@ def _stats(run_dir: Path):
     if not norms:
         return None, None, None, None, records
     calm = [n["mean"] for n in norms if n["max"] <= SPIKE_FREE * n["mean"]]
+    if calm:  # leave out a blown-up level: interval means a spike's factor above the calm floor
+        floor = min(calm)
+        calm = [m for m in calm if m <= SPIKE * floor]
     typical = statistics.median(calm or [n["mean"] for n in norms])
     worst = max(n["max"] for n in norms)
     spikes = sum(n["max"] > SPIKE * typical for n in norms) if typical > 0 else None

@@ -236,6 +236,25 @@ def test_grad_norms_table(tmp_path):
         grad_norms.main([str(report)])
 
 
+def test_grad_norms_measures_a_blown_up_run_against_its_gradient_before_the_blow_up(tmp_path):
+    """A collapse: calm intervals near 0.4, then the gradient jumps by 10⁴ and stays up for most
+    of the run — still spike-free within each interval (max ≤ 10× mean). The typical norm is the
+    level before the blow-up, not the blown-up median, and every blown-up interval is a spike."""
+    import json
+
+    grad_norms = _load("grad_norms")
+    run = tmp_path / "collapsed"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({}))
+    (run / "result.json").write_text("{}")
+    intervals = [(0.2, 0.3), (0.4, 0.6), (0.5, 0.7)] + [(4000.0 + 100 * i, 30000.0) for i in range(5)]
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": 10 * (i + 1), "grad_norm": {"mean": m, "max": x}}) + "\n"
+        for i, (m, x) in enumerate(intervals)))
+    typical, worst, spikes, n, _ = grad_norms._stats(run)
+    assert (typical, worst, spikes, n) == (0.4, 30000.0, 5, 8)
+
+
 def test_curvature_trace_replays_the_runners_baseline_training(tmp_path, capsys):
     """The script's batch losses are the runner's: same initialization and batch stream
     (``seed_run``), same optimizer — so the mean over the first evaluation interval equals the
