@@ -17,11 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m newton_losses demo --ranking
-	$(PY) -m newton_losses demo
+	$(PY) -m newton_lab demo --ranking
+	$(PY) -m newton_lab demo
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow and not network" -q tests --doctest-modules src/newton_losses
+	$(PY) -m pytest -m "not slow and not network" -q tests --doctest-modules src/newton_losses src/newton_lab
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m "slow or network" -q
@@ -30,7 +30,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m newton_losses bench
+	$(PY) -m newton_lab bench
 
 # The reproduction study (issue 8, RESULTS.md): every sweep of configs/study in order, then the
 # page. Resumable: finished runs are skipped, interrupted ones resume from their checkpoint, so
@@ -42,7 +42,7 @@ STUDY := table_neuralsort_n5 lambda_ablation shortest_path sensitivity controls 
 
 study: $(STAMP)
 	for c in $(STUDY); do \
-	  OMP_NUM_THREADS=1 $(PY) -m newton_losses sweep configs/study/$$c.json --no-report \
+	  OMP_NUM_THREADS=1 $(PY) -m newton_lab sweep configs/study/$$c.json --no-report \
 	    $(if $(WORKERS),--workers $(WORKERS)) || exit 1; \
 	done
 	$(MAKE) results
@@ -73,7 +73,7 @@ results: $(STAMP)
 	$(PY) scripts/stability.py $(FLOAT64) --out results/study/analysis/stability_float64.md
 	$(PY) scripts/grad_norms.py --by-row $(FLOAT64_N10) --out results/study/analysis/grad_norms_float64_n10.md
 	$(PY) scripts/stability.py $(FLOAT64_N10) --out results/study/analysis/stability_float64_n10.md
-	$(PY) -m newton_losses report --template docs/RESULTS.template.md --results RESULTS.md
+	$(PY) -m newton_lab report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis

@@ -21,8 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-from newton_losses.experiments.report import control_label, find_runs, group_runs
-from newton_losses.io import write_or_print
+from newton_lab.report import control_label, find_runs, group_runs
+from newton_lab.io import write_or_print
 
 TOL = 1e-4  # points; accuracies are float32 means
 

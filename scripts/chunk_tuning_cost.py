@@ -25,8 +25,8 @@ import torch
 
 import newton_losses.curvature as curv
 from newton_losses import NewtonLoss
-from newton_losses.experiments.config import protocol_config
-from newton_losses.experiments.runner import build_task, seed_run
+from newton_lab.config import protocol_config
+from newton_lab.runner import build_task, seed_run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ the network learns.
     python scripts/curvature_trace.py RUN_DIR [--steps 351] [--every 50] [--lam 10 ...]
 
 RUN_DIR is a committed run (its ``config.json`` is read). The script replays that run's
-*baseline* (``newton_losses.experiments.replay.replay_baseline``): the plain loss with the
+*baseline* (``newton_lab.replay.replay_baseline``): the plain loss with the
 runner's seeding (model initialization, batch order), data, Adam learning rate and schedule —
 the training a ``variant="none"`` run of the same configuration does — for ``--steps`` steps
 and, every ``--every`` steps, on that step's batch (before the step), measures:
@@ -48,8 +48,8 @@ from pathlib import Path
 import torch
 
 from newton_losses.curvature import empirical_fisher, hessian_blocks
-from newton_losses.experiments.replay import STOCHASTIC_METHODS, fidelity, load_run_config, replay_baseline
-from newton_losses.experiments.runner import newton_loss_for
+from newton_lab.replay import STOCHASTIC_METHODS, fidelity, load_run_config, replay_baseline
+from newton_lab.runner import newton_loss_for
 
 VARIANTS = ("hessian", "hessian_batch", "fisher", "gauss_newton")
 #: An eigenvalue with |μ| at most this fraction of the largest |μ| counts as zero (rounding).

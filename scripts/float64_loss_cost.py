@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from newton_losses.experiments.config import protocol_config
-from newton_losses.experiments.report import machine_label
-from newton_losses.experiments.runner import _machine, build_task, loss_inputs, seed_run
-from newton_losses.io import write_or_print
+from newton_lab.config import protocol_config
+from newton_lab.report import machine_label
+from newton_lab.runner import _machine, build_task, loss_inputs, seed_run
+from newton_lab.io import write_or_print
 
 RELAXATIONS = [
     ("NeuralSort τ=1", dict(method="neuralsort", method_args={"tau": 1.0})),

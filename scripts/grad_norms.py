@@ -32,9 +32,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from newton_losses.experiments.report import control_label, find_runs, group_runs
-from newton_losses.experiments.runner import read_metrics
-from newton_losses.io import write_or_print
+from newton_lab.report import control_label, find_runs, group_runs
+from newton_lab.runner import read_metrics
+from newton_lab.io import write_or_print
 
 SPIKE_FREE = 10.0  # an interval is spike-free when its maximum is at most this × its mean
 SPIKE = 100.0  # a step counts as a spike above this × the typical norm

@@ -4,7 +4,7 @@
         [--newton fisher:0.1:batch hessian_batch:0.1:batch ...] [--sources K] [--out FILE.md]
 
 RUN_DIR is a committed run (its ``config.json`` is read). The script replays that run's baseline
-training (``newton_losses.experiments.replay.replay_baseline``: the runner's seeding, batches,
+training (``newton_lab.replay.replay_baseline``: the runner's seeding, batches,
 Adam and schedule, checked against the runner's recorded losses) for ``--steps`` steps. At every
 step it takes the network-parameter gradient of the plain loss; a step is a *spike* when that
 gradient's norm exceeds ``--spike`` × the median norm of the previous 200 steps (after the first
@@ -48,10 +48,10 @@ from typing import Optional
 import torch
 from tqdm.auto import tqdm
 
-from newton_losses.experiments.config import RunConfig
-from newton_losses.experiments.replay import STOCHASTIC_METHODS, fidelity, load_run_config, replay_baseline
-from newton_losses.experiments.runner import newton_loss_for
-from newton_losses.io import atomic_write_text
+from newton_lab.config import RunConfig
+from newton_lab.replay import STOCHASTIC_METHODS, fidelity, load_run_config, replay_baseline
+from newton_lab.runner import newton_loss_for
+from newton_lab.io import atomic_write_text
 
 WINDOW, WARMUP = 200, 50  # running median over the previous WINDOW steps, spikes after WARMUP steps
 ISOLATION = 100  # a spike is isolated when no other spike lies within this many steps

@@ -23,9 +23,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from newton_losses.experiments.report import find_runs, group_runs
-from newton_losses.experiments.runner import read_metrics
-from newton_losses.io import write_or_print
+from newton_lab.report import find_runs, group_runs
+from newton_lab.runner import read_metrics
+from newton_lab.io import write_or_print
 
 
 def _row(group, fall: float) -> str:

@@ -2,7 +2,7 @@
 import torch
 
 from newton_losses import NewtonLoss, RankingLoss, DiffSortNet, permutation_matrix
-from newton_losses.bench import dense_reference
+from newton_lab.bench import dense_reference
 
 
 def test_dense_full_hessian_reference_equals_block_path():

@@ -3,8 +3,8 @@ import io
 
 import pytest
 
-from newton_losses.experiments import bench_step as bs
-from newton_losses.experiments.config import protocol_config
+from newton_lab import bench_step as bs
+from newton_lab.config import protocol_config
 
 
 def test_loss_section_times_every_variant_against_the_plain_loss():
@@ -61,7 +61,7 @@ def test_a_ratio_within_the_timing_spread_is_not_a_miss_when_the_added_cost_is_s
 
 
 def test_cli_rejects_bad_arguments():
-    from newton_losses.bench import main
+    from newton_lab.bench import main
 
     with pytest.raises(SystemExit):
         main(["--repeats", "0"])

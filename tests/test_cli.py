@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from newton_losses.cli import main
-from newton_losses.demo import run_one
+from newton_lab.cli import main
+from newton_lab.demo import run_one
 
 
 def test_demo_tiny_run_prints_table(capsys):
@@ -44,7 +44,7 @@ def test_module_entry_point_help():
 
 
 def test_bench_quick_smoke(capsys):
-    from newton_losses.bench import Case, VARIANTS, _pairwise, run_core
+    from newton_lab.bench import Case, VARIANTS, _pairwise, run_core
 
     rows = run_core([Case("pairwise n=4", 100, 4, _pairwise(4))], {"fisher": VARIANTS["fisher"]}, repeats=1)
     assert [r["variant"] for r in rows] == ["plain backward", "fisher"]
@@ -55,7 +55,7 @@ def test_missing_experiments_extra_is_named(tmp_path, monkeypatch, capsys):
     import json
     import sys
 
-    from newton_losses.cli import main
+    from newton_lab.cli import main
 
     config = tmp_path / "sweep.json"
     config.write_text(json.dumps({"out": str(tmp_path / "runs"), "task": "ranking", "protocol": "tiny",

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from newton_losses.data.cache import (
+from newton_lab.data.cache import (
     CACHE_ENV_VAR,
     DataIntegrityError,
     atomic_write,

@@ -15,9 +15,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from newton_losses.data import mnist as mnist_mod
-from newton_losses.data.cache import DataIntegrityError, DataUnavailableError
-from newton_losses.data.mnist import (
+from newton_lab.data import mnist as mnist_mod
+from newton_lab.data.cache import DataIntegrityError, DataUnavailableError
+from newton_lab.data.mnist import (
     MNIST,
     MNIST_PICKLE_MEMBER,
     RestrictedUnpickler,
@@ -243,7 +243,7 @@ def digits_are_mnist(digits, monkeypatch):
 
 
 def _cache_meta(cache) -> dict:
-    from newton_losses.data.cache import load_verified_npz
+    from newton_lab.data.cache import load_verified_npz
 
     return load_verified_npz(cache / "mnist" / "mnist_uint8.npz")[1]
 
@@ -300,7 +300,7 @@ def test_trusted_source_is_cached_and_recorded(digits, idx_dir, tmp_path):
 
 def test_cache_of_unrecorded_origin_is_checked_against_mnist(digits, tmp_path, monkeypatch):
     """A cache written by an earlier version from an unverified source (no 'verified_by')."""
-    from newton_losses.data.cache import save_verified_npz
+    from newton_lab.data.cache import save_verified_npz
 
     save_verified_npz(
         tmp_path / "mnist" / "mnist_uint8.npz", digits, {"dataset": "mnist", "origin": "source x"}
@@ -371,7 +371,7 @@ def test_corrupt_cache_is_rebuilt_or_reported(digits, tmp_path, monkeypatch):
 
 
 def test_cache_with_bad_labels_is_rejected(digits, idx_dir, tmp_path):
-    from newton_losses.data.cache import save_verified_npz
+    from newton_lab.data.cache import save_verified_npz
 
     bad = dict(digits, test_labels=np.full(N_TEST, 12, np.uint8))
     save_verified_npz(tmp_path / "mnist" / "mnist_uint8.npz", bad, {"dataset": "mnist"})
@@ -504,7 +504,7 @@ def test_byte_flips_in_the_cache_are_rebuilt_or_reported(digits, tmp_path, monke
 
 
 def test_unusable_cache_dir_does_not_stop_loading(digits, idx_dir, tmp_path, monkeypatch):
-    from newton_losses.data.cache import CACHE_ENV_VAR
+    from newton_lab.data.cache import CACHE_ENV_VAR
 
     (tmp_path / "a_file").write_text("")
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "a_file" / "sub"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from newton_losses.data import MNIST, MultiDigitSets
+from newton_lab.data import MNIST, MultiDigitSets
 
 N_TRAIN, N_TEST = 1200, 300  # → train 1100, val 100, test 300 digits
 
@@ -218,7 +218,7 @@ def test_impossible_distinct_draw_is_rejected_up_front():
 
 @pytest.mark.timeout(30)
 def test_redraws_are_capped(monkeypatch):
-    from newton_losses.data import multidigit
+    from newton_lab.data import multidigit
 
     # one digit 9 among 1,100: a set of ten distinct 1-digit values needs it in every set
     labels = np.arange(1200) % 9

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from newton_losses.data import MNIST, generate_terrain
-from newton_losses.data import mnist as mnist_mod
-from newton_losses.data.show import _chain, main, save_samples
+from newton_lab.data import MNIST, generate_terrain
+from newton_lab.data import mnist as mnist_mod
+from newton_lab.data.show import _chain, main, save_samples
 
 pytest.importorskip("matplotlib")
 

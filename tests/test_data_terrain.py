@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from newton_losses.data import terrain as terrain_mod
-from newton_losses.data.cache import DataIntegrityError, DataUnavailableError
-from newton_losses.data.terrain import (
+from newton_lab.data import terrain as terrain_mod
+from newton_lab.data.cache import DataIntegrityError, DataUnavailableError
+from newton_lab.data.terrain import (
     TERRAIN_CLASSES,
     TILE,
     generate_terrain,
@@ -234,7 +234,7 @@ def test_byte_flips_in_the_zip_structure_are_regenerated(tmp_path):
 
 
 def test_unusable_cache_dir_only_warns(tmp_path, monkeypatch):
-    from newton_losses.data.cache import CACHE_ENV_VAR
+    from newton_lab.data.cache import CACHE_ENV_VAR
 
     (tmp_path / "a_file").write_text("")
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "a_file" / "sub"))

@@ -1,9 +1,9 @@
 """The update-redistribution analysis on a tiny trained run."""
 import pytest
 
-from newton_losses.experiments.analysis import table, update_weights
-from newton_losses.experiments.config import protocol_config
-from newton_losses.experiments.runner import train
+from newton_lab.analysis import table, update_weights
+from newton_lab.config import protocol_config
+from newton_lab.runner import train
 
 
 def test_update_weights_of_a_tiny_run(tmp_path):

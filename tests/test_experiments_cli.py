@@ -3,8 +3,8 @@ import fcntl
 import json
 import os
 
-from newton_losses.cli import main
-from newton_losses.experiments import protocol_config
+from newton_lab.cli import main
+from newton_lab import protocol_config
 
 TINY = ["--protocol", "tiny", "--steps", "20", "--eval-every", "10", "--no-progress"]
 

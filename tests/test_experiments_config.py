@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from newton_losses.cli import main
-from newton_losses.experiments.config import RunConfig, protocol_config
+from newton_lab.cli import main
+from newton_lab.config import RunConfig, protocol_config
 
 
 def test_paper_ranking_protocol_matches_method_md():
@@ -112,7 +112,7 @@ def test_committed_runs_keep_their_ids():
 
 
 def test_cg_max_iter_is_a_later_field():
-    from newton_losses.experiments.config import LATER_DEFAULTS
+    from newton_lab.config import LATER_DEFAULTS
 
     assert LATER_DEFAULTS == {"cg_max_iter": 0, "clip_grad_norm": 0.0, "loss_dtype": ""}
     base = protocol_config("shortest_path", "quick", method="bf_for", variant="hessian", lam=1.0)

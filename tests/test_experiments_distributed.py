@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from newton_losses.experiments import protocol_config, read_metrics, train
+from newton_lab import protocol_config, read_metrics, train
 
 ARGS = ["--protocol", "tiny", "--variant", "fisher", "--lam", "0.1", "--steps", "12", "--eval-every", "6",
         "--batch-size", "16", "--set", 'dtype="float64"', "--no-progress"]

@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-from newton_losses.experiments.config import protocol_config
-from newton_losses.experiments.report import build_report
-from newton_losses.experiments.sweep import SweepSpec, _record, run_sweep
+from newton_lab.config import protocol_config
+from newton_lab.report import build_report
+from newton_lab.sweep import SweepSpec, _record, run_sweep
 
 
 def _fake_run(root, name, variant="none", seed=0, exact=0.5, damping="absolute", lam=0.1):
@@ -61,7 +61,7 @@ def test_lam_zero_is_rejected_for_every_damping():
 
 
 def test_epochs_count_the_actual_training_maps():
-    from newton_losses.experiments.cli import config_from_args, train_parser
+    from newton_lab.commands import config_from_args, train_parser
 
     args = train_parser().parse_args(["shortest-path", "--protocol", "quick", "--data", "synthetic",
                                       "--set", "synthetic_size=600", "--set", "val_sets=100",
@@ -72,7 +72,7 @@ def test_epochs_count_the_actual_training_maps():
 
 
 def test_config_file_errors_name_the_file(tmp_path):
-    from newton_losses.experiments.cli import config_from_args, train_parser
+    from newton_lab.commands import config_from_args, train_parser
 
     bad = tmp_path / "bad.json"
     bad.write_text("{oops")
@@ -145,8 +145,8 @@ def test_sweep_record_follows_the_configuration_file(tmp_path):
 
 
 def test_nan_before_the_first_checkpoint_says_so(tmp_path, monkeypatch):
-    from newton_losses.experiments import ranking
-    from newton_losses.experiments.runner import RunFailed, train
+    from newton_lab.tasks import ranking
+    from newton_lab.runner import RunFailed, train
 
     original = ranking.RankingTask.outputs
     monkeypatch.setattr(ranking.RankingTask, "outputs",
@@ -167,7 +167,7 @@ def test_report_names_runs_it_leaves_out(tmp_path):
 
 
 def test_demo_ranking_runs_what_its_config_file_says():
-    from newton_losses.experiments.demo_ranking import _parser, demo_spec
+    from newton_lab.demo_ranking import _parser, demo_spec
 
     demo = {c.run_id() for c in demo_spec(_parser().parse_args([])).expand()}
     documented = {c.run_id() for c in SweepSpec.load(Path(__file__).resolve().parent.parent / "configs" / "demo_ranking.json").expand()}

@@ -1,8 +1,8 @@
 """The gradient picture: the plotted curves against independent oracles, and the command."""
 import torch
 
-from newton_losses.cli import main
-from newton_losses.experiments.gradients import gradient_curves
+from newton_lab.cli import main
+from newton_lab.gradients import gradient_curves
 from newton_losses.sorting import NeuralSort, permutation_matrix, ranking_bce
 
 

@@ -2,7 +2,7 @@
 (and torchvision's resnet18 layer shapes)."""
 import torch
 
-from newton_losses.experiments.models import RankingCNN, RankingMLP, ResNetStemCosts, SmallCostCNN
+from newton_lab.models import RankingCNN, RankingMLP, ResNetStemCosts, SmallCostCNN
 
 
 def _count(model):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from newton_losses.experiments.config import protocol_config
-from newton_losses.experiments.report import build_report, holm, welch
+from newton_lab.config import protocol_config
+from newton_lab.report import build_report, holm, welch
 
 EXACT = {"none": [0.70, 0.72, 0.71, 0.69], "fisher": [0.80, 0.83, 0.79, 0.82], "hessian": [0.71, 0.69, 0.73, 0.70]}
 
@@ -167,8 +167,8 @@ def test_groups_differing_beyond_method_get_distinct_labels(tmp_path):
 
 
 def test_results_document_is_rendered_from_runs(runs, tmp_path, monkeypatch):
-    from newton_losses.cli import main as cli_main
-    from newton_losses.experiments.results_doc import render_results
+    from newton_lab.cli import main as cli_main
+    from newton_lab.results_doc import render_results
 
     monkeypatch.chdir(tmp_path)
     template = tmp_path / "T.md"
@@ -207,7 +207,7 @@ def test_results_document_is_rendered_from_runs(runs, tmp_path, monkeypatch):
 
 
 def test_run_paths_may_be_glob_patterns(runs, tmp_path):
-    from newton_losses.experiments.report import find_runs
+    from newton_lab.report import find_runs
 
     every = find_runs([runs])
     some = find_runs([str(runs / "*fisher*")])
@@ -217,7 +217,7 @@ def test_run_paths_may_be_glob_patterns(runs, tmp_path):
 
 
 def test_results_document_includes_files(tmp_path, monkeypatch):
-    from newton_losses.experiments.results_doc import render_results
+    from newton_lab.results_doc import render_results
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "table.md").write_text("| a |\n|---|\n| 1 |\n")
@@ -229,7 +229,7 @@ def test_results_document_includes_files(tmp_path, monkeypatch):
 
 
 def test_results_document_counts_a_sweeps_progress(runs, tmp_path, monkeypatch):
-    from newton_losses.experiments.results_doc import render_results
+    from newton_lab.results_doc import render_results
 
     monkeypatch.chdir(tmp_path)
     # Seeds 0–3 of the baseline are finished runs of the fixture; 4 is started, 5 not.
@@ -248,8 +248,8 @@ def test_results_document_counts_a_sweeps_progress(runs, tmp_path, monkeypatch):
 
 
 def test_paper_table_sets_our_cells_beside_the_papers(runs, tmp_path, monkeypatch):
-    from newton_losses.experiments.paper import PAPER_RANKING, paper_table, relaxation_name
-    from newton_losses.experiments.results_doc import render_results
+    from newton_lab.paper import PAPER_RANKING, paper_table, relaxation_name
+    from newton_lab.results_doc import render_results
 
     assert relaxation_name("odd_even", {"sigmoid": "cauchy"}) == "Cauchy DSN"
     assert relaxation_name("odd_even", {}) == "Logistic DSN" and relaxation_name("bitonic", {}) is None
@@ -285,7 +285,7 @@ def test_paper_table_sets_our_cells_beside_the_papers(runs, tmp_path, monkeypatc
 
 
 def test_clipped_baseline_is_compared_with_the_plain_one(runs, tmp_path):
-    from newton_losses.experiments.paper import paper_table
+    from newton_lab.paper import paper_table
 
     for seed, v in enumerate([0.74, 0.75, 0.73]):
         cfg = protocol_config("ranking", "quick", variant="none", seed=seed, clip_grad_norm=1.0)
@@ -301,7 +301,7 @@ def test_clipped_baseline_is_compared_with_the_plain_one(runs, tmp_path):
 
 
 def test_float64_loss_baseline_is_a_control_of_the_plain_one(runs, tmp_path):
-    from newton_losses.experiments.paper import paper_table
+    from newton_lab.paper import paper_table
 
     for seed, v in enumerate([0.78, 0.80, 0.79]):
         cfg = protocol_config("ranking", "quick", variant="none", seed=seed, loss_dtype="float64")
@@ -358,7 +358,7 @@ def test_a_run_whose_configuration_no_longer_validates_is_named(runs):
 def test_a_sweep_file_selects_exactly_its_runs(tmp_path, monkeypatch):
     """A sweep file among the report's paths stands for the runs it defines (that exist): a run
     of another configuration in the same directory is not picked up."""
-    from newton_losses.experiments.report import find_runs
+    from newton_lab.report import find_runs
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "runs"
@@ -398,7 +398,7 @@ def test_shortest_path_table_explains_its_cost_ratio(tmp_path):
 
 
 def test_inline_values_quote_the_report_they_name(runs, tmp_path, monkeypatch):
-    from newton_losses.experiments.results_doc import render_results
+    from newton_lab.results_doc import render_results
 
     monkeypatch.chdir(tmp_path)
     report = build_report([runs], plots=False)

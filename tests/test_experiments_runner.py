@@ -9,8 +9,8 @@ import textwrap
 import pytest
 import torch
 
-from newton_losses.experiments import RunFailed, protocol_config, read_metrics, run_status, train
-from newton_losses.experiments.ranking import ranking_metrics
+from newton_lab import RunFailed, protocol_config, read_metrics, run_status, train
+from newton_lab.tasks.ranking import ranking_metrics
 
 
 def _cfg(**kw):
@@ -64,7 +64,7 @@ def test_other_configuration_in_run_dir_is_rejected(tmp_path):
 _KILLER = textwrap.dedent("""
     import os, signal, sys, torch
     torch.set_num_threads(1)
-    from newton_losses.experiments import RunConfig, train
+    from newton_lab import RunConfig, train
     cfg = RunConfig.from_json(open(sys.argv[1]).read())
     kill_at = int(sys.argv[3])
     def on_step(step):
@@ -98,7 +98,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, variant):
 
 
 def test_nan_loss_stops_with_state_saved(tmp_path, monkeypatch):
-    from newton_losses.experiments import ranking
+    from newton_lab.tasks import ranking
 
     original = ranking.RankingTask.outputs
 
@@ -148,7 +148,7 @@ def test_resume_refuses_a_modified_run_directory(tmp_path):
 def test_clip_grad_norm_clips_before_the_adam_step(tmp_path, monkeypatch):
     import torch
 
-    from newton_losses.experiments import protocol_config, train
+    from newton_lab import protocol_config, train
 
     seen = []
     original = torch.nn.utils.clip_grad_norm_
@@ -171,8 +171,8 @@ def test_clip_grad_norm_clips_before_the_adam_step(tmp_path, monkeypatch):
 def test_loss_dtype_computes_the_loss_in_float64_and_trains_the_network_in_float32(tmp_path, monkeypatch, variant):
     import torch
 
-    import newton_losses.experiments.runner as runner_mod
-    from newton_losses.experiments import protocol_config, train
+    import newton_lab.runner as runner_mod
+    from newton_lab import protocol_config, train
 
     seen = set()
     build = runner_mod.build_task
@@ -204,8 +204,8 @@ def test_loss_dtype_computes_the_loss_in_float64_and_trains_the_network_in_float
 def test_gradient_norm_is_recorded_and_a_non_finite_one_stops_the_run(tmp_path, monkeypatch):
     import json
 
-    import newton_losses.experiments.runner as runner_mod
-    from newton_losses.experiments import RunFailed, protocol_config, read_metrics, train
+    import newton_lab.runner as runner_mod
+    from newton_lab import RunFailed, protocol_config, read_metrics, train
 
     cfg = protocol_config("ranking", "tiny")
     train(cfg, tmp_path / "ok", progress=False)

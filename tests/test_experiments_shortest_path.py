@@ -3,8 +3,8 @@ synthetic terrain for the relaxed and stochastic methods (with resume equality).
 import pytest
 import torch
 
-from newton_losses.experiments import protocol_config, read_metrics, run_status, train
-from newton_losses.experiments.shortest_path import path_metrics
+from newton_lab import protocol_config, read_metrics, run_status, train
+from newton_lab.tasks.shortest_path import path_metrics
 
 
 def test_path_metrics_against_hand_cases():
@@ -59,7 +59,7 @@ def test_truncated_cg_run_caps_the_solver(tmp_path):
     without the field) still resumes."""
     import json
 
-    from newton_losses.experiments.runner import build_task, newton_loss_for
+    from newton_lab.runner import build_task, newton_loss_for
 
     cfg = protocol_config("shortest_path", "tiny", method="bf_for", variant="hessian", lam=1.0, cg_max_iter=2)
     task = build_task(cfg, torch.device("cpu"), torch.float32)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from newton_losses.experiments.runner import read_metrics, run_status
-from newton_losses.experiments.sweep import SweepSpec, run_sweep
+from newton_lab.runner import read_metrics, run_status
+from newton_lab.sweep import SweepSpec, run_sweep
 
 BASE = {"steps": 400, "eval_every": 100, "synthetic_size": 240}
 
@@ -111,8 +111,8 @@ def test_sweep_interrupted_stops_its_workers_and_says_how_to_resume(tmp_path, si
 def test_sweep_progress_counts_training_steps(tmp_path, monkeypatch, capsys):
     """The sweep's bar counts training steps over all runs: in-process and from worker processes
     (through a queue), a resumed run only for the steps it still had to do."""
-    import newton_losses.experiments.sweep as sweep_mod
-    from newton_losses.experiments.runner import train
+    import newton_lab.sweep as sweep_mod
+    from newton_lab.runner import train
 
     monkeypatch.setattr(sweep_mod, "_PROGRESS_EVERY_S", 0.0)  # report every step
     reports = []

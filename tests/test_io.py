@@ -1,4 +1,4 @@
-"""Atomic writes (newton_losses.io): all-or-nothing replacement, no temporary files left behind,
+"""Atomic writes (newton_lab.io): all-or-nothing replacement, no temporary files left behind,
 and the permissions of any newly created file."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from newton_losses.io import atomic_write, atomic_write_bytes, atomic_write_text
+from newton_lab.io import atomic_write, atomic_write_bytes, atomic_write_text
 
 
 def _names(directory):

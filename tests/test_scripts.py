@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from newton_losses import NewtonLoss
-from newton_losses.experiments import protocol_config
-from newton_losses.experiments.runner import build_task, seed_run
+from newton_lab import protocol_config
+from newton_lab.runner import build_task, seed_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -259,7 +259,7 @@ def test_curvature_trace_replays_the_runners_baseline_training(tmp_path, capsys)
     """The script's batch losses are the runner's: same initialization and batch stream
     (``seed_run``), same optimizer — so the mean over the first evaluation interval equals the
     runner's recorded ``train_loss``."""
-    from newton_losses.experiments import read_metrics, train
+    from newton_lab import read_metrics, train
 
     cfg = protocol_config("shortest_path", "tiny", method="bf_for", seed=3)
     d = tmp_path / "baseline"
@@ -357,7 +357,7 @@ def test_stability_counts_runs_that_fell_after_their_best(tmp_path, capsys):
 
 
 def test_replay_baseline_rejects_bad_steps():
-    from newton_losses.experiments.replay import replay_baseline
+    from newton_lab.replay import replay_baseline
 
     cfg = protocol_config("ranking", "tiny", method="neuralsort")
     for steps in (0, -1, 2.5):
@@ -369,7 +369,7 @@ def test_spike_response_against_the_replay(tmp_path, capsys):
     """The summary's typical plain norm is the median of the plain gradient norms at the
     reference steps, recomputed here from the replay; with an enormous absolute λ the Newton loss
     is a rescaled gradient (cosine 1 at every spike)."""
-    from newton_losses.experiments.replay import replay_baseline
+    from newton_lab.replay import replay_baseline
 
     spikes = _load("spike_response")
     d, cfg = _run_dir(tmp_path, "ranking")
@@ -414,8 +414,8 @@ def test_replay_matches_the_runner_interval_by_interval(tmp_path, fields):
     """Every evaluation interval's mean training loss of the replay equals the runner's record —
     through a learning-rate drop, with gradient clipping (0.05 clips most tiny-run steps), and
     with the loss in float64."""
-    from newton_losses.experiments import read_metrics, train
-    from newton_losses.experiments.replay import replay_baseline
+    from newton_lab import read_metrics, train
+    from newton_lab.replay import replay_baseline
 
     cfg = protocol_config("ranking", "tiny", **{"method": "neuralsort", **fields})
     train(cfg, tmp_path / "run", progress=False)
@@ -437,8 +437,8 @@ def test_choose_settings_exact_margin_keeps_the_table_lambda(tmp_path, capsys):
 
 
 def test_fidelity_says_where_a_replay_departs_from_the_run(tmp_path):
-    from newton_losses.experiments import train
-    from newton_losses.experiments.replay import fidelity, replay_baseline
+    from newton_lab import train
+    from newton_lab.replay import fidelity, replay_baseline
 
     cfg = protocol_config("ranking", "tiny", method="neuralsort")
     train(cfg, tmp_path / "run", progress=False)
@@ -501,7 +501,7 @@ def test_spike_sources_against_the_replay(tmp_path, capsys):
     """``--sources K``: the K steps with the largest plain norm ÷ running median, with the score
     gradient's share and the relaxed probabilities recomputed here from the replay; in float64
     the set's score gradient equals the float32 one to rounding (the tiny run has no spikes)."""
-    from newton_losses.experiments.replay import replay_baseline
+    from newton_lab.replay import replay_baseline
 
     spikes = _load("spike_response")
     d, cfg = _run_dir(tmp_path, "ranking", method="odd_even")

@@ -11,8 +11,10 @@ the regularized Newton step of the loss::
 Public API: :class:`NewtonLoss`, :class:`CompositeLoss` (for Gauss-Newton),
 :class:`CurvatureEstimate` (custom curvature), :class:`NewtonDiagnostics`,
 :class:`NonFiniteLossError`, :class:`NotTwiceDifferentiableError`; the sorting relaxations and
-ranking loss (:mod:`newton_losses.sorting`). Data sets live in :mod:`newton_losses.data`, the
-shortest-path solver and losses in :mod:`newton_losses.shortest_path`.
+ranking loss (:mod:`newton_losses.sorting`); the shortest-path solver and losses
+(:mod:`newton_losses.shortest_path`). The library needs torch and numpy only; the experiment
+harness (data sets, training runs, sweeps, reports, the ``newton-losses`` command) is the separate
+package :mod:`newton_lab`, which depends on this one and is never imported by it.
 """
 from .curvature import CompositeLoss, CurvatureEstimate, NotTwiceDifferentiableError
 from .newton import CURVATURES, NewtonDiagnostics, NewtonLoss, NonFiniteLossError

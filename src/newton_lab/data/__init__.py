@@ -12,10 +12,10 @@
 See docs/DATA.md.
 """
 
-from .cache import DataIntegrityError, DataUnavailableError, cache_dir
-from .mnist import MNIST, load_mnist
-from .multidigit import MultiDigitSets, RankingBatch
-from .terrain import (
+from newton_lab.data.cache import DataIntegrityError, DataUnavailableError, cache_dir
+from newton_lab.data.mnist import MNIST, load_mnist
+from newton_lab.data.multidigit import MultiDigitSets, RankingBatch
+from newton_lab.data.terrain import (
     TERRAIN_CLASSES,
     TerrainData,
     generate_terrain,

@@ -41,10 +41,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..shortest_path.solver import shortest_path
-from . import cache as _cache
-from ._util import check_int, derived_seed
-from .cache import DataIntegrityError, DataUnavailableError, load_verified_npz, save_verified_npz
+from newton_losses.shortest_path.solver import shortest_path
+from newton_lab.data import cache as _cache
+from newton_lab.data._util import check_int, derived_seed
+from newton_lab.data.cache import DataIntegrityError, DataUnavailableError, load_verified_npz, save_verified_npz
 
 __all__ = [
     "DEFAULT_SPLIT_SIZES",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-from .report import control_label
+from newton_lab.report import control_label
 
 __all__ = ["PAPER_RANKING", "relaxation_name", "paper_table"]
 

@@ -40,7 +40,7 @@ def demo_spec(args: argparse.Namespace):
     Raises:
         ValueError: a malformed ``--variants`` or an invalid configuration.
     """
-    from .sweep import SweepSpec
+    from newton_lab.sweep import SweepSpec
 
     variants = []
     for item in args.variants.split(","):
@@ -62,8 +62,8 @@ def demo_spec(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from .report import build_report
-    from .sweep import run_sweep
+    from newton_lab.report import build_report
+    from newton_lab.sweep import run_sweep
 
     try:
         spec = demo_spec(args)

@@ -1,10 +1,10 @@
 """A PNG of sample data: a multi-digit ranking set with its labels, and terrain maps beside their
 hidden costs and shortest paths.
 
-    python -m newton_losses.data.show docs/figures/data_samples.png [--seed 0] [--size 12]
+    python -m newton_lab.data.show docs/figures/data_samples.png [--seed 0] [--size 12]
 
 Needs matplotlib (``pip install newton-losses[experiments]``) and MNIST (see
-:func:`newton_losses.data.mnist.load_mnist`).
+:func:`newton_lab.data.mnist.load_mnist`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import DataIntegrityError, DataUnavailableError
-from .mnist import MNIST
-from .multidigit import MultiDigitSets
-from .terrain import TERRAIN_CLASSES, TILE, TerrainData, generate_terrain
+from newton_lab.data.cache import DataIntegrityError, DataUnavailableError
+from newton_lab.data.mnist import MNIST
+from newton_lab.data.multidigit import MultiDigitSets
+from newton_lab.data.terrain import TERRAIN_CLASSES, TILE, TerrainData, generate_terrain
 
 __all__ = ["save_samples"]
 
@@ -52,13 +52,13 @@ def save_samples(
 ) -> Path:
     """Write a PNG with one ranking set (items, values, ranks) and terrain samples.
 
-    Top row: the n items of one test set of :class:`~newton_losses.data.MultiDigitSets`, each
+    Top row: the n items of one test set of :class:`~newton_lab.data.MultiDigitSets`, each
     titled with its value and rank (0 = smallest). Below, per terrain map: the RGB image, the
     hidden costs, and the shortest path drawn over the costs; a legend lists the classes.
 
     Args:
         path: output file (``.png``); parent folders are created.
-        mnist: MNIST to draw from (default: :func:`~newton_losses.data.load_mnist` with
+        mnist: MNIST to draw from (default: :func:`~newton_lab.data.load_mnist` with
             ``cache_dir``, ``source``, ``download``).
         terrain: terrain maps to show (default: ``generate_terrain(num_maps, size, seed)``).
         n, k: items per set and digits per item.

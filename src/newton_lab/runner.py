@@ -38,10 +38,10 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from ..io import atomic_write, atomic_write_text
-from ..newton import NewtonLoss
-from .config import RunConfig
-from .distributed import DistContext, setup, teardown
+from newton_lab.io import atomic_write, atomic_write_text
+from newton_losses.newton import NewtonLoss
+from newton_lab.config import RunConfig
+from newton_lab.distributed import DistContext, setup, teardown
 
 __all__ = ["RunFailed", "RunLocked", "train", "read_metrics", "run_status", "build_task", "newton_loss_for", "seed_run"]
 
@@ -56,10 +56,10 @@ class RunLocked(RuntimeError):
 
 def build_task(cfg: RunConfig, device: torch.device, dtype: torch.dtype, **kwargs: Any):
     if cfg.task == "ranking":
-        from .ranking import RankingTask
+        from newton_lab.tasks.ranking import RankingTask
 
         return RankingTask(cfg, device=device, dtype=dtype, **kwargs)
-    from .shortest_path import ShortestPathTask
+    from newton_lab.tasks.shortest_path import ShortestPathTask
 
     return ShortestPathTask(cfg, device=device, dtype=dtype, **kwargs)
 
@@ -514,7 +514,7 @@ def _grad_norm(parameters) -> float:
 
 
 def _machine(device: torch.device) -> str:
-    from ..bench import machine_description
+    from newton_lab.bench import machine_description
 
     text = machine_description()
     if device.type == "cuda":

@@ -19,9 +19,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..data import generate_terrain, load_terrain, maps_to_tensor
-from .config import RunConfig
-from .models import build_model
+from newton_lab.data import generate_terrain, load_terrain, maps_to_tensor
+from newton_lab.config import RunConfig
+from newton_lab.models import build_model
 
 __all__ = ["ShortestPathTask", "path_metrics"]
 
@@ -31,7 +31,7 @@ _STOCHASTIC = ("smoothed_loss", "smoothed_algorithm", "perturbed_fy")
 def path_metrics(pred_costs: Tensor, weights: Tensor, paths: Tensor) -> dict[str, Tensor]:
     """Per-map ``exact``, ``cost_optimal`` (0/1) and ``cost_ratio`` of the exact shortest path
     on ``pred_costs`` (B, H, W), given the true ``weights`` and label ``paths`` (B, H, W)."""
-    from ..shortest_path import shortest_path
+    from newton_losses.shortest_path import shortest_path
 
     pred = shortest_path(pred_costs.detach().to(torch.float64).clamp_min(0)).path
     w, true_path = weights.to(torch.float64), paths.to(torch.float64)
@@ -126,7 +126,7 @@ def _slice(data, a: int, b: int):
 
 def _loss(cfg: RunConfig, noise: torch.Generator):
     """(loss_fn for NewtonLoss, the underlying loss module)."""
-    from .. import shortest_path as sp
+    from newton_losses import shortest_path as sp
 
     a, method = cfg.method_args, cfg.method
     if method in ("bf_for", "bf_while"):

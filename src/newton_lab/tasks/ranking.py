@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..curvature import CompositeLoss
-from ..data import MNIST, MultiDigitSets, load_mnist
-from ..sorting import DiffSortNet, NeuralSort, RankingLoss, SoftSort, permutation_matrix
-from .config import RunConfig
-from .models import build_model
+from newton_losses.curvature import CompositeLoss
+from newton_lab.data import MNIST, MultiDigitSets, load_mnist
+from newton_losses.sorting import DiffSortNet, NeuralSort, RankingLoss, SoftSort, permutation_matrix
+from newton_lab.config import RunConfig
+from newton_lab.models import build_model
 
 __all__ = ["RankingTask", "synthetic_mnist", "ranking_metrics"]
 

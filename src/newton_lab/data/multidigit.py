@@ -16,7 +16,7 @@ the L distinct digit labels of the split (L = 10 for MNIST), checked up front; a
 that values fit in int64.
 
 Disjoint splits: a ``"train"`` set only uses MNIST training digits [:55000], ``"val"`` only
-[55000:], ``"test"`` only test digits (:meth:`newton_losses.data.mnist.MNIST.split`).
+[55000:], ``"test"`` only test digits (:meth:`newton_lab.data.mnist.MNIST.split`).
 
 Batches are assembled by one gather into the uint8 digit array (no per-item Python loop):
 ``images[b, i, 0, :, j·w:(j+1)·w] = digits[index[b, i, j]] / 255``.
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._util import check_int, derived_seed
-from .mnist import MNIST, SPLITS, load_mnist
+from newton_lab.data._util import check_int, derived_seed
+from newton_lab.data.mnist import MNIST, SPLITS, load_mnist
 
 __all__ = ["MultiDigitSets", "RankingBatch"]
 
@@ -76,10 +76,10 @@ class MultiDigitSets:
         seed: seeds the fixed collection and the default generator of :meth:`sample`.
         downscale: integer factor d dividing 28; each digit is average-pooled d×d once, up front
             (e.g. d = 2 gives 14×56 items for CPU-sized protocols).
-        mnist: an already loaded :class:`~newton_losses.data.mnist.MNIST` (else
-            :func:`~newton_losses.data.mnist.load_mnist` is called with the arguments below).
+        mnist: an already loaded :class:`~newton_lab.data.mnist.MNIST` (else
+            :func:`~newton_lab.data.mnist.load_mnist` is called with the arguments below).
         cache_dir, source, download, trust_source: passed to
-            :func:`~newton_losses.data.mnist.load_mnist`.
+            :func:`~newton_lab.data.mnist.load_mnist`.
         device: where the digits live and batches are assembled.
         dtype: floating dtype of the images.
 
@@ -131,7 +131,7 @@ class MultiDigitSets:
                 cache_dir, source=source, download=download, trust_source=trust_source
             )
         elif not isinstance(mnist, MNIST):
-            raise TypeError(f"mnist must be a newton_losses.data.MNIST, got {type(mnist).__name__}")
+            raise TypeError(f"mnist must be a newton_lab.data.MNIST, got {type(mnist).__name__}")
         self.split = split
         self.dtype = dtype
         self.device = torch.device(device) if device is not None else torch.device("cpu")

@@ -25,8 +25,8 @@ from typing import Any, Iterator
 
 import torch
 
-from .config import RunConfig
-from .runner import build_task, loss_inputs, read_metrics, seed_run
+from newton_lab.config import RunConfig
+from newton_lab.runner import build_task, loss_inputs, read_metrics, seed_run
 
 __all__ = ["ReplayStep", "replay_baseline", "baseline_config", "load_run_config", "fidelity",
            "STOCHASTIC_METHODS"]

@@ -12,7 +12,7 @@ common factor 1/N), with the plain gradient ``g_i``:
 
 Usage (the model: a run's ``checkpoint.pt`` or a ``state_dict`` file)::
 
-    python -m newton_losses.experiments.analysis RUN_DIR [--model FILE] [--out FILE]
+    python -m newton_lab.analysis RUN_DIR [--model FILE] [--out FILE]
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from typing import Optional
 
 import torch
 
-from ..newton import NewtonLoss
-from .config import RunConfig
+from newton_losses.newton import NewtonLoss
+from newton_lab.config import RunConfig
 
 __all__ = ["SETTINGS", "update_weights"]
 
@@ -39,9 +39,9 @@ SETTINGS = (
 def update_weights(run_dir: str | Path, model_file: Optional[str | Path] = None, *, sets: int = 1000,
                    seed: int = 5, settings=SETTINGS) -> list[dict]:
     """One row per setting (the first is the plain gradient); see the module docstring."""
-    from ..sorting import permutation_matrix
-    from .ranking import ranking_metrics
-    from .runner import build_task
+    from newton_losses.sorting import permutation_matrix
+    from newton_lab.tasks.ranking import ranking_metrics
+    from newton_lab.runner import build_task
 
     run_dir = Path(run_dir)
     cfg = RunConfig.from_json((run_dir / "config.json").read_text()).validate()
@@ -89,7 +89,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m newton_losses.experiments.analysis",
+    p = argparse.ArgumentParser(prog="python -m newton_lab.analysis",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("run_dir", help="a ranking run directory (its config.json)")
     p.add_argument("--model", help="model weights (default: RUN_DIR/checkpoint.pt)")
@@ -106,7 +106,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"model\n\n" + table(rows))
     print(text)
     if args.out:
-        from ..io import atomic_write_text
+        from newton_lab.io import atomic_write_text
 
         atomic_write_text(args.out, text)
     return 0

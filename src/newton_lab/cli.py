@@ -1,4 +1,4 @@
-"""The ``newton-losses`` command (also ``python -m newton_losses``).
+"""The ``newton-losses`` command (also ``python -m newton_lab``).
 
     newton-losses train ranking|shortest-path [options]   one run (docs/EXPERIMENTS.md)
     newton-losses sweep CONFIG.json [--workers K]          a grid of runs in worker processes
@@ -55,31 +55,31 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _dispatch(parser: argparse.ArgumentParser, command: str, rest: list[str]) -> int:
     if command == "train":
-        from .experiments.cli import train_main
+        from newton_lab.commands import train_main
 
         return train_main(rest)
     if command == "sweep":
-        from .experiments.cli import sweep_main
+        from newton_lab.commands import sweep_main
 
         return sweep_main(rest)
     if command == "report":
-        from .experiments.cli import report_main
+        from newton_lab.commands import report_main
 
         return report_main(rest)
     if command == "plot":
-        from .experiments.cli import plot_main
+        from newton_lab.commands import plot_main
 
         return plot_main(rest)
     if command == "demo":
         if "--ranking" in rest:
-            from .experiments.cli import demo_ranking_main
+            from newton_lab.commands import demo_ranking_main
 
             return demo_ranking_main([a for a in rest if a != "--ranking"])
-        from .demo import main as demo_main
+        from newton_lab.demo import main as demo_main
 
         return demo_main(rest)
     if command == "bench":
-        from .bench import main as bench_main
+        from newton_lab.bench import main as bench_main
 
         return bench_main(rest)
     if command == "data":
@@ -90,7 +90,7 @@ def _dispatch(parser: argparse.ArgumentParser, command: str, rest: list[str]) ->
             return 0
         if not rest or rest[0] != "show":
             parser.error(usage)
-        from .data.show import main as show_main
+        from newton_lab.data.show import main as show_main
 
         return show_main(rest[1:])
     parser.error(f"unknown command {command!r}; choose from: {', '.join(COMMANDS)}")

@@ -30,9 +30,9 @@ from typing import Optional
 
 import torch
 
-from .curvature import CompositeLoss
-from .newton import NewtonLoss
-from .sorting import DiffSortNet, NeuralSort, RankingLoss, permutation_matrix
+from newton_losses.curvature import CompositeLoss
+from newton_losses.newton import NewtonLoss
+from newton_losses.sorting import DiffSortNet, NeuralSort, RankingLoss, permutation_matrix
 
 RELAXATIONS = {
     "cauchy-sorting-network": lambda n: DiffSortNet("odd_even", n, steepness=10.0, sigmoid="cauchy"),

@@ -39,9 +39,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_text
-from .config import RunConfig, protocol_config
-from .runner import RunFailed, RunLocked, run_status, train
+from newton_lab.io import atomic_write_text
+from newton_lab.config import RunConfig, protocol_config
+from newton_lab.runner import RunFailed, RunLocked, run_status, train
 
 __all__ = ["SweepSpec", "run_sweep"]
 
@@ -320,7 +320,7 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
 
 def _resume_step(run_dir: str) -> int:
     """The step an unfinished run resumes from: its last evaluation's (0 for a new run)."""
-    from .runner import read_metrics
+    from newton_lab.runner import read_metrics
 
     try:
         records = read_metrics(run_dir)

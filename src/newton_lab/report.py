@@ -21,9 +21,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..io import atomic_write, atomic_write_text
-from .config import LATER_DEFAULTS, RunConfig
-from .runner import read_metrics
+from newton_lab.io import atomic_write, atomic_write_text
+from newton_lab.config import LATER_DEFAULTS, RunConfig
+from newton_lab.runner import read_metrics
 
 __all__ = ["Report", "Group", "build_report", "control_label", "find_runs", "group_runs", "holm", "welch"]
 
@@ -107,7 +107,7 @@ def _expand(paths: list) -> list:
     expanded = []
     for p in paths:
         if str(p).endswith(".json") and Path(p).is_file():
-            from .sweep import SweepSpec  # here: sweep imports this module
+            from newton_lab.sweep import SweepSpec  # here: sweep imports this module
 
             spec = SweepSpec.load(p)
             expanded += [d for d in (Path(spec.out) / c.run_id() for c in spec.expand()) if d.is_dir()]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from .config import PROTOCOLS, RANKING_METHODS, SHORTEST_PATH_METHODS, VARIANTS, RunConfig, protocol_config
+from newton_lab.config import PROTOCOLS, RANKING_METHODS, SHORTEST_PATH_METHODS, VARIANTS, RunConfig, protocol_config
 
 # Exit codes of `train`, `sweep` and `report` (argparse usage errors are 2 as well).
 EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED = 2, 3, 4
@@ -133,7 +133,7 @@ def _train_maps(cfg: RunConfig) -> int:
 
 def train_main(argv: list[str]) -> int:
     args = train_parser().parse_args(argv)
-    from .runner import RunFailed, RunLocked, train
+    from newton_lab.runner import RunFailed, RunLocked, train
 
     try:
         cfg = config_from_args(args)
@@ -183,7 +183,7 @@ def sweep_main(argv: list[str]) -> int:
     p.add_argument("--no-report", action="store_true", help="do not print the report table at the end")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    from .sweep import SweepSpec, run_sweep
+    from newton_lab.sweep import SweepSpec, run_sweep
 
     try:
         spec = SweepSpec.load(args.config)
@@ -222,7 +222,7 @@ def sweep_main(argv: list[str]) -> int:
     if args.dry_run:
         return 0
     if not args.no_report and summary["finished"]:
-        from .report import build_report
+        from newton_lab.report import build_report
 
         print(build_report([spec.out], out=Path(spec.out) / "report").markdown)
     if summary["failed"] or summary["errors"]:
@@ -249,10 +249,10 @@ def report_main(argv: list[str]) -> int:
     p.add_argument("--results", default="RESULTS.md",
                    help="the document --template renders (default RESULTS.md)")
     args = p.parse_args(argv)
-    from .report import build_report
+    from newton_lab.report import build_report
 
     if args.template:
-        from .results_doc import render_results
+        from newton_lab.results_doc import render_results
 
         try:
             render_results(args.template, args.results, alpha=args.alpha, plots=not args.no_plots)
@@ -284,12 +284,12 @@ def plot_main(argv: list[str]) -> int:
     if not argv or argv[0] != "gradients":
         print(usage, file=sys.stderr)
         return EXIT_CONFIG
-    from .gradients import main as gradients_main
+    from newton_lab.gradients import main as gradients_main
 
     return gradients_main(argv[1:])
 
 
 def demo_ranking_main(argv: list[str]) -> int:
-    from .demo_ranking import main
+    from newton_lab.demo_ranking import main
 
     return main(argv)

@@ -1,7 +1,7 @@
 """`newton-losses bench`: what each curvature costs, measured in one process.
 
 Sections: ``loss`` and ``step`` (the package's real losses and whole training steps, in
-:mod:`newton_losses.experiments.bench_step`), ``dense`` (our Hessian path against a dense
+:mod:`newton_lab.bench_step`), ``dense`` (our Hessian path against a dense
 (N·m)² reference) and ``synthetic`` (the self-contained cases below, with every solver option).
 
 Every figure is the median of ``repeats`` timed runs after a warm-up, all measured in one
@@ -34,8 +34,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .curvature import CompositeLoss
-from .newton import NewtonLoss
+from newton_losses.curvature import CompositeLoss
+from newton_losses.newton import NewtonLoss
 
 
 @dataclass
@@ -202,13 +202,13 @@ def dense_reference(loss_fn, y0: Tensor, args: tuple, lam: float) -> Tensor:
 
 def run_dense_reference(repeats: int, lam: float = 0.1, out=sys.stdout) -> list[dict]:
     """Our Hessian path vs the dense (N·m)² reference at N = 100, n = 10 (float64)."""
-    from .sorting import DiffSortNet, RankingLoss
+    from newton_losses.sorting import DiffSortNet, RankingLoss
 
     rows = []
     gen = torch.Generator().manual_seed(0)
     pair_loss, y_pair, pair_args = _pairwise(10)(gen)
     values = torch.randn(100, 10, generator=gen, dtype=torch.float64)
-    from .sorting import permutation_matrix
+    from newton_losses.sorting import permutation_matrix
 
     cases = [
         ("pairwise n=10", pair_loss, y_pair.double(), tuple(a.double() for a in pair_args)),
@@ -306,7 +306,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"machine: {machine_description()}")
     print(f"each figure: median of {loss_repeats} (losses) / {step_repeats} (steps) interleaved runs; "
           f"λ={args.lam}")
-    from .experiments import bench_step as bs
+    from newton_lab import bench_step as bs
 
     rows: list[dict] = []
     dense: list[dict] = []
@@ -331,7 +331,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         for line in targets:
             print("  " + line)
     if args.json:
-        from .io import atomic_write_text
+        from newton_lab.io import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(dict(machine=machine_description(), rows=rows,
                                                      dense_reference=dense, targets=targets), indent=2))

@@ -10,7 +10,7 @@
 
 Commands: ``newton-losses train | sweep | report | plot gradients`` (docs/EXPERIMENTS.md).
 """
-from .config import RunConfig, protocol_config
-from .runner import RunFailed, RunLocked, read_metrics, run_status, train
+from newton_lab.config import RunConfig, protocol_config
+from newton_lab.runner import RunFailed, RunLocked, read_metrics, run_status, train
 
 __all__ = ["RunConfig", "protocol_config", "train", "read_metrics", "run_status", "RunFailed", "RunLocked"]

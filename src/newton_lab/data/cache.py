@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write
+from newton_lab.io import atomic_write
 
 __all__ = [
     "CACHE_ENV_VAR",
     "DataIntegrityError",
     "DataUnavailableError",
     "array_sha256",
-    "atomic_write",  # re-exported from newton_losses.io
+    "atomic_write",  # re-exported from newton_lab.io
     "cache_dir",
     "load_verified_npz",
     "save_verified_npz",

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from ..curvature import CompositeLoss
-from ..io import atomic_write
-from ..newton import NewtonLoss
-from ..sorting import DiffSortNet, NeuralSort, RankingLoss, SoftSort, permutation_matrix
+from newton_losses.curvature import CompositeLoss
+from newton_lab.io import atomic_write
+from newton_losses.newton import NewtonLoss
+from newton_losses.sorting import DiffSortNet, NeuralSort, RankingLoss, SoftSort, permutation_matrix
 
 __all__ = ["gradient_curves", "main"]
 

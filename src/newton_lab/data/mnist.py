@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cache as _cache
-from .cache import (
+from newton_lab.data import cache as _cache
+from newton_lab.data.cache import (
     DataIntegrityError,
     DataUnavailableError,
     array_sha256,

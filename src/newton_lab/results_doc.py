@@ -43,9 +43,9 @@ import shlex
 from pathlib import Path
 from typing import Optional
 
-from ..io import atomic_write_text
-from .paper import paper_table
-from .report import _METRICS, _PERCENT, build_report, find_runs, machine_label
+from newton_lab.io import atomic_write_text
+from newton_lab.paper import paper_table
+from newton_lab.report import _METRICS, _PERCENT, build_report, find_runs, machine_label
 
 __all__ = ["render_results"]
 
@@ -206,8 +206,8 @@ def _report_block(dirs: list[str], where: Path, doc_dir: Path, *, alpha: float =
 
 
 def _progress_table(files: list[str]) -> list[str]:
-    from .runner import run_status
-    from .sweep import SweepSpec  # here: sweep imports report, which this module imports
+    from newton_lab.runner import run_status
+    from newton_lab.sweep import SweepSpec  # here: sweep imports report, which this module imports
 
     lines = ["| sweep | runs | finished | failed | started, not finished | not started |",
              "|---|---|---|---|---|---|"]

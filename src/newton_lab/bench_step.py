@@ -1,6 +1,6 @@
 """Benchmarks on the package's real losses and the experiment protocols' networks.
 
-Two sections of ``newton-losses bench`` (see :mod:`newton_losses.bench`):
+Two sections of ``newton-losses bench`` (see :mod:`newton_lab.bench`):
 
 - :func:`run_losses` — the Newton-step cost (curvature + solve, plus the loss's own forward
   and backward) relative to a plain backward pass of the same loss: sorting relaxations at
@@ -11,7 +11,7 @@ Two sections of ``newton-losses bench`` (see :mod:`newton_losses.bench`):
   and the paper networks of the ranking (n = 5, 10) and shortest-path protocols.
 
 Both use the experiment runner's own construction of the loss and of the Newton loss
-(:func:`~newton_losses.experiments.runner.newton_loss_for`), so they time what training runs.
+(:func:`~newton_lab.runner.newton_loss_for`), so they time what training runs.
 Timings are interleaved (one repeat of every variant, then the next repeat) so that slow drifts
 of a noisy machine hit every variant alike; each figure is the median over repeats.
 """
@@ -28,8 +28,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..curvature import CompositeLoss
-from .config import RunConfig, protocol_config
+from newton_losses.curvature import CompositeLoss
+from newton_lab.config import RunConfig, protocol_config
 
 __all__ = ["LossCase", "StepCase", "loss_cases", "step_cases", "run_losses", "run_steps", "loss_table",
            "step_table", "check_targets"]
@@ -135,13 +135,13 @@ class _LossOnly:
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
         if cfg.task == "ranking":
-            from ..sorting import RankingLoss
-            from .ranking import _relaxation
+            from newton_losses.sorting import RankingLoss
+            from newton_lab.tasks.ranking import _relaxation
 
             rl = RankingLoss(_relaxation(cfg), loss=cfg.method_args["loss"])
             self.loss_fn, self._loss = CompositeLoss(rl.inner, rl.outer), rl
         else:
-            from .shortest_path import _loss
+            from newton_lab.tasks.shortest_path import _loss
 
             self.loss_fn, self._loss = _loss(cfg, torch.Generator().manual_seed(0))
 
@@ -153,11 +153,11 @@ class _LossOnly:
 
 def _inputs(case: LossCase, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     if case.cfg.task == "ranking":
-        from ..sorting import permutation_matrix
+        from newton_losses.sorting import permutation_matrix
 
         y = torch.randn(case.N, case.m, generator=gen)
         return y, permutation_matrix(torch.randn(case.N, case.m, generator=gen))
-    from ..shortest_path import shortest_path
+    from newton_losses.shortest_path import shortest_path
 
     y = torch.nn.functional.softplus(torch.randn(case.N, 12, 12, generator=gen)) + 0.3  # β·min > log 8
     weights = torch.rand(case.N, 12, 12, generator=gen, dtype=torch.float64) * 9 + 1
@@ -204,7 +204,7 @@ def _how(newton) -> str:
 
 def run_losses(cases: list[LossCase], repeats: int, lam: float = 0.1, out=sys.stdout) -> list[dict]:
     """Newton loss forward+backward relative to the plain loss's, per case and variant."""
-    from .runner import newton_loss_for
+    from newton_lab.runner import newton_loss_for
 
     print("\n§1 Newton-step cost on the package's losses (λ={lam}, absolute damping, automatic "
           "solver). 'plain' is a forward and backward pass of the loss alone; for each variant: the "
@@ -257,7 +257,7 @@ def run_steps(cases: list[StepCase], repeats: int, lam: float = 0.1, out=sys.std
     variant): network forward, loss or Newton loss, backward, Adam update. Every variant trains
     its own copy of one initialization on the same batches.
     """
-    from .runner import build_task, newton_loss_for
+    from newton_lab.runner import build_task, newton_loss_for
 
     print("\n§2 Whole training step (forward, loss or Newton loss, backward, Adam) relative to the "
           f"baseline step (λ={lam}; the batch is drawn outside the timed region)", file=out)

@@ -1,0 +1,3 @@
+from newton_lab.cli import main
+
+raise SystemExit(main())
