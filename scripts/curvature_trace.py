@@ -48,7 +48,8 @@ from pathlib import Path
 import torch
 
 from newton_losses.curvature import empirical_fisher, hessian_blocks
-from newton_lab.replay import STOCHASTIC_METHODS, fidelity, load_run_config, replay_baseline
+from newton_lab import registry
+from newton_lab.replay import fidelity, load_run_config, replay_baseline
 from newton_lab.runner import newton_loss_for
 
 VARIANTS = ("hessian", "hessian_batch", "fisher", "gauss_newton")
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
         ap.error("the run is a baseline: name a Newton variant with --variant")
     if variant not in VARIANTS:
         ap.error(f"variant {variant!r} is not traced by this script (supported: {', '.join(VARIANTS)})")
-    if cfg.method in STOCHASTIC_METHODS:
+    if registry.method(cfg.task, cfg.method).stochastic:
         ap.error(f"method {cfg.method!r} is stochastic: its loss draws noise and its Hessian variant "
                  "is an estimator; this script traces the deterministic losses only")
     lams = args.lam or [cfg.lam]

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from newton_lab.config import protocol_config
-from newton_lab.report import machine_label
+from newton_lab.machine import machine_label
 from newton_lab.runner import _machine, build_task, loss_inputs, seed_run
 from newton_lab.io import write_or_print
 

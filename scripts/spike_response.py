@@ -49,7 +49,8 @@ import torch
 from tqdm.auto import tqdm
 
 from newton_lab.config import RunConfig
-from newton_lab.replay import STOCHASTIC_METHODS, fidelity, load_run_config, replay_baseline
+from newton_lab import registry
+from newton_lab.replay import fidelity, load_run_config, replay_baseline
 from newton_lab.runner import newton_loss_for
 from newton_lab.io import atomic_write_text
 
@@ -194,7 +195,7 @@ def main(argv=None) -> int:
         ap.error(str(exc))
     if args.sources and cfg.task != "ranking":
         ap.error("--sources needs a ranking run (it reads the relaxed permutation matrix)")
-    if cfg.method in STOCHASTIC_METHODS:
+    if registry.method(cfg.task, cfg.method).stochastic:
         ap.error(f"method {cfg.method!r} draws noise: Newton losses evaluated beside the replay would "
                  "draw from the same generator and change the replayed trajectory")
     for v, lam, d in args.newton:

@@ -8,7 +8,7 @@ from newton_lab.config import protocol_config
 
 
 def test_loss_section_times_every_variant_against_the_plain_loss():
-    cases = [c for c in bs.loss_cases(quick=True) if c.name in ("NeuralSort n=5", "relaxed BF For L2 12x12")]
+    cases = [c for c in bs.loss_cases(quick=True) if c.name in ("neuralsort n=5", "bf_for 12x12")]
     cases[1].N = 4  # a small batch of grids
     out = io.StringIO()
     rows = bs.run_losses(cases, repeats=1, out=out)

@@ -10,23 +10,40 @@ from newton_lab.demo import run_one
 
 def test_demo_tiny_run_prints_table(capsys):
     rc = main(["demo", "--sets", "8", "--steps", "3", "--seeds", "1", "--lrs", "1", "--workers", "1",
-               "--n", "4", "--relaxations", "neuralsort"])
+               "--n", "4", "--relaxations", "neuralsort:tau=0.1"])
     assert rc == 0
     out = capsys.readouterr().out
-    for method in ("GD", "NL-Hessian", "NL-GaussNewton", "NL-Fisher"):
-        assert f"| neuralsort | {method} |" in out
+    # The registry's names: relaxations as method specs, variants with the reports' labels.
+    for label in ("baseline", "NL-hessian", "NL-gauss_newton", "NL-fisher"):
+        assert f"| neuralsort:tau=0.1 | {label} |" in out
+
+
+def test_demo_accepts_earlier_names_with_a_warning(capsys):
+    with pytest.warns(FutureWarning, match="earlier name"):
+        rc = main(["demo", "--sets", "4", "--steps", "1", "--seeds", "1", "--lrs", "1", "--workers", "1",
+                   "--n", "3", "--relaxations", "cauchy-sorting-network", "--methods", "GD", "NL-Fisher"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| odd_even:sigmoid=cauchy | baseline |" in out and "| odd_even:sigmoid=cauchy | NL-fisher |" in out
+
+
+def test_demo_rejects_unknown_names_listing_the_known_ones(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--relaxations", "quicksort"])
+    err = capsys.readouterr().err
+    assert "quicksort" in err and "neuralsort" in err and "odd_even" in err
 
 
 def test_demo_runs_are_deterministic():
-    a = run_one("cauchy-sorting-network", "NL-GaussNewton", 1.0, 0, 5, 10, 5)
-    b = run_one("cauchy-sorting-network", "NL-GaussNewton", 1.0, 0, 5, 10, 5)
+    a = run_one("odd_even:sigmoid=cauchy", "gauss_newton", 1.0, 0, 5, 10, 5)
+    b = run_one("odd_even:sigmoid=cauchy", "gauss_newton", 1.0, 0, 5, 10, 5)
     assert (a.exact, a.elementwise, a.loss) == (b.exact, b.elementwise, b.loss)
 
 
 def test_newton_improves_over_gd_on_the_demo_problem():
     # The demo's claim at a reduced size: Gauss-Newton beats plain GD on a Cauchy sorting network.
-    gd = max(run_one("cauchy-sorting-network", "GD", lr, 0, 6, 40, 30).exact for lr in (1.0, 10.0))
-    nl = max(run_one("cauchy-sorting-network", "NL-GaussNewton", lr, 0, 6, 40, 30).exact for lr in (1.0, 10.0))
+    gd = max(run_one("odd_even:sigmoid=cauchy", "none", lr, 0, 6, 40, 30).exact for lr in (1.0, 10.0))
+    nl = max(run_one("odd_even:sigmoid=cauchy", "gauss_newton", lr, 0, 6, 40, 30).exact for lr in (1.0, 10.0))
     assert nl > gd
 
 

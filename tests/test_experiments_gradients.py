@@ -8,7 +8,7 @@ from newton_losses.sorting import NeuralSort, permutation_matrix, ranking_bce
 
 def test_curves_against_finite_differences_and_a_dense_solve():
     # Away from saturation (x ≳ 5 makes P round to exactly 0/1, where finite differences fail).
-    c = gradient_curves("neuralsort", n=4, points=5, lam=0.5, lo=-1.0, hi=4.5)
+    c = gradient_curves("neuralsort:tau=0.1", n=4, points=5, lam=0.5, lo=-1.0, hi=4.5)
     target = permutation_matrix(torch.arange(4.0, dtype=torch.float64))
 
     def loss(y):

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -36,6 +34,8 @@ from torch import Tensor
 
 from newton_losses.curvature import CompositeLoss
 from newton_losses.newton import NewtonLoss
+
+from newton_lab.machine import machine_description
 
 
 @dataclass
@@ -122,22 +122,6 @@ def _median_time(fn: Callable[[], None], repeats: int, warmup: int = 2) -> float
         fn()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"{cpu}; {os.cpu_count()} logical CPUs; torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); Python {platform.python_version()}"
-    )
 
 
 def run_core(cases: list[Case], variants: dict, repeats: int, lam: float = 0.1,

@@ -28,14 +28,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from newton_losses.curvature import CompositeLoss
+from newton_lab import registry
 from newton_lab.config import RunConfig, protocol_config
+from newton_lab.runner import build_task, newton_loss_for
 
 __all__ = ["LossCase", "StepCase", "loss_cases", "step_cases", "run_losses", "run_steps", "loss_table",
            "step_table", "check_targets"]
 
-_SORTING_VARIANTS = ("fisher", "hessian", "hessian_batch", "gauss_newton")
-_STOCHASTIC = ("smoothed_loss", "smoothed_algorithm", "perturbed_fy")
 
 
 @dataclass
@@ -49,7 +48,7 @@ class LossCase:
 
     @property
     def m(self) -> int:
-        return self.cfg.n if self.cfg.task == "ranking" else 144
+        return registry.task(self.cfg.task).output_size(self.cfg)
 
 
 @dataclass
@@ -61,8 +60,16 @@ class StepCase:
     variants: tuple
 
 
-def _variants(method: str) -> tuple:
-    return ("fisher", "hessian") if method in _STOCHASTIC else _SORTING_VARIANTS
+def _variants(cfg: RunConfig) -> tuple:
+    """The Newton variants a configuration's method supports."""
+    m = registry.method(cfg.task, cfg.method)
+    return tuple(v for v in registry.variants() if v != "none" and m.supports(v))
+
+
+def _name(cfg: RunConfig) -> str:
+    """A case's name: the method spec (registry naming) and its columns (``n=5``)."""
+    cols = "".join(f" {c}={getattr(cfg, c)}" for c in registry.task(cfg.task).columns)
+    return registry.format_spec(cfg.task, cfg.method, cfg.method_args) + cols
 
 
 #: Variant labels of the form ``"hessian@cg2"``: the Hessian by HVP + conjugate gradients
@@ -81,50 +88,42 @@ def _parse_variant(label: str) -> tuple[str, dict]:
 def loss_cases(quick: bool = False) -> list[LossCase]:
     """The losses of issue 6 §1 (``quick``: n ∈ {5, 10} and fewer cases, for smoke tests)."""
     cases = []
-    sorts = [("NeuralSort", "neuralsort", {"tau": 1.0}), ("SoftSort", "softsort", {"tau": 1.0}),
-             ("logistic DSN", "odd_even", {"steepness": 10.0, "sigmoid": "logistic"})]
     for n in ((5, 10) if quick else (5, 10, 32)):
-        for label, method, args in sorts:
-            cfg = protocol_config("ranking", "tiny", method=method, method_args=args, n=n)
-            cases.append(LossCase(f"{label} n={n}", cfg, 100, _SORTING_VARIANTS))
-    paths = [("relaxed BF For L2", "bf_for", {"loss": "l2"}),
-             ("smoothed loss, 10 samples", "smoothed_loss", {"samples": 10}),
-             ("perturbed FY, 10 samples", "perturbed_fy", {"samples": 10})]
-    for label, method, args in (paths[:1] if quick else paths):
-        cfg = protocol_config("shortest_path", "tiny", method=method, method_args=args)
+        for method in ("neuralsort", "softsort", "odd_even"):
+            cfg = protocol_config("ranking", "tiny", method=method, n=n)
+            cases.append(LossCase(_name(cfg), cfg, 100, _variants(cfg)))
+    for method in (("bf_for",) if quick else ("bf_for", "smoothed_loss", "perturbed_fy")):
+        cfg = protocol_config("shortest_path", "tiny", method=method)
         # hessian_batch at m = 144 needs 144 double-backward passes (seconds per call); §2 times it.
-        variants = tuple(v for v in _variants(method) if v != "hessian_batch")
+        variants = tuple(v for v in _variants(cfg) if v != "hessian_batch")
         if method == "bf_for":
             variants += (TRUNCATED_CG,)
-        cases.append(LossCase(f"{label} 12x12", cfg, 70, variants))
+        cases.append(LossCase(_name(cfg) + " 12x12", cfg, 70, variants))
     return cases
 
 
 def step_cases(quick: bool = False, paper: bool = True) -> list[StepCase]:
     """The training steps of issue 6 §2: quick and paper networks (``paper=False`` drops the
     paper networks, which take seconds per step on a CPU)."""
-    ranking = [("NeuralSort n=5", "neuralsort", {}, 5), ("NeuralSort n=10", "neuralsort", {}, 10),
-               ("logistic DSN n=10", "odd_even", {}, 10)]
-    paths = [("relaxed BF For L2", "bf_for", {"loss": "l2"}),
-             ("smoothed loss, 10 samples", "smoothed_loss", {"samples": 10}),
-             ("perturbed FY, 10 samples", "perturbed_fy", {"samples": 10})]
+    ranking = [("neuralsort", 5), ("neuralsort", 10), ("odd_even", 10)]
+    paths = ["bf_for", "smoothed_loss", "perturbed_fy"]
     protocols = [("quick", "MLP 14x56", "small CNN")]
     if paper:
         protocols.append(("paper", "CNN 28x112", "ResNet18 stem"))
     cases = []
     for protocol, rnet, pnet in protocols:
-        for label, method, args, n in (ranking[:1] if quick else ranking):
-            cfg = protocol_config("ranking", protocol, method=method, method_args=args, n=n,
+        for method, n in (ranking[:1] if quick else ranking):
+            cfg = protocol_config("ranking", protocol, method=method, n=n,
                                   data="synthetic", synthetic_size=600, val_sets=1, test_sets=1)
-            cases.append(StepCase(f"ranking {protocol} ({rnet}), {label}, batch 100", cfg,
-                                  ("none",) + _SORTING_VARIANTS))
-        for label, method, args in (paths[:1] if quick else paths):
-            cfg = protocol_config("shortest_path", protocol, method=method, method_args=args,
+            cases.append(StepCase(f"ranking {protocol} ({rnet}), {_name(cfg)}, batch 100", cfg,
+                                  ("none",) + _variants(cfg)))
+        for method in (paths[:1] if quick else paths):
+            cfg = protocol_config("shortest_path", protocol, method=method,
                                   data="synthetic", synthetic_size=150, train_size=140,
                                   val_sets=5, test_sets=5)
             extra = (TRUNCATED_CG,) if method == "bf_for" else ()
-            cases.append(StepCase(f"shortest path {protocol} ({pnet}), {label}, batch 70", cfg,
-                                  ("none",) + _variants(method) + extra))
+            cases.append(StepCase(f"shortest path {protocol} ({pnet}), {_name(cfg)}, batch 70", cfg,
+                                  ("none",) + _variants(cfg) + extra))
     return cases
 
 
@@ -134,34 +133,10 @@ class _LossOnly:
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        if cfg.task == "ranking":
-            from newton_losses.sorting import RankingLoss
-            from newton_lab.tasks.ranking import _relaxation
-
-            rl = RankingLoss(_relaxation(cfg), loss=cfg.method_args["loss"])
-            self.loss_fn, self._loss = CompositeLoss(rl.inner, rl.outer), rl
-        else:
-            from newton_lab.tasks.shortest_path import _loss
-
-            self.loss_fn, self._loss = _loss(cfg, torch.Generator().manual_seed(0))
+        self.loss_fn, self._loss = registry.task(cfg.task).build_loss(cfg, torch.Generator().manual_seed(0))
 
     def curvature(self, variant: str):
-        if self.cfg.method in _STOCHASTIC and variant == "hessian":
-            return self._loss.hessian_estimator()
-        return variant
-
-
-def _inputs(case: LossCase, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    if case.cfg.task == "ranking":
-        from newton_losses.sorting import permutation_matrix
-
-        y = torch.randn(case.N, case.m, generator=gen)
-        return y, permutation_matrix(torch.randn(case.N, case.m, generator=gen))
-    from newton_losses.shortest_path import shortest_path
-
-    y = torch.nn.functional.softplus(torch.randn(case.N, 12, 12, generator=gen)) + 0.3  # β·min > log 8
-    weights = torch.rand(case.N, 12, 12, generator=gen, dtype=torch.float64) * 9 + 1
-    return y, shortest_path(weights).path.to(y.dtype)
+        return registry.curvature(registry.method(self.cfg.task, self.cfg.method), self._loss, variant)
 
 
 def _interleaved(fns: dict, repeats: int, warmup: int = 1, newtons: Optional[dict] = None) -> tuple[dict, dict, dict]:
@@ -204,8 +179,6 @@ def _how(newton) -> str:
 
 def run_losses(cases: list[LossCase], repeats: int, lam: float = 0.1, out=sys.stdout) -> list[dict]:
     """Newton loss forward+backward relative to the plain loss's, per case and variant."""
-    from newton_lab.runner import newton_loss_for
-
     print("\n§1 Newton-step cost on the package's losses (λ={lam}, absolute damping, automatic "
           "solver). 'plain' is a forward and backward pass of the loss alone; for each variant: the "
           "whole Newton-loss forward+backward, and its curvature + solve part alone (the Newton "
@@ -214,7 +187,7 @@ def run_losses(cases: list[LossCase], repeats: int, lam: float = 0.1, out=sys.st
     rows = []
     for case in cases:
         gen = torch.Generator().manual_seed(0)
-        y0, target = _inputs(case, gen)
+        y0, target = registry.task(case.cfg.task).random_batch(case.cfg, case.N, gen)
         base = _LossOnly(case.cfg)
 
         def plain(base=base, y0=y0, target=target) -> None:
@@ -257,8 +230,6 @@ def run_steps(cases: list[StepCase], repeats: int, lam: float = 0.1, out=sys.std
     variant): network forward, loss or Newton loss, backward, Adam update. Every variant trains
     its own copy of one initialization on the same batches.
     """
-    from newton_lab.runner import build_task, newton_loss_for
-
     print("\n§2 Whole training step (forward, loss or Newton loss, backward, Adam) relative to the "
           f"baseline step (λ={lam}; the batch is drawn outside the timed region)", file=out)
     rows = []
@@ -274,9 +245,7 @@ def run_steps(cases: list[StepCase], repeats: int, lam: float = 0.1, out=sys.std
             model = copy.deepcopy(task.model)
             model.train()
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-            vtask = build_task(cfg, torch.device("cpu"), torch.float32,
-                               **({"mnist": task.mnist} if cfg.task == "ranking" else
-                                  {"terrain": _terrain_of(task)}))
+            vtask = build_task(cfg, torch.device("cpu"), torch.float32, **task.shared_data())
             newton = newton_loss_for(cfg, vtask, check_hessian="never", **extra)
             newtons[label] = newton
             state = {"i": 0}
@@ -305,21 +274,12 @@ def run_steps(cases: list[StepCase], repeats: int, lam: float = 0.1, out=sys.std
                              added_ratio=1.0 + p["step_s"] / t_base,
                              newton_s=p["step_s"], grad_s=p["grad_s"], how=_how(newtons[v]),
                              protocol=case.cfg.protocol, task=case.cfg.task, method=case.cfg.method,
-                             n=case.cfg.n if case.cfg.task == "ranking" else None))
+                             n=case.cfg.n if "n" in registry.task(case.cfg.task).columns else None))
             print(f"  {('baseline' if v == 'none' else v):<16} {1e3 * t:>9.1f} {100 * spreads[v]:>5.1f} "
                   f"{t / t_base:>11.3f}  {1e3 * p['step_s']:>13.2f} {rows[-1]['added_ratio']:>12.4f}  "
                   f"{rows[-1]['how']}", file=out)
         out.flush()
     return rows
-
-
-def _terrain_of(task) -> dict:
-    """The terrain splits a ShortestPathTask was built from (to build more tasks without
-    regenerating the maps)."""
-    import types
-
-    return {s: types.SimpleNamespace(maps=task.maps[s].numpy(), weights=task.weights[s].numpy(),
-                                     paths=task.paths[s].numpy()) for s in task.maps}
 
 
 def step_table(rows: list[dict]) -> str:

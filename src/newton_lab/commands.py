@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from newton_lab.config import PROTOCOLS, RANKING_METHODS, SHORTEST_PATH_METHODS, VARIANTS, RunConfig, protocol_config
+from newton_lab import registry
+from newton_lab.config import DAMPINGS, PROJECTIONS, RunConfig, protocol_config
 
 # Exit codes of `train`, `sweep` and `report` (argparse usage errors are 2 as well).
 EXIT_CONFIG, EXIT_FAILED, EXIT_LOCKED = 2, 3, 4
@@ -48,21 +49,24 @@ def train_parser() -> argparse.ArgumentParser:
                     "configuration). Under `torchrun --nproc-per-node K -m newton_losses train ...` "
                     "it runs data-parallel.",
     )
-    p.add_argument("task", choices=["ranking", "shortest-path"])
-    p.add_argument("--protocol", help="paper | quick | tiny (default: the --config file's, else quick)")
+    tasks = [registry.task(t) for t in registry.tasks()]
+    p.add_argument("task", choices=[t.cli_name for t in tasks])
+    p.add_argument("--protocol", help=f"{' | '.join(dict.fromkeys(p for t in tasks for p in t.protocols))} "
+                                      "(default: the --config file's, else quick)")
     p.add_argument("--config", help="a JSON file of RunConfig fields (applied before the options below)")
-    p.add_argument("--method", help=f"ranking: {', '.join(RANKING_METHODS)}; shortest path: "
-                                    f"{', '.join(SHORTEST_PATH_METHODS)}")
+    p.add_argument("--method", help="; ".join(f"{t.cli_name}: {', '.join(registry.methods(t.name))}"
+                                              for t in tasks) + " (default: the protocol's)")
     p.add_argument("--arg", action="append", metavar="KEY=VALUE",
                    help="a method argument, e.g. --arg tau=0.5 --arg sigmoid=cauchy")
-    p.add_argument("--variant", choices=VARIANTS, help="Newton variant (default: none = baseline)")
+    p.add_argument("--variant", choices=registry.variants(), help="Newton variant (default: none = baseline)")
     p.add_argument("--lam", type=float, help="λ")
-    p.add_argument("--damping", choices=["absolute", "batch", "relative"],
+    p.add_argument("--damping", choices=DAMPINGS,
                    help="absolute: add λ; batch: λ · mean |eigenvalue| over the batch; relative: per matrix")
-    p.add_argument("--projection", choices=["abs", "clamp", "tikhonov"])
+    p.add_argument("--projection", choices=PROJECTIONS)
     p.add_argument("--n", type=int, help="ranking: items per set")
     p.add_argument("--steps", type=int)
-    p.add_argument("--epochs", type=int, help="shortest path: epochs (steps and lr decay at 60%%/80%%)")
+    p.add_argument("--epochs", type=int, help=f"{', '.join(t.cli_name for t in tasks if t.epoch_size)}: epochs "
+                                              "(steps and lr decay at 60%%/80%%)")
     p.add_argument("--eval-every", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -81,7 +85,8 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    task = args.task.replace("-", "_")
+    spec = registry.task(args.task)
+    task = spec.name
     fields: dict = {}
     if args.config:
         try:
@@ -97,8 +102,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     protocol = fields.pop("protocol", "quick")
     if args.protocol is not None:
         protocol = args.protocol
-    if protocol not in PROTOCOLS[task]:
-        raise ValueError(f"protocol must be one of {PROTOCOLS[task]}; got {protocol!r}")
+    if protocol not in spec.protocols:
+        raise ValueError(f"protocol must be one of {tuple(spec.protocols)}; got {protocol!r}")
     direct = {"method": args.method, "variant": args.variant, "lam": args.lam, "damping": args.damping,
               "projection": args.projection, "n": args.n, "steps": args.steps,
               "eval_every": args.eval_every, "batch_size": args.batch_size, "lr": args.lr,
@@ -110,25 +115,18 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.method and "method_args" not in fields:
         fields["method_args"] = {}
     if args.epochs is not None:
-        if task != "shortest_path":
-            raise ValueError("--epochs applies to shortest-path runs (ranking draws fresh sets: use --steps)")
+        if spec.epoch_size is None:
+            epoch_tasks = [registry.task(t).cli_name for t in registry.tasks() if registry.task(t).epoch_size]
+            raise ValueError(f"--epochs applies to {' and '.join(epoch_tasks)} runs ({args.task} "
+                             "draws fresh samples: use --steps)")
         if args.epochs < 1:
             raise ValueError(f"--epochs must be >= 1; got {args.epochs}")
         base = protocol_config(task, protocol, **fields)
-        per_epoch = math.ceil(_train_maps(base) / base.batch_size)
+        per_epoch = math.ceil(spec.epoch_size(base) / base.batch_size)
         fields.update(steps=args.epochs * per_epoch, eval_every=per_epoch,
                       lr_milestones=sorted({max(1, round(f * args.epochs)) * per_epoch for f in (0.6, 0.8)}))
     cfg = protocol_config(task, protocol, **fields)
     return cfg
-
-
-def _train_maps(cfg: RunConfig) -> int:
-    """Training maps of a shortest-path configuration (what an epoch visits)."""
-    if cfg.train_size:
-        return cfg.train_size
-    if cfg.data == "synthetic":
-        return cfg.synthetic_size // 2  # ShortestPathTask's default split
-    return 10_000
 
 
 def train_main(argv: list[str]) -> int:
@@ -160,9 +158,9 @@ def train_main(argv: list[str]) -> int:
 
 def summary_line(result: dict, run_dir: Path) -> str:
     best = result["best"]
-    metrics = ", ".join(f"{k} {100 * v:.2f}%" for k, v in best["test"].items() if k != "cost_ratio")
-    if "cost_ratio" in best["test"]:
-        metrics += f", cost ratio {best['test']['cost_ratio']:.4f}"
+    test = best["test"]
+    metrics = ", ".join([f"{k} {100 * v:.2f}%" for k, v in test.items() if registry.is_percent(k)]
+                        + [f"{k.replace('_', ' ')} {v:.4f}" for k, v in test.items() if not registry.is_percent(k)])
     t = result["time"]
     return (f"{run_dir}: test at best validation (step {best['step']}): {metrics}; "
             f"{1e3 * t['step_s']:.2f} ms/step (network {1e3 * t['network_s']:.2f}, Newton "

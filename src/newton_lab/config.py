@@ -16,48 +16,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = [
-    "RunConfig",
-    "TASKS",
-    "PROTOCOLS",
-    "VARIANTS",
-    "RANKING_METHODS",
-    "SHORTEST_PATH_METHODS",
-    "protocol_config",
-]
+from newton_lab import registry
+import newton_lab.tasks  # noqa: F401  (registers the built-in tasks and their methods)
 
-TASKS = ("ranking", "shortest_path")
-VARIANTS = ("none", "hessian", "hessian_batch", "fisher", "gauss_newton")
-PROTOCOLS = {"ranking": ("paper", "quick", "tiny"), "shortest_path": ("paper", "quick", "tiny")}
+__all__ = ["RunConfig", "protocol_config", "LATER_DEFAULTS"]
 
-# method -> {argument: (type, default)}; defaults follow docs/PAPER.md §2 where it names one.
-# Every ranking method also takes ``loss``: the ranking loss on the relaxed permutation matrix
-# ("bce": log(P + 1e-12) form, "bce_clamp": BCE of P clamped to [1e-6, 1 - 1e-6], "ce": row-wise
-# cross-entropy; see newton_losses.sorting.RankingLoss).
-_RANKING_LOSS_ARG = {"loss": (str, "bce")}
-RANKING_METHODS: dict[str, dict[str, tuple[type, Any]]] = {
-    "neuralsort": {"tau": (float, 1.0), **_RANKING_LOSS_ARG},
-    "softsort": {"tau": (float, 1.0), "power": (float, 1.0), **_RANKING_LOSS_ARG},
-    "odd_even": {"steepness": (float, 10.0), "sigmoid": (str, "logistic"), **_RANKING_LOSS_ARG},
-    "bitonic": {"steepness": (float, 10.0), "sigmoid": (str, "logistic"), **_RANKING_LOSS_ARG},
-}
-SHORTEST_PATH_METHODS: dict[str, dict[str, tuple[type, Any]]] = {
-    "bf_for": {"beta": (float, 10.0), "loss": (str, "l2"), "iterations": (int, 0)},
-    "bf_while": {"beta": (float, 10.0), "loss": (str, "l2"), "max_iterations": (int, 0)},
-    "smoothed_loss": {"sigma": (float, 0.5), "samples": (int, 10), "loss": (str, "l1")},
-    "smoothed_algorithm": {"sigma": (float, 0.5), "samples": (int, 10), "loss": (str, "l1")},
-    "perturbed_fy": {"sigma": (float, 0.5), "samples": (int, 10)},
-}
-MODELS = {"ranking": ("cnn", "mlp"), "shortest_path": ("resnet_stem", "small_cnn")}
-DATA = {"ranking": ("mnist", "synthetic"), "shortest_path": ("terrain", "synthetic")}
 DAMPINGS = ("absolute", "relative", "batch")
 PROJECTIONS = ("abs", "clamp", "tikhonov")
 DTYPES = ("float32", "float64")
-
-
-def _methods(task: str) -> dict[str, dict[str, tuple[type, Any]]]:
-    return RANKING_METHODS if task == "ranking" else SHORTEST_PATH_METHODS
-
 
 _MAX_LR = 1e6
 
@@ -75,7 +41,8 @@ class RunConfig:
         task: ``"ranking"`` or ``"shortest_path"``; protocol: the named protocol the defaults
             came from (``"paper"``, ``"quick"``, ``"tiny"``; recorded, not interpreted).
         method, method_args: the relaxation / algorithm and its parameters (see
-            ``RANKING_METHODS`` / ``SHORTEST_PATH_METHODS``; missing arguments get defaults).
+            ``newton-losses train --help`` and :mod:`newton_lab.registry`; missing arguments get
+            defaults).
         variant: Newton variant — ``"none"`` (the baseline), ``"hessian"``,
             ``"hessian_batch"``, ``"fisher"``, ``"gauss_newton"``; lam: λ; damping:
             ``"absolute"`` (add λ), ``"batch"`` (add λ·the batch's mean |eigenvalue|) or
@@ -145,29 +112,17 @@ class RunConfig:
         Raises:
             ValueError: naming the field, its value and what was expected.
         """
-        _choice("task", self.task, TASKS)
-        _choice("protocol", self.protocol, PROTOCOLS[self.task])
-        methods = _methods(self.task)
-        if self.method not in methods:
+        task = registry.task(self.task)
+        _choice("protocol", self.protocol, tuple(task.protocols))
+        method = registry.method(task.name, self.method)
+        self.method_args = method.resolve_args(self.method_args)
+        _choice("variant", self.variant, registry.variants())
+        if not method.supports(self.variant):
+            kind = "stochastic method" if method.stochastic else "method"
             raise ValueError(
-                f"method must be one of {tuple(methods)} for task {self.task!r}; got {self.method!r}"
+                f"variant {self.variant!r} is not available for the {kind} {self.method!r}: use one "
+                f"of {method.variants}" + (" ('hessian' is its Stein estimator)" if method.stochastic else "")
             )
-        if not isinstance(self.method_args, dict):
-            raise ValueError(f"method_args must be a dict; got {type(self.method_args).__name__}")
-        spec = methods[self.method]
-        unknown = sorted(set(self.method_args) - set(spec))
-        if unknown:
-            raise ValueError(
-                f"method_args: unknown argument(s) {unknown} for method {self.method!r}; "
-                f"it takes {sorted(spec)}"
-            )
-        args = {}
-        for key, (typ, default) in spec.items():
-            value = self.method_args.get(key, default)
-            args[key] = _coerce(f"method_args.{key}", value, typ)
-        _check_method_args(self.task, self.method, args)
-        self.method_args = args
-        _choice("variant", self.variant, VARIANTS)
         self.lam = _number("lam", self.lam, minimum=0.0)
         if self.variant != "none" and self.lam == 0.0:
             raise ValueError(
@@ -179,31 +134,14 @@ class RunConfig:
         if self.variant == "none":
             # The baseline ignores these; canonical values make equal runs share one id.
             self.lam, self.damping, self.projection = 0.0, "absolute", "abs"
-        if self.task == "shortest_path":
-            if self.method.startswith("bf_"):
-                if self.variant in ("hessian", "gauss_newton") and self.damping != "absolute":
-                    raise ValueError(
-                        f"damping {self.damping!r} with variant {self.variant!r} on a 12×12 path: "
-                        "the 144-dimensional curvature is solved matrix-free (CG), without the "
-                        "eigenvalues that damping needs; use damping 'absolute'"
-                    )
-                if self.variant == "gauss_newton" and args["loss"] == "l1":
-                    raise ValueError(
-                        "variant 'gauss_newton' with method_args.loss='l1': the L1 loss has zero "
-                        "second derivative, so its Gauss-Newton matrix is zero; use loss 'l2' or "
-                        "'smooth_l1', or another variant"
-                    )
-            elif self.variant not in ("none", "fisher", "hessian"):
-                raise ValueError(
-                    f"variant {self.variant!r} is not available for the stochastic method "
-                    f"{self.method!r}: use 'fisher' or 'hessian' (its Stein estimator)"
-                )
+        if method.check is not None:
+            method.check(self)
         _int("n", self.n, 2)
         _int("digits", self.digits, 1)
         _int("downscale", self.downscale, 1)
         if 28 % self.downscale:
             raise ValueError(f"downscale must divide 28 (1, 2, 4, 7, 14, 28); got {self.downscale}")
-        _choice("model", self.model, MODELS[self.task])
+        _choice("model", self.model, task.models)
         _int("hidden", self.hidden, 1)
         self.lr = _number("lr", self.lr, minimum=0.0, strict=True)
         if self.lr > _MAX_LR:
@@ -220,22 +158,19 @@ class RunConfig:
         _int("eval_every", self.eval_every, 1)
         if self.eval_every > self.steps:
             raise ValueError(f"eval_every ({self.eval_every}) must be <= steps ({self.steps})")
-        _int("val_sets", self.val_sets, 0 if self.task == "shortest_path" else 1)
-        _int("test_sets", self.test_sets, 0 if self.task == "shortest_path" else 1)
+        _int("val_sets", self.val_sets, task.min_eval_sets)
+        _int("test_sets", self.test_sets, task.min_eval_sets)
         _int("train_size", self.train_size, 0)
-        _choice("data", self.data, DATA[self.task])
+        _choice("data", self.data, task.data)
         _int("synthetic_size", self.synthetic_size, 24)
-        if self.task == "shortest_path" and self.data == "synthetic":
-            total = sum(self.synthetic_splits())
-            if total > self.synthetic_size:
-                raise ValueError(f"train_size + val_sets + test_sets ({total}) "
-                                 f"exceed synthetic_size ({self.synthetic_size})")
+        if task.check is not None:
+            task.check(self)
         _int("seed", self.seed, 0)
         _choice("dtype", self.dtype, DTYPES)
         _choice("loss_dtype", self.loss_dtype, ("",) + tuple(DTYPES))
         _choice("device", self.device, ("cpu", "cuda", "auto"))
         _int("cg_max_iter", self.cg_max_iter, 0)
-        if self.cg_max_iter and (self.variant not in ("hessian", "gauss_newton") or self.damping != "absolute"):
+        if self.cg_max_iter and (not registry.variant(self.variant).matrix_free or self.damping != "absolute"):
             raise ValueError(
                 f"cg_max_iter={self.cg_max_iter} caps a matrix-free (CG) Newton solve, which only "
                 "variants 'hessian' and 'gauss_newton' with damping 'absolute' use; got variant "
@@ -298,11 +233,12 @@ class RunConfig:
         default BCE and n for ranking; ``b``/``r`` mark batch/relative damping; ``-loss64``: a float64
         loss (``loss_dtype``); HASH: the first 8
         hex digits of :meth:`digest`)."""
+        task, method = registry.task(self.task), registry.method(self.task, self.method)
         parts = [self.task, self.method]
-        if self.task == "ranking":
-            if self.method_args.get("loss", "bce") != "bce":
-                parts.append(self.method_args["loss"])
-            parts.append(f"n{self.n}")
+        # Arguments hidden from labels at their default name the run when they differ from it.
+        parts += [str(v) for k, v in self.method_args.items()
+                  if k in method.args and not method.args[k].in_label and v != method.args[k].default]
+        parts += [f"{col}{getattr(self, col)}" for col in task.columns]
         parts.append(self.variant)
         if self.variant != "none":
             parts.append(f"lam{self.lam:g}" + {"relative": "r", "batch": "b"}.get(self.damping, ""))
@@ -336,56 +272,13 @@ def protocol_config(task: str, protocol: str, **overrides: Any) -> RunConfig:
           every epoch on 500 validation and 500 test maps.
         - ``tiny``: a seconds-long smoke test on a few synthetic maps.
     """
-    _choice("task", task, TASKS)
-    _choice("protocol", protocol, PROTOCOLS[task])
-    if task == "ranking":
-        base = {
-            "paper": dict(model="cnn", downscale=1, lr=10 ** -3.5, batch_size=100, steps=100_000,
-                          eval_every=1000, val_sets=1000, test_sets=1000),
-            "quick": dict(model="mlp", hidden=256, downscale=2, lr=10 ** -3.5, batch_size=100,
-                          steps=30_000, eval_every=1000, val_sets=1000, test_sets=1000),
-            "tiny": dict(model="mlp", hidden=32, downscale=4, lr=3e-3, batch_size=16, steps=20,
-                         eval_every=10, val_sets=32, test_sets=32, data="synthetic",
-                         synthetic_size=240),
-        }[protocol]
-    else:
-        steps_per_epoch = {"paper": math.ceil(10_000 / 70)}
-        base = {
-            "paper": dict(method="bf_for", model="resnet_stem", lr=5e-4, batch_size=70,
-                          steps=50 * steps_per_epoch["paper"],
-                          lr_milestones=[30 * steps_per_epoch["paper"], 40 * steps_per_epoch["paper"]],
-                          eval_every=steps_per_epoch["paper"], val_sets=0, test_sets=0,
-                          train_size=0, data="terrain"),
-            "quick": dict(method="bf_for", model="small_cnn", hidden=32, lr=1e-3, batch_size=70,
-                          steps=10 * steps_per_epoch["paper"],
-                          lr_milestones=[6 * steps_per_epoch["paper"], 8 * steps_per_epoch["paper"]],
-                          eval_every=steps_per_epoch["paper"], val_sets=500, test_sets=500,
-                          train_size=0, data="terrain"),
-            "tiny": dict(method="bf_for", model="small_cnn", hidden=8, lr=3e-3, batch_size=8,
-                         steps=6, eval_every=3, val_sets=8, test_sets=8, train_size=24,
-                         data="synthetic", synthetic_size=48),
-        }[protocol]
-    return RunConfig.from_dict({"task": task, "protocol": protocol, **base, **overrides}).validate()
+    spec = registry.task(task)
+    _choice("protocol", protocol, tuple(spec.protocols))
+    base = dict(spec.protocols[protocol])
+    return RunConfig.from_dict({"task": spec.name, "protocol": protocol, **base, **overrides}).validate()
 
 
 # ----------------------------------------------------------------------------------------------
-def _check_method_args(task: str, method: str, args: dict) -> None:
-    for key in ("tau", "power", "steepness", "beta", "sigma"):
-        if key in args and not args[key] > 0:
-            raise ValueError(f"method_args.{key} must be > 0; got {args[key]!r}")
-    if "sigmoid" in args:
-        _choice("method_args.sigmoid", args["sigmoid"], ("logistic", "logistic_phi", "cauchy"))
-    if "samples" in args:
-        _int("method_args.samples", args["samples"], 1)
-    for key in ("iterations", "max_iterations"):
-        if key in args:
-            _int(f"method_args.{key}", args[key], 0)
-    if task == "shortest_path" and "loss" in args:
-        _choice("method_args.loss", args["loss"], ("l1", "l2", "smooth_l1"))
-    if task == "ranking":
-        _choice("method_args.loss", args["loss"], ("bce", "bce_clamp", "ce"))
-
-
 def _choice(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {tuple(allowed)}; got {value!r}")
@@ -405,13 +298,3 @@ def _number(name: str, value: Any, minimum: float, strict: bool = False) -> floa
     if value < minimum or (strict and value == minimum):
         raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}; got {value!r}")
     return float(value)
-
-
-def _coerce(name: str, value: Any, typ: type) -> Any:
-    if typ is float:
-        return _number(name, value, minimum=-math.inf)
-    if typ is int:
-        return _int(name, value, minimum=-(2**62))
-    if not isinstance(value, typ):
-        raise ValueError(f"{name} must be a {typ.__name__}; got {value!r}")
-    return value

@@ -14,39 +14,36 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
-from newton_losses.curvature import CompositeLoss
+from newton_losses import NewtonLoss
+from newton_losses.sorting import permutation_matrix
+
+from newton_lab import registry
 from newton_lab.io import atomic_write
-from newton_losses.newton import NewtonLoss
-from newton_losses.sorting import DiffSortNet, NeuralSort, RankingLoss, SoftSort, permutation_matrix
 
-__all__ = ["gradient_curves", "main"]
+__all__ = ["gradient_curves", "main", "DEFAULT_RELAXATIONS"]
 
-_RELAXATIONS = {
-    "neuralsort": lambda n, t: NeuralSort(tau=t),
-    "softsort": lambda n, t: SoftSort(tau=t),
-    "logistic_dsn": lambda n, t: DiffSortNet("odd_even", n, steepness=t, sigmoid="logistic"),
-    "cauchy_dsn": lambda n, t: DiffSortNet("odd_even", n, steepness=t, sigmoid="cauchy"),
-}
-_DEFAULT_PARAM = {"neuralsort": 0.1, "softsort": 0.1, "logistic_dsn": 10.0, "cauchy_dsn": 10.0}
+#: What ``plot gradients`` draws by default: NeuralSort at a low temperature and the logistic
+#: odd-even sorting network (method specs of the ranking task, :mod:`newton_lab.registry`).
+DEFAULT_RELAXATIONS = ("neuralsort:tau=0.1", "odd_even")
 
 
-def gradient_curves(relaxation: str, *, n: int = 5, param: float | None = None, lam: float = 0.1,
-                    spacing: float = 1.0, points: int = 401, lo: float = -3.0, hi: float | None = None) -> dict:
+def gradient_curves(relaxation: str, *, n: int = 5, lam: float = 0.1, spacing: float = 1.0,
+                    points: int = 401, lo: float = -3.0, hi: float | None = None) -> dict:
     """x (points,), and ∂ℓ/∂y_0 for ``"gradient"``, ``"hessian"``, ``"gauss_newton"`` (float64).
 
-    ``param``: τ for NeuralSort/SoftSort, steepness β for sorting networks.
+    ``relaxation``: a ranking method spec, ``NAME[:KEY=VALUE,...]`` (e.g. ``"neuralsort:tau=0.1"``,
+    ``"odd_even:sigmoid=cauchy"``), with the ranking loss its ``loss`` argument names.
     """
-    if relaxation not in _RELAXATIONS:
-        raise ValueError(f"relaxation must be one of {tuple(_RELAXATIONS)}; got {relaxation!r}")
     if n < 2:
         raise ValueError(f"n must be >= 2; got {n}")
-    param = _DEFAULT_PARAM[relaxation] if param is None else param
+    name, args = registry.parse_spec("ranking", relaxation)
+    cfg = SimpleNamespace(method=name, method_args=args, n=n, variant="none")
     hi = (n + 2.0) * spacing if hi is None else hi
-    rl = RankingLoss(_RELAXATIONS[relaxation](n, param))
-    loss = CompositeLoss(rl.inner, rl.outer)
+    loss, _ = registry.task("ranking").build_loss(cfg, None)
     x = torch.linspace(lo, hi, points, dtype=torch.float64)
     y = (torch.arange(n, dtype=torch.float64) * spacing).repeat(points, 1)
     y[:, 0] = x
@@ -63,15 +60,18 @@ def gradient_curves(relaxation: str, *, n: int = 5, param: float | None = None, 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="newton-losses plot gradients", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="gradients.png", help="PNG file (default: gradients.png)")
-    p.add_argument("--relaxations", default="neuralsort,logistic_dsn",
-                   help=f"comma-separated, from {', '.join(_RELAXATIONS)}")
+    p.add_argument("--relaxations", nargs="+", default=list(DEFAULT_RELAXATIONS), metavar="SPEC",
+                   help="ranking method specs NAME[:KEY=VALUE,...] (default: "
+                        f"{' '.join(DEFAULT_RELAXATIONS)}); methods: {', '.join(registry.methods('ranking'))}")
     p.add_argument("--n", type=int, default=5)
     p.add_argument("--lam", type=float, default=0.1)
     p.add_argument("--points", type=int, default=401)
     args = p.parse_args(argv)
-    names = [r.strip() for r in args.relaxations.split(",") if r.strip()]
+    # A token without ':' may be an earlier comma-separated list ("neuralsort,logistic_dsn").
+    names = [r.strip() for tok in args.relaxations
+             for r in (tok.split(",") if ":" not in tok else [tok]) if r.strip()]
     if not names:
-        p.error(f"--relaxations names none; choose from {', '.join(_RELAXATIONS)}")
+        p.error(f"--relaxations names none; methods: {', '.join(registry.methods('ranking'))}")
     try:
         curves = {r: gradient_curves(r, n=args.n, lam=args.lam, points=args.points) for r in names}
     except ValueError as exc:

@@ -28,11 +28,7 @@ import torch
 from newton_lab.config import RunConfig
 from newton_lab.runner import build_task, loss_inputs, read_metrics, seed_run
 
-__all__ = ["ReplayStep", "replay_baseline", "baseline_config", "load_run_config", "fidelity",
-           "STOCHASTIC_METHODS"]
-
-#: Methods whose loss draws noise (their Newton losses draw too, so a replay must not call them).
-STOCHASTIC_METHODS = ("smoothed_loss", "smoothed_algorithm", "perturbed_fy")
+__all__ = ["ReplayStep", "replay_baseline", "baseline_config", "load_run_config", "fidelity"]
 
 
 @dataclass

@@ -22,14 +22,13 @@ from typing import Optional
 import numpy as np
 
 from newton_lab.io import atomic_write, atomic_write_text
+from newton_lab import registry
 from newton_lab.config import LATER_DEFAULTS, RunConfig
+from newton_lab.machine import machine_label
 from newton_lab.runner import read_metrics
 
 __all__ = ["Report", "Group", "build_report", "control_label", "find_runs", "group_runs", "holm", "welch"]
 
-# Metrics per task: the primary one first; the second is shown in parentheses.
-_METRICS = {"ranking": ("exact", "elementwise"), "shortest_path": ("exact", "cost_optimal", "cost_ratio")}
-_PERCENT = {"exact", "elementwise", "cost_optimal"}
 
 
 @dataclass
@@ -51,20 +50,18 @@ class Group:
 
     def label(self) -> str:
         c = self.config
-        shown = {k: v for k, v in c["method_args"].items()
-                 if not (c["task"] == "ranking" and k == "loss" and v == "bce")}  # the default loss
-        args = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
         more = "".join(f", {k}={_short(c[k])}" for k in self.extra)
-        return f"{c['method']}({args}){more}"
+        return registry.method(c["task"], c["method"]).label(c["method_args"]) + more
 
     def variant_label(self) -> str:
         c = self.config
         clip = " " + control_label(c) if control_label(c) else ""
+        name = registry.variant(c["variant"]).label
         if c["variant"] == "none":
-            return "baseline" + clip
+            return name + clip
         lam = f"λ={c['lam']:g}" + {"relative": " rel", "batch": " batch"}.get(c["damping"], "")
         cg = f" CG≤{c['cg_max_iter']}" if c.get("cg_max_iter") else ""
-        return f"NL-{c['variant']} {lam}{cg}{clip}"
+        return f"{name} {lam}{cg}{clip}"
 
 
 @dataclass
@@ -74,11 +71,6 @@ class Report:
     files: list
 
 
-#: Caption text for a task's extra columns (ends with a space).
-_COLUMN_NOTES = {
-    "shortest_path": "cost ratio: the true cost of the predicted path over the optimal path's, "
-                     "mean over the test maps (1 = optimal), at the best validation; ",
-}
 
 
 def find_runs(paths: list) -> list[tuple[Path, dict]]:
@@ -215,8 +207,8 @@ def _baseline_key(cfg: dict) -> str:
 
 
 def _fmt(values: np.ndarray, metric: str) -> str:
-    scale = 100.0 if metric in _PERCENT else 1.0
-    digits = 1 if metric in _PERCENT else 4
+    scale = 100.0 if registry.is_percent(metric) else 1.0
+    digits = 1 if registry.is_percent(metric) else 4
     mean = scale * values.mean()
     if len(values) < 2:
         return f"{mean:.{digits}f}"
@@ -266,10 +258,11 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
     by_key = {g.key: g for g in groups}
     rows, lines = [], []
     for task in sorted({g.task for g in groups}):
-        metrics = _METRICS[task]
+        spec = registry.task(task)
+        metrics = spec.metrics
         primary, second = metrics[0], metrics[1]
-        title = "Ranking (multi-digit MNIST)" if task == "ranking" else "Shortest path (terrain)"
-        lines += [f"### {title}", "",
+        columns = "".join(f"{c} | " for c in spec.columns)
+        lines += [f"### {spec.title}", "",
                   f"Test {primary} match % (test {second} %) at the best validation {primary} match, "
                   f"mean ± std over seeds; p: Welch t-test of {primary} match against the baseline "
                   f"(* p < {alpha:g}); p Holm: the same p-values adjusted for the number of "
@@ -278,13 +271,13 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                   f"p < {alpha:g} are expected by chance among many; rows with one seed have no "
                   f"p-value yet, so the adjustment tightens as they get seeds); last: test {primary} match % at the run's last evaluation "
                   f"(where it is far below the first column, the run degraded after its best); "
-                  f"{_COLUMN_NOTES.get(task, '')}ms/step: the runs' "
+                  f"{spec.column_note}ms/step: the runs' "
                   f"mean wall time per training step (in parentheses, the Newton loss's part of it), "
                   f"including whatever else loaded the machine then (e.g. parallel sweep workers) — "
                   f"a rough cost, not a benchmark (docs/PERFORMANCE.md has those).", "",
-                  f"| method | {'n | ' if task == 'ranking' else ''}variant | seeds | {primary} % ({second} %) "
+                  f"| method | {columns}variant | seeds | {primary} % ({second} %) "
                   f"| Δ vs baseline | p | p Holm | last % | ms/step (Newton) |",
-                  f"|---|{'---|' if task == 'ranking' else ''}---|---|---|---|---|---|---|---|"]
+                  f"|---|{'---|' * len(spec.columns)}---|---|---|---|---|---|---|---|"]
         task_groups = [g for g in groups if g.task == task]
         bases = [None if _is_plain_baseline(g.config) else by_key.get(_baseline_key(g.config))
                  for g in task_groups]
@@ -301,10 +294,10 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
             newton_ms = 1e3 * np.mean([r["time"]["newton_s"] for _, _, r in g.runs])
             sig = "*" if (not math.isnan(p) and p < alpha) else ""
             cell = f"{_fmt(vals[primary], primary)} ({_fmt(vals[second], second)})"
-            if task == "shortest_path":
-                cell += f", cost ratio {_fmt(vals['cost_ratio'], 'cost_ratio')}"
+            cell += "".join(f", {m.replace('_', ' ')} {_fmt(vals[m], m)}" for m in metrics[2:])
+            cells = "".join(f"{g.config[c]} | " for c in spec.columns)
             lines.append(
-                f"| {g.label()} | {str(g.config['n']) + ' | ' if task == 'ranking' else ''}{g.variant_label()} "
+                f"| {g.label()} | {cells}{g.variant_label()} "
                 f"| {len(g.runs)} | {cell} | {'' if math.isnan(delta) else f'{delta:+.1f}'} "
                 f"| {'' if math.isnan(p) else f'{p:.3g}{sig}'} "
                 f"| {'' if math.isnan(p_holm) else f'{p_holm:.3g}' + ('†' if p_holm < alpha else '')} "
@@ -366,16 +359,6 @@ def _machines(groups: list[Group]) -> dict[Optional[str], int]:
             kind = machine_label(r, python=False)
             counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] or "")))
-
-
-def machine_label(result: dict, *, python: bool = True) -> Optional[str]:
-    """A run's ``machine`` record ("processor; CPUs; torch build; Python x.y[; GPU]", as the
-    runner writes it) as one comma-separated line, without the Python version unless
-    ``python``; None when the run has no record (runs from before the record existed)."""
-    if not result.get("machine"):
-        return None
-    parts = [p.strip() for p in str(result["machine"]).split(";")]
-    return ", ".join(p for p in parts if python or not p.startswith("Python"))
 
 
 def _unfinished(paths: list) -> dict:
@@ -465,7 +448,7 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, ((task, label, n), gs) in zip(axes.flat, panels.items()):
-        primary = _METRICS[task][0]
+        primary = registry.task(task).metrics[0]
         for g in gs:
             curves = [[(rec["step"], rec["test"][primary]) for rec in read_metrics(d)] for _, d, _ in g.runs]
             length = min(len(c) for c in curves)
@@ -477,7 +460,7 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
             line, = ax.plot(steps, mean, label=f"{g.variant_label()} ({len(g.runs)} seeds)")
             ax.fill_between(steps, np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100),
                             color=line.get_color(), alpha=0.2)
-        ax.set_title(f"{label}" + (f", n={n}" if task == "ranking" else ""))
+        ax.set_title(label + "".join(f", {c}={gs[0].config[c]}" for c in registry.task(task).columns))
         ax.set_xlabel("step")
         ax.set_ylabel(f"test {primary} match % (95% band)")
         ax.grid(alpha=0.3)
@@ -501,7 +484,7 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
             sharing[k] = sharing.get(k, 0) + 1
         for gs in ablations.values():
             gs = sorted(gs, key=lambda g: g.config["lam"])
-            primary = _METRICS[gs[0].task][0]
+            primary = registry.task(gs[0].task).metrics[0]
             lams = np.array([g.config["lam"] for g in gs])
             # The mean over seeds as a line and every seed as a dot: with the 2–3 seeds of an
             # ablation a t-interval is wider than the axis (t(0.975, 1) = 12.7) and says nothing.

@@ -45,7 +45,9 @@ from typing import Optional
 
 from newton_lab.io import atomic_write_text
 from newton_lab.paper import paper_table
-from newton_lab.report import _METRICS, _PERCENT, build_report, find_runs, machine_label
+from newton_lab.machine import machine_label
+from newton_lab import registry
+from newton_lab.report import build_report, find_runs
 
 __all__ = ["render_results"]
 
@@ -173,8 +175,8 @@ def _value(rows: list[dict], pattern: str, what: str, token: str) -> str:
         raise ValueError(f"inline value {token!r}: the pattern {pattern!r} matches the runs of "
                          f"{len(hits)} rows" + (f" ({which})" if hits else "") + "; it must match exactly one")
     row = hits[0]
-    primary = _METRICS[row["task"]][0]
-    scale = 100.0 if primary in _PERCENT else 1.0
+    primary = registry.task(row["task"]).metrics[0]
+    scale = 100.0 if registry.is_percent(primary) else 1.0
     value = {"mean": scale * row[f"{primary}_mean"], "std": scale * row[f"{primary}_std"],
              "last": scale * row[f"last_{primary}_mean"], "delta": row["delta_vs_baseline"],
              "p": row["welch_p"], "p_holm": row["welch_p_holm"], "seeds": len(row["seeds"])}[what]

@@ -38,10 +38,13 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from newton_lab.io import atomic_write, atomic_write_text
-from newton_losses.newton import NewtonLoss
+from newton_losses import NewtonLoss
+
+from newton_lab import registry
 from newton_lab.config import RunConfig
 from newton_lab.distributed import DistContext, setup, teardown
+from newton_lab.io import atomic_write, atomic_write_text
+from newton_lab.machine import machine_description
 
 __all__ = ["RunFailed", "RunLocked", "train", "read_metrics", "run_status", "build_task", "newton_loss_for", "seed_run"]
 
@@ -55,13 +58,8 @@ class RunLocked(RuntimeError):
 
 
 def build_task(cfg: RunConfig, device: torch.device, dtype: torch.dtype, **kwargs: Any):
-    if cfg.task == "ranking":
-        from newton_lab.tasks.ranking import RankingTask
-
-        return RankingTask(cfg, device=device, dtype=dtype, **kwargs)
-    from newton_lab.tasks.shortest_path import ShortestPathTask
-
-    return ShortestPathTask(cfg, device=device, dtype=dtype, **kwargs)
+    """The task object of a configuration (its registered task's factory)."""
+    return registry.task(cfg.task).factory(cfg, device=device, dtype=dtype, **kwargs)
 
 
 def run_status(run_dir: str | os.PathLike) -> str:
@@ -168,7 +166,7 @@ def newton_loss_for(cfg: RunConfig, task: Any, **kwargs: Any) -> Optional[Newton
     ``kwargs`` override NewtonLoss arguments (benchmarks)."""
     if cfg.variant == "none":
         return None
-    curvature = task.curvature(cfg.variant) if hasattr(task, "curvature") else cfg.variant
+    curvature = task.curvature(cfg.variant) if hasattr(task, "curvature") else registry.variant(cfg.variant).curvature
     options = dict(curvature=curvature, lam=cfg.lam, damping=cfg.damping, projection=cfg.projection,
                    on_nonfinite="skip")
     if cfg.cg_max_iter:  # validate() allowed it only for a matrix-free variant: force CG, capped
@@ -233,7 +231,7 @@ class _Trainer:
         self.dtype = getattr(torch, cfg.dtype)
         self.progress, self.on_step = progress, on_step
         batch_generator = seed_run(cfg.seed)
-        if cfg.task == "shortest_path" and ctx.active:
+        if ctx.active:
             task_kwargs = {"rank": ctx.rank, **task_kwargs}
         self.task = build_task(cfg, device, self.dtype, **task_kwargs)
         self.model = self.task.model.to(device=device, dtype=self.dtype)
@@ -514,8 +512,6 @@ def _grad_norm(parameters) -> float:
 
 
 def _machine(device: torch.device) -> str:
-    from newton_lab.bench import machine_description
-
     text = machine_description()
     if device.type == "cuda":
         text += f"; {torch.cuda.get_device_name(device)}"

@@ -11,12 +11,14 @@ import torch
 from torch import Tensor, nn
 
 from newton_losses.curvature import CompositeLoss
-from newton_lab.data import MNIST, MultiDigitSets, load_mnist
 from newton_losses.sorting import DiffSortNet, NeuralSort, RankingLoss, SoftSort, permutation_matrix
-from newton_lab.config import RunConfig
+from newton_losses.sorting import RANKING_LOSSES
+
+from newton_lab import registry
+from newton_lab.data import MNIST, MultiDigitSets, load_mnist
 from newton_lab.models import build_model
 
-__all__ = ["RankingTask", "synthetic_mnist", "ranking_metrics"]
+__all__ = ["RankingTask", "synthetic_mnist", "ranking_metrics", "relaxation", "build_loss", "random_batch"]
 
 # Seeds of the fixed evaluation collections: the same sets for every run of a protocol, so
 # that runs (and seeds) are compared on identical data.
@@ -69,8 +71,8 @@ class RankingTask:
     primary = "exact"
     metric_names = ("exact", "elementwise")
 
-    def __init__(self, cfg: RunConfig, *, device: torch.device, dtype: torch.dtype,
-                 mnist: Optional[MNIST] = None) -> None:
+    def __init__(self, cfg, *, device: torch.device, dtype: torch.dtype,
+                 mnist: Optional[MNIST] = None, rank: int = 0) -> None:
         self.cfg = cfg
         self.device, self.dtype = device, dtype
         if mnist is None:
@@ -81,8 +83,16 @@ class RankingTask:
         self.val = MultiDigitSets("val", num_sets=cfg.val_sets, seed=_VAL_SEED, **common)
         self.test = MultiDigitSets("test", num_sets=cfg.test_sets, seed=_TEST_SEED, **common)
         self.model = build_model(cfg.model, image_shape=self.train.image_shape, hidden=cfg.hidden)
-        ranking = RankingLoss(_relaxation(cfg), loss=cfg.method_args["loss"])
-        self.loss_fn = CompositeLoss(ranking.inner, ranking.outer)
+        self.method = registry.method("ranking", cfg.method)
+        self.loss_fn, self._loss = build_loss(cfg)
+
+    def curvature(self, variant: str):
+        """The ``NewtonLoss`` curvature argument of a registered variant."""
+        return registry.curvature(self.method, self._loss, variant)
+
+    def shared_data(self) -> dict:
+        """Keyword arguments that build another task of this kind on the same data."""
+        return {"mnist": self.mnist}
 
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """A fresh training batch: images (B, n, 1, h, w) and true permutation matrices (B, n, n)."""
@@ -106,10 +116,84 @@ class RankingTask:
         return {"exact": float(torch.cat(exact).mean()), "elementwise": float(torch.cat(elem).mean())}
 
 
-def _relaxation(cfg: RunConfig) -> nn.Module:
-    a = cfg.method_args
-    if cfg.method == "neuralsort":
-        return NeuralSort(tau=a["tau"])
-    if cfg.method == "softsort":
-        return SoftSort(tau=a["tau"], power=a["power"])
-    return DiffSortNet(cfg.method, cfg.n, steepness=a["steepness"], sigmoid=a["sigmoid"])
+def relaxation(cfg) -> nn.Module:
+    """The relaxed sort of a ranking configuration (its registered method, built at ``cfg.n``)."""
+    m = registry.method("ranking", cfg.method)
+    return m.build(m.resolve_args(cfg.method_args), registry.BuildContext(n=cfg.n, variant=cfg.variant))
+
+
+def build_loss(cfg, generator: Optional[torch.Generator] = None) -> tuple[CompositeLoss, RankingLoss]:
+    """(loss_fn, RankingLoss) of a configuration: the per-sample ranking loss as
+    ``CompositeLoss(relaxation, loss on P)``, so that every Newton variant (Gauss-Newton
+    included) applies. ``generator`` is unused (the relaxations are deterministic)."""
+    ranking = RankingLoss(relaxation(cfg), loss=cfg.method_args.get("loss", _LOSS.default))
+    return CompositeLoss(ranking.inner, ranking.outer), ranking
+
+
+def random_batch(cfg, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random scores (N, n) and true permutation matrices (N, n, n) (benchmarks and tests)."""
+    y = torch.randn(N, cfg.n, generator=generator)
+    return y, permutation_matrix(torch.randn(N, cfg.n, generator=generator))
+
+
+# ----------------------------------------------------------------------------------------------
+# Registration: the task, its protocols and its relaxations. Every ranking method also takes
+# ``loss``, the ranking loss on the relaxed permutation matrix (newton_losses.sorting.RankingLoss).
+_LOSS = registry.Arg(str, "bce", choices=tuple(RANKING_LOSSES), in_label=False,
+                     help="ranking loss on P: " + ", ".join(RANKING_LOSSES))
+_SIGMOID = registry.Arg(str, "logistic", choices=("logistic", "logistic_phi", "cauchy"),
+                        help="the sorting network's soft swap")
+_POSITIVE = dict(positive=True)
+
+
+def _network(kind: str):
+    return lambda a, ctx: DiffSortNet(kind, ctx.n, steepness=a["steepness"], sigmoid=a["sigmoid"])
+
+
+registry.register_task(registry.Task(
+    name="ranking",
+    title="Ranking (multi-digit MNIST)",
+    factory=RankingTask,
+    protocols={
+        # docs/PAPER.md §2: the diffsort protocol.
+        "paper": dict(model="cnn", downscale=1, lr=10 ** -3.5, batch_size=100, steps=100_000,
+                      eval_every=1000, val_sets=1000, test_sets=1000),
+        "quick": dict(model="mlp", hidden=256, downscale=2, lr=10 ** -3.5, batch_size=100,
+                      steps=30_000, eval_every=1000, val_sets=1000, test_sets=1000),
+        "tiny": dict(model="mlp", hidden=32, downscale=4, lr=3e-3, batch_size=16, steps=20,
+                     eval_every=10, val_sets=32, test_sets=32, data="synthetic",
+                     synthetic_size=240),
+    },
+    models=("cnn", "mlp"),
+    data=("mnist", "synthetic"),
+    metrics=("exact", "elementwise"),
+    build_loss=build_loss,
+    percent_metrics=("exact", "elementwise"),
+    columns=("n",),
+    random_batch=random_batch,
+    output_size=lambda cfg: cfg.n,
+))
+for _m in (
+    registry.Method("neuralsort", "ranking", "NeuralSort (Grover et al. 2019): softmax of pairwise score gaps",
+                    {"tau": registry.Arg(float, 1.0, help="temperature τ", **_POSITIVE), "loss": _LOSS},
+                    lambda a, ctx: NeuralSort(tau=a["tau"])),
+    registry.Method("softsort", "ranking", "SoftSort (Prillo & Eisenschlos 2020)",
+                    {"tau": registry.Arg(float, 1.0, help="temperature τ", **_POSITIVE),
+                     "power": registry.Arg(float, 1.0, help="distance exponent", **_POSITIVE),
+                     "loss": _LOSS},
+                    lambda a, ctx: SoftSort(tau=a["tau"], power=a["power"])),
+    registry.Method("odd_even", "ranking", "odd-even differentiable sorting network (Petersen et al. 2021)",
+                    {"steepness": registry.Arg(float, 10.0, help="steepness β", **_POSITIVE),
+                     "sigmoid": _SIGMOID, "loss": _LOSS},
+                    _network("odd_even")),
+    registry.Method("bitonic", "ranking", "bitonic differentiable sorting network (Petersen et al. 2022)",
+                    {"steepness": registry.Arg(float, 10.0, help="steepness β", **_POSITIVE),
+                     "sigmoid": _SIGMOID, "loss": _LOSS},
+                    _network("bitonic")),
+):
+    registry.register_method(_m)
+# Names the demo and `plot gradients` used before the registry.
+for _old, _new in (("logistic_dsn", "odd_even"), ("cauchy_dsn", "odd_even:sigmoid=cauchy"),
+                   ("logistic-sorting-network", "odd_even"),
+                   ("cauchy-sorting-network", "odd_even:sigmoid=cauchy")):
+    registry.register_alias(_old, _new)

@@ -1,0 +1,417 @@
+"""The one place the harness's names live: tasks, methods and Newton variants.
+
+Everything that knows what exists reads this registry — configuration validation
+(:meth:`~newton_lab.config.RunConfig.validate`), task construction (:func:`~newton_lab.runner.train`),
+the benchmarks, the demos, ``plot gradients``, run ids and report labels — so that adding a
+task, a relaxation or a loss is one registration, and one name means the same thing in
+``train``, ``sweep``, ``plot``, ``demo``, ``bench`` and the reports.
+
+- A :class:`Task` (``"ranking"``, ``"shortest_path"``) builds the data, network and metrics of a
+  run; its protocols are named sets of :class:`~newton_lab.config.RunConfig` defaults.
+- A :class:`Method` belongs to one task: a relaxation or algorithmic loss with typed arguments
+  (:class:`Arg`) and a ``build`` function that returns the loss module.
+- A :class:`Variant` is how the loss's gradient reaches the network: ``"none"`` (the plain
+  loss) or a :class:`~newton_losses.NewtonLoss` curvature.
+
+Built-in tasks and their methods register themselves in their modules (:mod:`newton_lab.tasks`,
+imported by :mod:`newton_lab.config`, hence by ``import newton_lab``); the built-in variants are
+registered below. A name that is not registered is a ``ValueError`` listing the registered ones.
+
+A method is written ``NAME`` or ``NAME:KEY=VALUE,...`` wherever one string names it (the
+``--relaxations`` of ``demo`` and ``plot gradients``, bench case labels), e.g.
+``odd_even:sigmoid=cauchy``; ``train`` takes the same as ``--method NAME --arg KEY=VALUE``.
+
+Extension (a new relaxation for the ranking task, from outside the package)::
+
+    from newton_lab import registry
+    registry.register_method(registry.Method(
+        name="my_sort", task="ranking", summary="my relaxed sort",
+        args={"tau": registry.Arg(float, 1.0, positive=True)},
+        build=lambda args, ctx: MySort(tau=args["tau"]),   # a relaxation: scores -> P (N, n, n)
+    ))
+    train(protocol_config("ranking", "tiny", method="my_sort"), "runs/my_sort")
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+__all__ = [
+    "Arg",
+    "BuildContext",
+    "curvature",
+    "Method",
+    "Task",
+    "Variant",
+    "format_spec",
+    "is_percent",
+    "method",
+    "methods",
+    "parse_spec",
+    "register_method",
+    "register_task",
+    "register_variant",
+    "task",
+    "tasks",
+    "variant",
+    "variants",
+]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a method: its type, default and allowed values.
+
+    Attributes:
+        type: ``float``, ``int``, ``str`` or ``bool``; values are coerced and checked.
+        default: the value a configuration gets when it does not set the argument.
+        choices: the allowed values (strings), if restricted.
+        positive: numbers must be > 0; minimum: numbers must be >= this.
+        in_label: shown in report labels even at its default (``False`` hides it there, so
+            that adding an argument later keeps old labels).
+        help: one line for ``--help`` texts.
+    """
+
+    type: type
+    default: Any
+    choices: Optional[tuple] = None
+    positive: bool = False
+    minimum: Optional[float] = None
+    in_label: bool = True
+    help: str = ""
+
+    def coerce(self, name: str, value: Any) -> Any:
+        """The value as this argument's type, or a ``ValueError`` naming ``name``."""
+        if self.type in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                    self.type is int and not isinstance(value, int)):
+                raise ValueError(f"{name} must be {'an integer' if self.type is int else 'a number'}; "
+                                 f"got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite; got {value!r}")
+            value = self.type(value)
+            if self.positive and not value > 0:
+                raise ValueError(f"{name} must be > 0; got {value!r}")
+            if self.minimum is not None and value < self.minimum:
+                raise ValueError(f"{name} must be >= {self.minimum:g}; got {value!r}")
+        elif not isinstance(value, self.type):
+            raise ValueError(f"{name} must be a {self.type.__name__}; got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{name} must be one of {self.choices}; got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a method's ``build`` may need besides its arguments.
+
+    Attributes:
+        n: ranking set size (items per sample), or None.
+        variant: the Newton variant the loss is built for (a loss may offer another form for
+            Gauss-Newton, e.g. ``RelaxedShortestPathLoss.composite()``).
+        generator: the noise generator of stochastic losses (checkpointed by the task).
+    """
+
+    n: Optional[int] = None
+    variant: str = "none"
+    generator: Any = None
+
+
+@dataclass(frozen=True)
+class Method:
+    """A relaxation or algorithmic loss of one task.
+
+    Attributes:
+        name: the registry name (``[a-z0-9_]``), used in configurations and run ids.
+        task: the task it belongs to.
+        summary: one line for ``--help`` texts and docs.
+        args: argument name -> :class:`Arg`.
+        build: ``build(args, ctx) -> module`` with the validated arguments and a
+            :class:`BuildContext`. What the module is depends on the task (ranking: a relaxation
+            ``scores (N, n) -> P (N, n, n)``; shortest path: a loss ``(costs, paths) -> (N,)``).
+        variants: the Newton variants it supports (None: all registered).
+        stochastic: draws Monte-Carlo samples from the task's noise generator; its
+            ``"hessian"`` variant uses the module's own estimator (``module.hessian_estimator()``).
+        check: ``check(cfg)`` raises ``ValueError`` for combinations the arguments alone do not
+            rule out (e.g. a variant with a damping this method cannot use).
+    """
+
+    name: str
+    task: str
+    summary: str
+    args: Mapping[str, Arg]
+    build: Callable[[dict, BuildContext], Any]
+    variants: Optional[tuple] = None
+    stochastic: bool = False
+    check: Optional[Callable[[Any], None]] = None
+
+    def defaults(self) -> dict:
+        return {k: a.default for k, a in self.args.items()}
+
+    def resolve_args(self, given: Mapping[str, Any]) -> dict:
+        """``given`` completed with defaults, coerced and checked; unknown names are an error."""
+        if not isinstance(given, Mapping):
+            raise ValueError(f"method_args must be a dict; got {type(given).__name__}")
+        unknown = sorted(set(given) - set(self.args))
+        if unknown:
+            raise ValueError(f"method_args: unknown argument(s) {unknown} for method {self.name!r}; "
+                             f"it takes {sorted(self.args)}")
+        return {k: a.coerce(f"method_args.{k}", given.get(k, a.default)) for k, a in self.args.items()}
+
+    def supports(self, variant_name: str) -> bool:
+        return self.variants is None or variant_name in self.variants
+
+    def label(self, args: Mapping[str, Any]) -> str:
+        """``name(k=v,...)`` as the reports write it: every argument but hidden defaults."""
+        shown = {k: v for k, v in args.items()
+                 if not (k in self.args and not self.args[k].in_label and v == self.args[k].default)}
+        return f"{self.name}({','.join(f'{k}={_fmt(v)}' for k, v in shown.items())})"
+
+
+@dataclass(frozen=True)
+class Task:
+    """A kind of training run: data, network, loss and metrics.
+
+    Attributes:
+        name: registry name, used in configurations and run ids (``shortest_path``); the command
+            line writes it with hyphens (``train shortest-path``).
+        title: heading of the task's report section.
+        factory: ``factory(cfg, device=, dtype=, **kwargs)`` -> the task object (data, ``model``,
+            ``loss_fn``, ``sample``, ``outputs``, ``evaluate``, ``curvature``; see
+            :class:`newton_lab.tasks.ranking.RankingTask`).
+        protocols: protocol name -> RunConfig field values (``protocol_config``).
+        models, data: the values ``RunConfig.model`` and ``RunConfig.data`` may take.
+        metrics: evaluation metrics, the primary one (model selection) first, fractions.
+        percent_metrics: those the reports print as percentages.
+        columns: configuration fields shown as report columns and in run ids (ranking: ``n``).
+        column_note: caption text for the report's extra metric columns.
+        min_eval_sets: the least ``val_sets``/``test_sets`` (0 = "the whole split" allowed).
+        epoch_size: ``epoch_size(cfg) -> int``: training samples per epoch, for tasks that visit
+            a fixed training set in epochs (``train --epochs`` applies); None: fresh samples.
+        check: ``check(cfg)`` raises ``ValueError`` for task-specific constraints.
+        build_loss: ``build_loss(cfg, generator) -> (loss_fn, module)``: the loss a run trains
+            through (``loss_fn``, what ``NewtonLoss`` wraps) and the method's module, without the
+            task's data or network (benchmarks build it alone).
+        random_batch: ``random_batch(cfg, N, generator) -> (y, target)``: random network outputs
+            and targets of the loss's shapes, for benchmarks and tests without data.
+        output_size: ``output_size(cfg) -> m``, the network's outputs per sample.
+    """
+
+    name: str
+    title: str
+    factory: Callable[..., Any]
+    protocols: Mapping[str, Mapping[str, Any]]
+    models: tuple
+    data: tuple
+    metrics: tuple
+    build_loss: Callable[..., Any]
+    random_batch: Callable[..., Any]
+    output_size: Callable[[Any], int]
+    percent_metrics: tuple = ()
+    columns: tuple = ()
+    column_note: str = ""
+    min_eval_sets: int = 1
+    epoch_size: Optional[Callable[[Any], int]] = None
+    check: Optional[Callable[[Any], None]] = None
+
+    @property
+    def cli_name(self) -> str:
+        return self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How a run trains through its loss.
+
+    Attributes:
+        name: registry name (``"none"``, ``"fisher"``, ...), used in configurations and run ids.
+        curvature: the :class:`~newton_losses.NewtonLoss` curvature, or None for the plain loss.
+        label: the reports' name (``NL-fisher``; ``baseline`` for none).
+        matrix_free: can be solved by conjugate gradients (``cg_max_iter`` applies).
+        composite: needs the loss as a ``CompositeLoss`` (Gauss-Newton).
+    """
+
+    name: str
+    curvature: Optional[str]
+    label: str
+    matrix_free: bool = False
+    composite: bool = False
+
+
+@dataclass
+class _Registry:
+    tasks: dict = field(default_factory=dict)
+    methods: dict = field(default_factory=dict)  # (task, name) -> Method
+    variants: dict = field(default_factory=dict)
+    aliases: dict = field(default_factory=dict)  # earlier spec -> spec
+
+
+_REG = _Registry()
+
+
+def _check_name(kind: str, name: Any) -> None:
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c == "_" for c in name) \
+            or name != name.lower():
+        raise ValueError(f"{kind} name must be a non-empty lower-case identifier ([a-z0-9_]); got {name!r}")
+
+
+def register_task(spec: Task, *, replace: bool = False) -> Task:
+    """Register a task; ``replace=True`` overrides an existing one of the same name."""
+    if not isinstance(spec, Task):
+        raise TypeError(f"register_task takes a registry.Task; got {type(spec).__name__}")
+    _check_name("task", spec.name)
+    if spec.name in _REG.tasks and not replace:
+        raise ValueError(f"task {spec.name!r} is already registered (pass replace=True to override)")
+    _REG.tasks[spec.name] = spec
+    return spec
+
+
+def register_method(spec: Method, *, replace: bool = False) -> Method:
+    """Register a method of an already registered task."""
+    if not isinstance(spec, Method):
+        raise TypeError(f"register_method takes a registry.Method; got {type(spec).__name__}")
+    _check_name("method", spec.name)
+    task(spec.task)  # raises for an unknown task, listing the known ones
+    if (spec.task, spec.name) in _REG.methods and not replace:
+        raise ValueError(f"method {spec.name!r} of task {spec.task!r} is already registered "
+                         "(pass replace=True to override)")
+    for k, a in spec.args.items():
+        _check_name("argument", k)
+        a.coerce(f"{spec.name}: default of {k}", a.default)
+    _REG.methods[(spec.task, spec.name)] = spec
+    return spec
+
+
+def register_variant(spec: Variant, *, replace: bool = False) -> Variant:
+    """Register a Newton variant (e.g. a curvature registered with ``newton_losses``)."""
+    if not isinstance(spec, Variant):
+        raise TypeError(f"register_variant takes a registry.Variant; got {type(spec).__name__}")
+    _check_name("variant", spec.name)
+    if spec.name in _REG.variants and not replace:
+        raise ValueError(f"variant {spec.name!r} is already registered (pass replace=True to override)")
+    _REG.variants[spec.name] = spec
+    return spec
+
+
+def register_alias(old: str, new: str) -> None:
+    """An earlier name of a method spec, accepted by :func:`parse_spec` with a warning."""
+    _REG.aliases[old] = new
+
+
+def tasks() -> tuple:
+    """Names of the registered tasks."""
+    return tuple(_REG.tasks)
+
+
+def task(name: str) -> Task:
+    """The task registered as ``name`` (hyphens read as underscores)."""
+    key = name.replace("-", "_") if isinstance(name, str) else None
+    if key not in _REG.tasks:
+        raise ValueError(f"task {name!r} is not registered; registered tasks: {', '.join(_REG.tasks)}")
+    return _REG.tasks[key]
+
+
+def methods(task_name: str) -> tuple:
+    """Names of the methods registered for a task."""
+    t = task(task_name)
+    return tuple(n for (tk, n) in _REG.methods if tk == t.name)
+
+
+def method(task_name: str, name: str) -> Method:
+    """The method ``name`` of a task."""
+    t = task(task_name)
+    if not isinstance(name, str) or (t.name, name) not in _REG.methods:
+        raise ValueError(f"method {name!r} is not registered for task {t.name!r}; registered "
+                         f"methods: {', '.join(methods(t.name))}")
+    return _REG.methods[(t.name, name)]
+
+
+def variants() -> tuple:
+    """Names of the registered variants (``"none"`` first)."""
+    return tuple(_REG.variants)
+
+
+def variant(name: str) -> Variant:
+    if not isinstance(name, str) or name not in _REG.variants:
+        raise ValueError(f"variant {name!r} is not registered; registered variants: "
+                         f"{', '.join(_REG.variants)}")
+    return _REG.variants[name]
+
+
+def curvature(spec: Method, module: Any, variant_name: str) -> Any:
+    """The ``NewtonLoss`` curvature argument of a variant for a loss built by ``spec``: a
+    stochastic method's ``"hessian"`` is its module's own estimator (``hessian_estimator()``),
+    every other variant its registered curvature name (None for ``"none"``)."""
+    if spec.stochastic and variant_name == "hessian":
+        return module.hessian_estimator()
+    return variant(variant_name).curvature
+
+
+def is_percent(metric: str) -> bool:
+    """Whether ``metric`` (a fraction) is printed as a percentage (a registered task says so)."""
+    return any(metric in t.percent_metrics for t in _REG.tasks.values())
+
+
+def parse_spec(task_name: str, spec: str) -> tuple[str, dict]:
+    """``"odd_even:sigmoid=cauchy,steepness=5"`` -> ("odd_even", {"sigmoid": "cauchy", "steepness": 5.0}).
+
+    Values are converted to the argument's type; the method and the argument names must be
+    registered. An earlier name (:func:`register_alias`) is accepted with a ``FutureWarning``.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"a method spec must be a non-empty string NAME[:KEY=VALUE,...]; got {spec!r}")
+    spec = spec.strip()
+    if spec in _REG.aliases:
+        new = _REG.aliases[spec]
+        warnings.warn(f"{spec!r} is an earlier name of the method spec {new!r}; use {new!r}",
+                      FutureWarning, stacklevel=2)
+        spec = new
+    name, _, rest = spec.partition(":")
+    m = method(task_name, name)
+    args: dict = {}
+    for pair in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, text = pair.partition("=")
+        if not eq:
+            raise ValueError(f"method spec {spec!r}: {pair!r} is not KEY=VALUE")
+        if key not in m.args:
+            raise ValueError(f"method spec {spec!r}: unknown argument {key!r}; {name} takes "
+                             f"{sorted(m.args)}")
+        args[key] = _convert(m.args[key], key, text)
+    return name, m.resolve_args(args)
+
+
+def format_spec(task_name: str, name: str, args: Mapping[str, Any]) -> str:
+    """The spec string of a method with ``args``: arguments that differ from their defaults only
+    (``format_spec`` and :func:`parse_spec` are inverse up to defaults)."""
+    m = method(task_name, name)
+    diff = {k: v for k, v in m.resolve_args(args).items() if v != m.args[k].default}
+    return name + (":" + ",".join(f"{k}={_fmt(v)}" for k, v in diff.items()) if diff else "")
+
+
+def _convert(arg: Arg, key: str, text: str) -> Any:
+    if arg.type is str:
+        return text
+    if arg.type is bool:
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{key} must be true or false; got {text!r}")
+        return text.lower() in ("true", "1")
+    try:
+        return arg.type(text)
+    except ValueError:
+        raise ValueError(f"{key} must be {'an integer' if arg.type is int else 'a number'}; "
+                         f"got {text!r}") from None
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+# The built-in variants: the plain loss and NewtonLoss's built-in curvatures.
+for _v in (Variant("none", None, "baseline"),
+           Variant("hessian", "hessian", "NL-hessian", matrix_free=True),
+           Variant("hessian_batch", "hessian_batch", "NL-hessian_batch"),
+           Variant("fisher", "fisher", "NL-fisher"),
+           Variant("gauss_newton", "gauss_newton", "NL-gauss_newton", matrix_free=True, composite=True)):
+    register_variant(_v)
