@@ -196,7 +196,7 @@ def test_custom_curvature_wrong_shape_or_type():
 
 
 def test_finite_difference_check_runs_only_for_custom_functions_by_default():
-    from newton_losses.newton import _has_custom_function
+    from newton_losses.curvature.second_order import has_custom_function as _has_custom_function
 
     y = torch.randn(3, 2, dtype=F64, requires_grad=True)
     assert _has_custom_function(DetachedBackwardCube.apply(y).sum())

@@ -33,6 +33,7 @@ Extension (a new relaxation for the ranking task, from outside the package)::
 """
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ __all__ = [
     "Task",
     "Variant",
     "format_spec",
+    "import_extensions",
     "is_percent",
     "method",
     "methods",
@@ -298,6 +300,17 @@ def register_variant(spec: Variant, *, replace: bool = False) -> Variant:
 def register_alias(old: str, new: str) -> None:
     """An earlier name of a method spec, accepted by :func:`parse_spec` with a warning."""
     _REG.aliases[old] = new
+
+
+def import_extensions(modules) -> None:
+    """Import modules that register tasks, methods or variants of their own (``train --import``,
+    a sweep's ``"imports"``); a module that cannot be imported is a ``ValueError``."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ValueError(f"cannot import the extension module {name!r} ({exc}); it must be "
+                             "importable by this Python (installed, or its folder on PYTHONPATH)") from exc
 
 
 def tasks() -> tuple:

@@ -7,12 +7,17 @@ A sweep configuration is JSON::
       "out": "runs/quick-neuralsort",       # where the run directories go
       "workers": 2,                          # parallel worker processes
       "task": "ranking", "protocol": "quick",
+      "imports": ["my_relaxations"],         # optional: modules that register your own methods
       "base": {"steps": 30000},              # RunConfig fields shared by every run
       "grid": [                              # a grid (dict: field -> list of values) or a list
         {"variant": ["none"], "seed": [0, 1, 2]},              # of grids, whose union is run
         {"variant": ["fisher", "hessian"], "lam": [0.1, 1.0], "seed": [0, 1, 2]}
       ]
     }
+
+``imports`` names modules (importable by this Python, e.g. installed or on ``PYTHONPATH``) that
+register tasks, methods or variants of your own (:mod:`newton_lab.registry`); they are imported
+before the grid is validated and in every worker process.
 
 Every combination is validated before anything runs (an invalid one stops the sweep with a
 message naming it). Runs are identified by :meth:`RunConfig.run_id` (a hash of the whole
@@ -40,12 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from newton_lab.io import atomic_write_text
+from newton_lab import registry
 from newton_lab.config import RunConfig, protocol_config
 from newton_lab.runner import RunFailed, RunLocked, run_status, train
 
 __all__ = ["SweepSpec", "run_sweep"]
 
-_SPEC_KEYS = {"out", "workers", "task", "protocol", "base", "grid", "name"}
+_SPEC_KEYS = {"out", "workers", "task", "protocol", "base", "grid", "name", "imports"}
 
 
 @dataclass
@@ -59,6 +65,8 @@ class SweepSpec:
     base: dict = field(default_factory=dict)
     grid: list = field(default_factory=list)
     name: str = ""
+    #: Modules that register extensions (imported here and in every worker).
+    imports: list = field(default_factory=list)
     #: The file the configuration was loaded from ("" when built in code): the key under which
     #: ``sweep.json`` records this sweep's runs.
     source: str = ""
@@ -105,9 +113,13 @@ class SweepSpec:
         base = data.get("base", {})
         if not isinstance(base, dict):
             raise ValueError("sweep configuration: base must be an object of RunConfig fields")
+        imports = data.get("imports", [])
+        if not isinstance(imports, list) or not all(isinstance(m, str) and m for m in imports):
+            raise ValueError(f"sweep configuration: imports must be a list of module names; got {imports!r}")
+        registry.import_extensions(imports)
         return cls(out=out, task=data.get("task", "ranking"),
                    protocol=data.get("protocol", "quick"), workers=workers, base=base, grid=grid,
-                   name=data.get("name", ""))
+                   name=data.get("name", ""), imports=imports)
 
     def expand(self) -> list[RunConfig]:
         """Every run of the grid, validated, without duplicates, in grid order."""
@@ -139,9 +151,10 @@ _PROGRESS_EVERY_S = 2.0  # how often a worker reports its run's step to the swee
 _progress_queue = None  # in a worker process: the queue of (run_dir, step) reports
 
 
-def _init_worker(threads: int, queue=None) -> None:
+def _init_worker(threads: int, queue=None, imports=()) -> None:
     global _progress_queue
     _die_with_parent()
+    registry.import_extensions(imports)
     # Ctrl-C reaches the whole process group: the parent stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -288,7 +301,7 @@ def run_sweep(spec: SweepSpec, configs: list[RunConfig], *, threads: int = 1, dr
             ctx = get_context("spawn")
             queue = ctx.Queue() if progress else None
             pool = ProcessPoolExecutor(max_workers=min(spec.workers, len(todo)), mp_context=ctx,
-                                       initializer=_init_worker, initargs=(threads, queue))
+                                       initializer=_init_worker, initargs=(threads, queue, tuple(spec.imports)))
             try:
                 pending = {pool.submit(_run_one, cfg.to_dict(), run_dir) for cfg, run_dir in todo}
                 while pending:

@@ -16,7 +16,15 @@ ranking loss (:mod:`newton_losses.sorting`); the shortest-path solver and losses
 harness (data sets, training runs, sweeps, reports, the ``newton-losses`` command) is the separate
 package :mod:`newton_lab`, which depends on this one and is never imported by it.
 """
-from .curvature import CompositeLoss, CurvatureEstimate, NotTwiceDifferentiableError
+from .curvature import (
+    CompositeLoss,
+    CurvatureContext,
+    CurvatureEstimate,
+    CurvatureProvider,
+    NotTwiceDifferentiableError,
+    available_curvatures,
+    register_curvature,
+)
 from .newton import CURVATURES, NewtonDiagnostics, NewtonLoss, NonFiniteLossError
 from .sorting import DiffSortNet, NeuralSort, RankingLoss, SoftSort, permutation_matrix, ranking_bce
 
@@ -30,6 +38,10 @@ __all__ = [
     "NonFiniteLossError",
     "NotTwiceDifferentiableError",
     "CURVATURES",
+    "CurvatureProvider",
+    "CurvatureContext",
+    "register_curvature",
+    "available_curvatures",
     "NeuralSort",
     "SoftSort",
     "DiffSortNet",

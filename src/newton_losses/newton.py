@@ -21,22 +21,34 @@ import torch
 from torch import Tensor, nn
 
 from . import curvature as _curv
-from .curvature import CompositeLoss, CurvatureEstimate, NotTwiceDifferentiableError
+from .curvature._reduce import reduce_loss
+from .curvature.composite import CompositeGradient, composite_gradient
+from .curvature.estimate import CurvatureEstimate
+from .curvature.provider import CurvatureContext, CurvatureProvider, UserCurvature
+from .curvature.registry import BUILTIN_CURVATURES, get_curvature
+from .curvature.second_order import (
+    NotTwiceDifferentiableError,
+    find_once_differentiable,
+    has_custom_function,
+    hvp_mismatch,
+)
 from .linalg import DAMPINGS, PROJECTIONS, SolveInfo, conjugate_gradient, damped_solve, low_rank_damped_solve
 
-__all__ = ["NewtonLoss", "NewtonDiagnostics", "NonFiniteLossError", "CURVATURES"]
+__all__ = ["NewtonLoss", "NewtonDiagnostics", "NonFiniteLossError", "CURVATURES", "choose_solver"]
 
-CURVATURES = ("hessian", "hessian_batch", "fisher", "gauss_newton")
+CURVATURES = BUILTIN_CURVATURES
 HESSIAN_METHODS = ("auto", "rows", "vmap", "cg")
 SOLVERS = ("auto", "dense", "cg")
+CHECK_HESSIAN = ("auto", "first", "always", "never")
 
 # Above this output size the automatic choice switches from dense blocks (m batched backward
-# passes + eigendecomposition) to conjugate gradients on Hessian-vector products. Chosen from
-# `newton-losses bench` (docs/PERFORMANCE.md): at m ≤ 64 dense is as cheap as a few CG steps and
-# exact; at m = 144 (12×12 grids) building 144 rows per sample dominates.
+# passes + eigendecomposition) to conjugate gradients on Hessian-vector products; chosen from
+# the benchmarks in docs/PERFORMANCE.md.
 AUTO_DENSE_MAX_M = 64
-# Above this m (and m > N) the Fisher is solved by Woodbury on its (N, m) factor.
-AUTO_FISHER_LOW_RANK_M = 512
+# The finite-difference check fails above this relative mismatch (see hvp_mismatch): a missing
+# second-order term of 10% of C v gives about 0.1; kinks, stiffness and float32 roundoff on the
+# package's own losses stay below it (calibration in docs/PERFORMANCE.md, "Second-order check").
+HVP_MISMATCH_TOL = 0.05
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -48,7 +60,7 @@ class NewtonDiagnostics:
     """What one call of :class:`NewtonLoss` computed (``newton.last_diagnostics``).
 
     Attributes:
-        curvature: the curvature used ("hessian", ..., or "custom").
+        curvature: the curvature used (its registered name, or "custom" for a callable).
         method: how it was obtained ("rows", "vmap", "cg", "fisher", "woodbury", "custom").
         n_samples, m: batch size and per-sample output size.
         lam, lam_effective: requested λ and the λ actually added (relative damping).
@@ -113,6 +125,26 @@ class _Inject(torch.autograd.Function):
         return grad_out * direction, None, None
 
 
+def choose_solver(provider: CurvatureProvider, solver: str, hessian_method: str, damping: str, m: int) -> str:
+    """The form to ask the provider for, ``"dense"`` or ``"cg"`` — the one place it is decided.
+
+    ``hessian_method="cg"`` means CG; ``"auto"`` means dense when the damping needs eigenvalues,
+    when dense blocks were asked for (``hessian_method`` ``"rows"``/``"vmap"``) or when
+    m ≤ ``AUTO_DENSE_MAX_M``, else CG. A form the provider does not support becomes its first
+    (preferred) one: the Fisher and the batch Hessian are one shared matrix, for which m dense
+    passes are cheaper than N products per CG iteration.
+    """
+    if hessian_method == "cg":
+        want = "cg"
+    elif solver != "auto":
+        want = solver
+    elif damping != "absolute" or hessian_method in ("rows", "vmap") or m <= AUTO_DENSE_MAX_M:
+        want = "dense"
+    else:
+        want = "cg"
+    return want if want in provider.solvers else provider.solvers[0]
+
+
 class NewtonLoss(nn.Module):
     """Wrap a loss so that the network is trained with the regularized Newton step of the loss.
 
@@ -124,11 +156,18 @@ class NewtonLoss(nn.Module):
     instead of ``(1/N) ∇ℓ_i(y_i)``. ``newton.target(y, *args)`` returns the Newton target
     ``z* = y − (C + λI)^{-1} ∇ℓ(y)`` for the explicit two-step form ``½‖z* − y‖²``.
 
+    One call: evaluate the loss and its per-sample gradient g (with a graph if the curvature
+    provider needs second derivatives), check those are complete, ask the provider for a
+    :class:`~newton_losses.CurvatureEstimate`, and solve with what the estimate holds: a
+    low-rank factor by Woodbury, a matrix by a projected dense solve, a matvec by conjugate
+    gradients (:mod:`newton_losses.linalg`).
+
     Args:
         loss_fn: ``loss_fn(y, *args, **kwargs)`` with y: (N, *shape) returns the N per-sample
             losses ℓ_i (shape (N,)) or their mean (a scalar). Sample i's loss must depend on
             y_i only. For ``"gauss_newton"`` it must be a :class:`CompositeLoss`.
-        curvature: which C to use:
+        curvature: a registered name (:func:`~newton_losses.available_curvatures`; add your
+            own with :func:`~newton_losses.register_curvature`). Built in:
 
             - ``"hessian"``: per-sample blocks ``C_i = ∇²ℓ_i(y_i)``.
             - ``"hessian_batch"``: ``C = (1/N) Σ_j ∇²ℓ_j(y_j)``, one matrix for the batch
@@ -137,9 +176,10 @@ class NewtonLoss(nn.Module):
               first derivatives only; under torch.distributed summed over the global batch.
             - ``"gauss_newton"``: ``C_i = J_iᵀ ∇²h_i J_i`` for ``ℓ = h ∘ a`` given as
               ``CompositeLoss(inner=a, outer=h)``; PSD when h is convex.
-            - a callable ``curvature(y, g, *args, **kwargs)`` with y, g: (N, m) (detached
-              outputs and per-sample gradients) returning a (N, m, m) or (m, m) tensor or a
-              :class:`CurvatureEstimate` — for stochastic losses that bring their own estimator.
+
+            Or a callable ``curvature(y, g, *args, **kwargs)`` with y, g: (N, m) (detached
+            outputs and per-sample gradients) returning a (N, m, m) or (m, m) tensor or a
+            :class:`CurvatureEstimate` — for stochastic losses that bring their own estimator.
         lam: Tikhonov regularizer λ ≥ 0. λ → ∞ recovers gradient descent scaled by 1/λ.
         projection: how indefinite curvature is made safe (see :mod:`newton_losses.linalg`):
             ``"abs"`` (default; |eigenvalues|, saddle-free Newton), ``"clamp"`` (negative
@@ -151,25 +191,24 @@ class NewtonLoss(nn.Module):
             mean |eigenvalue| over all the batch's curvature matrices — λ becomes unit-free
             (independent of the loss's reduction and scale) while samples keep their relative
             weighting (with per-sample curvatures under torch.distributed, s is each process's
-            local batch mean). ``"relative"``:
-            add ``λ · mean|eigenvalue|`` of each matrix separately — also unit-free, but every
-            sample's step becomes scale-free, so a nearly solved sample (tiny gradient, tiny
-            curvature) takes as large a step as an unsolved one; on losses whose per-sample
-            minimum lies at infinity (cross-entropies of relaxed sorts) this drove training
-            with Gauss-Newton to diverge (RESULTS.md). Non-absolute damping needs eigenvalues:
-            dense solves only (a Fisher with m > 512 uses its trace instead).
+            local batch mean). ``"relative"``: add ``λ · mean|eigenvalue|`` of each matrix
+            separately — also unit-free, but every sample's step becomes scale-free, so a
+            nearly solved sample (tiny gradient, tiny curvature) takes as large a step as an
+            unsolved one (docs/PERFORMANCE.md, "Notes moved from docstrings"). Non-absolute
+            damping needs eigenvalues: dense solves only (a low-rank Fisher uses its trace).
         solver: ``"auto"``, ``"dense"`` or ``"cg"`` (matrix-free conjugate gradients on
-            Hessian- or Gauss-Newton-vector products; negative curvature truncates).
-            ``"auto"`` uses dense for m ≤ 64 and CG above, and always dense with a
-            non-absolute damping (which needs the eigenvalues).
+            Hessian- or Gauss-Newton-vector products; negative curvature truncates). See
+            :func:`choose_solver`: ``"auto"`` uses dense for m ≤ 64 and CG above, and always
+            dense with a non-absolute damping; curvatures that are one shared matrix are dense.
         hessian_method: how dense Hessian blocks are built: ``"auto"``/``"rows"`` (m batched
             backward passes over the summed loss) or ``"vmap"`` (``torch.func.vmap(hessian)``;
             tensor arguments with first dimension N are sliced per sample). ``"cg"`` is the
             same as ``solver="cg"``.
         chunk_size: how many backward passes to batch at once (vmap) when building dense
-            blocks; 1 is a plain loop. Default: chosen by timing the candidates 1, 4, 16, 64
-            on the first call for each output size (batching is faster for small losses and
-            much slower for large ones); the choice changes speed, not results.
+            blocks; 1 is a plain loop. Default: on the first call for each output size, all at
+            once (up to 64) if the m passes are predicted to take under 50 ms, else chosen by
+            timing the candidates 1, 4, 16, 64 (:func:`~newton_losses.curvature.pick_chunk_size`);
+            the choice changes speed, not results.
         cg_max_iter, cg_rtol: conjugate-gradient limits (defaults: m iterations; 1e-10 for
             float64 and 1e-5 for float32 relative residual).
         solve_dtype: dtype of the solves (float64 by default).
@@ -178,14 +217,16 @@ class NewtonLoss(nn.Module):
         on_nonfinite: ``"raise"`` (default) raises :class:`NonFiniteLossError` when the loss,
             its gradient or the Newton direction has NaN/Inf; ``"skip"`` returns the loss with
             a zero gradient and records ``diagnostics.skipped``.
-        check_hessian: guards against a silently wrong Hessian. Built-in torch operations
-            have correct second derivatives; a custom ``autograd.Function`` whose backward is
-            computed outside autograd does not, yet may still leave a graph. ``"auto"``
-            (default) compares, on the first call, one Hessian-vector product with finite
-            differences of the gradient *if the loss's graph contains a custom
-            autograd.Function*; ``"first"`` / ``"always"`` do so unconditionally on the first /
-            every call; ``"never"`` skips it. (Finite differences cannot be trusted on very
-            stiff losses — e.g. log of probabilities near 1e-20 — hence not by default.)
+        check_hessian: guards second-order curvatures against a silently incomplete Hessian
+            (:mod:`newton_losses.curvature.second_order`). A custom ``autograd.Function`` with
+            a ``@once_differentiable`` backward in the loss's graph raises
+            :class:`NotTwiceDifferentiableError`; one whose backward is computed outside
+            autograd is caught by comparing one Hessian-vector product with finite differences
+            of the gradient. ``"auto"`` (default) runs both on the first call, the
+            finite-difference check only if the graph contains a custom autograd.Function;
+            ``"first"`` / ``"always"`` run both unconditionally on the first / every call;
+            ``"never"`` skips both. (Finite differences cannot be trusted on very stiff
+            losses — e.g. log of probabilities near 1e-20 — hence not by default.)
 
     Attributes:
         last_diagnostics: :class:`NewtonDiagnostics` of the last call with gradients.
@@ -223,48 +264,12 @@ class NewtonLoss(nn.Module):
         super().__init__()
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable; got {type(loss_fn).__name__}")
-        if isinstance(curvature, str):
-            if curvature not in CURVATURES:
-                raise ValueError(
-                    f"curvature must be one of {CURVATURES} or a callable; got {curvature!r}"
-                )
-            if curvature == "gauss_newton" and not isinstance(loss_fn, CompositeLoss):
-                raise TypeError(
-                    "curvature='gauss_newton' needs the loss as an outer function of an inner "
-                    "map: pass loss_fn=CompositeLoss(inner, outer); got "
-                    f"{type(loss_fn).__name__}"
-                )
-        elif not callable(curvature):
-            raise TypeError(
-                f"curvature must be a string or a callable; got {type(curvature).__name__}"
-            )
+        self._name, self._provider = _resolve_curvature(curvature, loss_fn)
         self.lam = lam  # validated by the property setter
-        _check_choice("projection", projection, PROJECTIONS)
-        _check_choice("fallback", fallback, ("abs", "clamp"))
-        _check_choice("damping", damping, DAMPINGS)
-        _check_choice("solver", solver, SOLVERS)
-        _check_choice("hessian_method", hessian_method, HESSIAN_METHODS)
-        _check_choice("on_nonfinite", on_nonfinite, ("raise", "skip"))
-        _check_choice("check_hessian", check_hessian, ("auto", "first", "always", "never"))
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
-        if cg_max_iter is not None and (not isinstance(cg_max_iter, int) or cg_max_iter < 1):
-            raise ValueError(f"cg_max_iter must be a positive int or None; got {cg_max_iter!r}")
-        if cg_rtol is not None and not (0 < cg_rtol < 1):
-            raise ValueError(f"cg_rtol must be in (0, 1); got {cg_rtol!r}")
-        if not isinstance(solve_dtype, torch.dtype) or not solve_dtype.is_floating_point:
-            raise TypeError(f"solve_dtype must be a floating torch.dtype; got {solve_dtype!r}")
-        if hessian_method == "cg":
-            solver = "cg"
-        if damping != "absolute" and solver == "cg":
-            raise ValueError(
-                f"damping={damping!r} needs the curvature's eigenvalues, which the matrix-free "
-                "solver does not have; use solver='dense' or damping='absolute'"
-            )
-        if solver == "cg" and curvature in ("fisher", "hessian_batch"):
-            # One shared m×m matrix: building it densely (m passes) is cheaper than CG, which
-            # would need N products per iteration for N different right-hand sides.
-            solver = "dense"
+        _check_options(projection=projection, fallback=fallback, damping=damping, solver=solver,
+                       hessian_method=hessian_method, on_nonfinite=on_nonfinite,
+                       check_hessian=check_hessian, chunk_size=chunk_size, cg_max_iter=cg_max_iter,
+                       cg_rtol=cg_rtol, solve_dtype=solve_dtype)
         self.loss_fn = loss_fn
         self.curvature = curvature
         self.projection = projection
@@ -298,15 +303,14 @@ class NewtonLoss(nn.Module):
         self._lam = float(value)
 
     def extra_repr(self) -> str:
-        name = self.curvature if isinstance(self.curvature, str) else "custom"
-        return f"curvature={name!r}, lam={self.lam}, projection={self.projection!r}, solver={self.solver!r}"
+        return f"curvature={self._name!r}, lam={self.lam}, projection={self.projection!r}, solver={self.solver!r}"
 
     # ------------------------------------------------------------------------------------------
     def forward(self, y: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         """Loss value (mean over the batch) with the Newton gradient for y. y: (N, *shape)."""
         _check_y(y)
         if not (torch.is_grad_enabled() and y.requires_grad):
-            return self._value_only(y, args, kwargs)
+            return reduce_loss(self.loss_fn(y, *args, **kwargs), y.shape[0])[0]
         value, direction = self._newton(y, args, kwargs)
         return _Inject.apply(y, value, direction.reshape(y.shape) / y.shape[0])
 
@@ -322,172 +326,78 @@ class NewtonLoss(nn.Module):
         return (y.detach() - direction.reshape(y.shape)).detach()
 
     # ------------------------------------------------------------------------------------------
-    def _value_only(self, y: Tensor, args: tuple, kwargs: dict) -> Tensor:
-        out = self.loss_fn(y, *args, **kwargs)
-        return _reduce(out, y.shape[0])[0]
-
     def _newton(self, y: Tensor, args: tuple, kwargs: dict) -> tuple[Tensor, Tensor]:
-        N = y.shape[0]
-        m = y[0].numel()
-        name = self.curvature if isinstance(self.curvature, str) else "custom"
-        diag = NewtonDiagnostics(curvature=name, method="", n_samples=N, m=m, lam=self.lam)
+        """(loss value, Newton direction (N, m)) — or a zero direction for a skipped batch."""
+        N, m = y.shape[0], y[0].numel()
+        diag = NewtonDiagnostics(curvature=self._name, method="", n_samples=N, m=m, lam=self.lam)
         t0 = time.perf_counter()
         flat = y.detach().reshape(N, m).requires_grad_(True)
-        shape = y.shape
-        solver = self._pick_solver(m)
-        needs_graph = name in ("hessian", "hessian_batch") and not (
-            self.hessian_method == "vmap" and solver == "dense"
-        )
-
-        def per_sample(yf: Tensor) -> tuple[Tensor, Tensor]:
-            out = self.loss_fn(yf.reshape(shape), *args, **kwargs)
-            return _reduce(out, N)
-
-        gn = None
-        if name == "gauss_newton":
-            value, total, g, gn = self._gauss_newton_forward(flat, shape, args, kwargs, N)
-        else:
-            value, total = per_sample(flat)
-            (g,) = torch.autograd.grad(total, flat, create_graph=needs_graph, allow_unused=True)
-            if g is None:
-                g = torch.zeros_like(flat)
-        value = value.detach()
+        solver = choose_solver(self._provider, self.solver, self.hessian_method, self.damping, m)
+        needs_graph = self._provider.needs_graph(solver, self.hessian_method)
+        value, total, g, composite = self._first_order(flat, y.shape, args, kwargs, needs_graph)
         t_grad = time.perf_counter()
         diag.time_gradient_s = t_grad - t0
-
         if not self._finite(value, g, "loss value or gradient"):
             return self._skip(value, flat, diag)
-
-        if needs_graph or gn is not None:
-            mode = self.check_hessian
-            if mode == "always" or (mode in ("first", "auto") and not self._checked):
-                if mode != "auto" or _has_custom_function(total):
-                    self._verify_second_order(name, flat, g, gn, per_sample, shape, args, kwargs)
-                self._checked = True
-
-        est, method = self._curvature(name, solver, flat, shape, g, gn, args, kwargs)
-        diag.method = method
+        if needs_graph:
+            self._check_second_order(total, flat, composite, y.shape, args, kwargs)
+        ctx = CurvatureContext(
+            y=flat, g=g, loss_fn=self.loss_fn, shape=y.shape, args=args, kwargs=kwargs,
+            solver=solver, lam=self.lam, chunk_size=self._chunk_spec(m), hessian_method=self.hessian_method,
+            distributed=self._use_distributed(), solve_dtype=self.solve_dtype, composite=composite,
+        )
+        est = self._provider.estimate(ctx)
+        diag.method = est.method or "custom"
         if est.matrix is not None and not self._finite(value, est.matrix, "curvature matrix"):
             return self._skip(value, flat, diag)
         t1 = time.perf_counter()
-        direction, info = self._solve(est, g.detach(), solver)
+        direction, info = self._solve(est, g.detach())
         t2 = time.perf_counter()
         if not self._finite(value, direction, "Newton direction"):
             return self._skip(value, flat, diag)
         self._record(diag, info, g.detach(), direction, t1 - t_grad, t2 - t1)
         return value, direction
 
-    def _pick_solver(self, m: int) -> str:
-        if self.solver != "auto":
-            return self.solver
-        if self.curvature in ("fisher", "hessian_batch") or not isinstance(self.curvature, str):
-            return "dense"
-        if self.hessian_method in ("rows", "vmap") or self.damping != "absolute":
-            return "dense"
-        return "dense" if m <= AUTO_DENSE_MAX_M else "cg"
+    def _first_order(self, flat: Tensor, shape: torch.Size, args: tuple, kwargs: dict, needs_graph: bool):
+        """(mean loss (detached), summed loss, g (N, m), CompositeGradient or None)."""
+        if self._provider.needs_composite:
+            value, total, g, composite = composite_gradient(self.loss_fn, flat, shape, args, kwargs)
+            return value.detach(), total, g, composite
+        value, total = reduce_loss(self.loss_fn(flat.reshape(shape), *args, **kwargs), flat.shape[0])
+        (g,) = torch.autograd.grad(total, flat, create_graph=needs_graph, allow_unused=True)
+        return value.detach(), total, (torch.zeros_like(flat) if g is None else g), None
 
-    def _gauss_newton_forward(self, flat, shape, args, kwargs, N):
-        loss: CompositeLoss = self.loss_fn  # type: ignore[assignment]
-        a = loss.inner(flat.reshape(shape))
-        if not isinstance(a, Tensor) or a.ndim < 1 or a.shape[0] != N:
-            raise ValueError(
-                f"CompositeLoss.inner must return a tensor (N, *a_shape) with N={N}; got "
-                f"{tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__}"
-            )
-        a_flat = a.reshape(N, -1)
-        a_leaf = a_flat.detach().requires_grad_(True)
-        out = loss.outer(a_leaf.reshape(a.shape), *args, **kwargs)
-        value, total = _reduce(out, N)
-        (ga,) = torch.autograd.grad(total, a_leaf, create_graph=True, allow_unused=True)
-        if ga is None:
-            ga = torch.zeros_like(a_leaf)
-        (g,) = torch.autograd.grad(a_flat, flat, ga.detach(), retain_graph=True, allow_unused=True)
-        if g is None:
-            g = torch.zeros_like(flat)
-        return value, total, g, (a_flat, ga, a_leaf, loss.outer, a.shape)
-
-    def _curvature(self, name, solver, flat, shape, g, gn, args, kwargs):
-        chunk = self.chunk_size if self.chunk_size is not None else self._tuned_chunk(name, flat.shape[1])
-        if name == "fisher":
-            dist = self._use_distributed()
-            F, n_total = _curv.empirical_fisher(g, distributed=dist)
-            m = g.shape[1]
-            low = None
-            if not dist and m > AUTO_FISHER_LOW_RANK_M and g.shape[0] < m and self.lam > 0:
-                low = g.detach()
-            return CurvatureEstimate(matrix=F, shared=True, psd=True, low_rank=low, n_total=n_total), (
-                "woodbury" if low is not None else "fisher"
-            )
-        if name == "gauss_newton":
-            a_flat, ga, a_leaf, _, _ = gn
-            if solver == "cg":
-                return CurvatureEstimate(matvec=_curv.gauss_newton_matvec(a_flat, flat, ga, a_leaf), psd=True), "cg"
-            G = _curv.gauss_newton_blocks(a_flat, flat, ga, a_leaf, chunk_size=chunk)
-            return CurvatureEstimate(matrix=G.detach(), psd=True), "rows"
-        if name in ("hessian", "hessian_batch"):
-            shared = name == "hessian_batch"
-            if solver == "cg":
-                return CurvatureEstimate(matvec=_curv.hessian_matvec(g, flat)), "cg"
-            if self.hessian_method == "vmap":
-                tail = tuple(shape[1:])
-
-                def one_loss(yy: Tensor, *a: Any, **k: Any) -> Tensor:
-                    return _reduce(self.loss_fn(yy.reshape((yy.shape[0],) + tail), *a, **k), yy.shape[0])[1]
-
-                H = _curv.hessian_blocks_vmap(one_loss, flat.detach(), args, kwargs)
-                method = "vmap"
-            else:
-                H = _curv.hessian_blocks(g, flat, chunk_size=chunk)
-                method = "rows"
-            H = H.detach()
-            if shared:
-                S = H.to(torch.float64).sum(0)
-                n = torch.tensor([float(H.shape[0])], dtype=torch.float64, device=H.device)
-                if self._use_distributed():
-                    S, n = _curv.all_reduce_sum(S), _curv.all_reduce_sum(n)
-                H = S / n
-            return CurvatureEstimate(matrix=H, shared=shared), method
-        # A user-supplied estimator.
-        out = self.curvature(flat.detach(), g.detach(), *args, **kwargs)
-        if isinstance(out, CurvatureEstimate):
-            return out, "custom"
-        if not isinstance(out, Tensor):
-            raise TypeError(
-                "a custom curvature must return a Tensor (N, m, m) / (m, m) or a "
-                f"CurvatureEstimate; got {type(out).__name__}"
-            )
-        N, m = flat.shape
-        if tuple(out.shape) not in ((N, m, m), (m, m)):
-            raise ValueError(
-                f"a custom curvature must return shape (N, m, m) = {(N, m, m)} or (m, m) = "
-                f"{(m, m)}; got {tuple(out.shape)}"
-            )
-        return CurvatureEstimate(matrix=out.detach()), "custom"
-
-    def _tuned_chunk(self, name: str, m: int):
-        """A chunk-size picker that measures once per (curvature, m) and remembers."""
-        key = (name, m)
+    def _chunk_spec(self, m: int):
+        """The user's chunk size, or a picker that decides once per (curvature, m) and remembers."""
+        if self.chunk_size is not None:
+            return self.chunk_size
+        key = (self._name, m)
 
         def pick(output: Tensor, inputs: Tensor, grad_outputs: Tensor) -> int:
             if key not in self._chunk_cache:
-                self._chunk_cache[key] = _curv.choose_chunk_size(output, inputs, grad_outputs)
+                # The tuner is looked up on the package at call time, so that a replacement
+                # installed there (a profiling script timing it) is the one used.
+                self._chunk_cache[key] = _curv.pick_chunk_size(
+                    output, inputs, grad_outputs, tune=_curv.choose_chunk_size
+                )
             return self._chunk_cache[key]
 
         return pick
 
-    def _solve(self, est: CurvatureEstimate, g: Tensor, solver: str) -> tuple[Tensor, SolveInfo]:
+    def _solve(self, est: CurvatureEstimate, g: Tensor) -> tuple[Tensor, SolveInfo]:
+        """The solve follows from what the estimate holds: factor, matrix or matvec."""
+        if est.low_rank is not None:
+            n_total = est.n_total or est.low_rank.shape[0]
+            lam = self.lam
+            if self.damping != "absolute":
+                # One PSD matrix F = GᵀG/n: mean |eigenvalue| = trace(F)/m = ‖G‖²_F/(n·m).
+                scale = float(est.low_rank.double().pow(2).sum()) / (n_total * est.low_rank.shape[1])
+                lam = self.lam * scale if scale > 0 else self.lam
+            return low_rank_damped_solve(est.low_rank, n_total, g, lam, dtype=self.solve_dtype)
         if est.matrix is not None:
-            if est.low_rank is not None:
-                n_total = est.n_total or est.low_rank.shape[0]
-                lam = self.lam
-                if self.damping != "absolute":
-                    # One PSD matrix F = GᵀG/n: mean |eigenvalue| = trace(F)/m = ‖G‖²_F/(n·m).
-                    scale = float(est.low_rank.double().pow(2).sum()) / (n_total * est.low_rank.shape[1])
-                    lam = self.lam * scale if scale > 0 else self.lam
-                return low_rank_damped_solve(est.low_rank, n_total, g, lam, dtype=self.solve_dtype)
             # Under torch.distributed, "batch" damping uses each process's own batch scale: an
             # all-reduce here could pair with another collective when a rank skips a non-finite
-            # batch (found in review). Shared matrices (Fisher, batch Hessian) are global anyway.
+            # batch. Shared matrices (Fisher, batch Hessian) are global anyway.
             return damped_solve(
                 est.matrix, g, self.lam, projection=self.projection, fallback=self.fallback,
                 damping=self.damping, dtype=self.solve_dtype,
@@ -547,80 +457,105 @@ class NewtonLoss(nn.Module):
         self.totals.matrices += info.n_matrices
 
     # ------------------------------------------------------------------------------------------
-    def _verify_second_order(self, name, flat, g, gn, per_sample, shape, args, kwargs) -> None:
-        """Compare one autograd Hessian-vector product with a central difference of the gradient.
-
-        A custom autograd.Function whose backward is computed outside autograd gives a Hessian
-        that is silently missing terms; this catches it on the first call at the cost of two to
-        ten extra gradient evaluations.
-        """
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        if gn is None:
-            x, grad_at, gx = flat, lambda z: torch.autograd.grad(per_sample(z)[1], z, allow_unused=True)[0], g
-        else:
-            a_flat, ga, a_leaf, outer, a_shape = gn
-
-            def grad_at(z):
-                out = outer(z.reshape(a_shape), *args, **kwargs)
-                return torch.autograd.grad(_reduce(out, z.shape[0])[1], z, allow_unused=True)[0]
-
-            x, gx = a_leaf, ga
-        # A direction scaled elementwise to the point (relative perturbations), so that stiff
-        # losses (log of probabilities near 0) are probed on their own scale.
-        xd = x.detach()
-        mag = xd.abs() + 0.01 * xd.pow(2).mean().sqrt() + torch.finfo(x.dtype).tiny
-        v = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(dtype=x.dtype, device=x.device) * mag
-        try:
-            (hv,) = torch.autograd.grad(gx, x, v, retain_graph=True, allow_unused=True)
-        except RuntimeError as exc:
-            _curv._raise_double_backward(exc)
-        hv = (torch.zeros_like(x) if hv is None else hv).detach()
-        steps = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6) if x.dtype == torch.float64 else (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)
-        floor = 1e-3 * float(gx.detach().norm(dim=-1).median()) + 1e-12
-        err = float("inf")
-        # Several step sizes, per-sample errors, the median over samples, the best step: kinks
-        # (abs, clamp) near some samples, stiff losses (log of tiny probabilities) at large steps
-        # and roundoff at small ones do not fail the check; a missing second-order term fails
-        # it at every step size and in (nearly) every sample.
-        for h in steps:
-            with torch.enable_grad():
-                gp = grad_at((x.detach() + h * v).requires_grad_(True))
-                gm = grad_at((x.detach() - h * v).requires_grad_(True))
-            if gp is None or gm is None:
-                return
-            fd = (gp - gm) / (2 * h)
-            if not (bool(torch.isfinite(fd).all()) and bool(torch.isfinite(hv).all())):
-                continue
-            den = torch.maximum(fd.norm(dim=-1), hv.norm(dim=-1)).clamp_min(floor)
-            errs = (hv - fd).norm(dim=-1) / den
-            err = min(err, float(errs.median()))
-            if err < 0.05:
-                break
-        # Non-smooth losses (abs, clamp) and float32 roundoff disagree a little; a missing
-        # second-order term disagrees completely.
-        if err > 0.5:
+    def _check_second_order(self, total, flat, composite: Optional[CompositeGradient], shape, args, kwargs) -> None:
+        """Raise :class:`NotTwiceDifferentiableError` if autograd's Hessian of the loss is incomplete."""
+        mode = self.check_hessian
+        if not (mode == "always" or (mode in ("first", "auto") and not self._checked)):
+            return
+        culprit = find_once_differentiable(total)
+        if culprit is not None:
             raise NotTwiceDifferentiableError(
-                f"curvature={name!r}: the autograd Hessian of the loss disagrees with finite "
-                f"differences of its gradient (median relative error {err:.2g} per sample). "
-                "The loss is probably not twice differentiable (e.g. a custom "
-                "autograd.Function whose backward is not differentiable). Use "
-                "curvature='fisher', or check_hessian='never' if the loss is intentionally "
-                "non-smooth."
+                f"curvature={self._name!r}: the loss's graph contains the custom autograd.Function "
+                f"{culprit}, whose backward is marked @once_differentiable. Its second derivative is "
+                "missing from autograd's Hessian, and torch does not say so when the gradient "
+                "flowing into that backward is constant (e.g. F(y).sum() + other terms). Use "
+                "curvature='fisher' (first derivatives only), give the Function a backward built "
+                "from differentiable torch operations, or pass check_hessian='never' if its "
+                "backward does not depend on its input (a linear map)."
             )
+        if mode != "auto" or has_custom_function(total):
+            err = self._probe(flat, composite, shape, args, kwargs)
+            if err > HVP_MISMATCH_TOL:  # NaN (no converged differences) is no evidence
+                raise NotTwiceDifferentiableError(
+                    f"curvature={self._name!r}: the autograd Hessian of the loss disagrees with "
+                    f"finite differences of its gradient (median relative error {err:.2g} per "
+                    f"sample, tolerance {HVP_MISMATCH_TOL}). The loss is probably not twice "
+                    "differentiable (e.g. a custom autograd.Function whose backward is computed "
+                    "outside autograd). Use curvature='fisher', or check_hessian='never' if the "
+                    "loss is intentionally non-smooth."
+                )
+        self._checked = True
+
+    def _probe(self, flat, composite: Optional[CompositeGradient], shape, args, kwargs) -> float:
+        """:func:`hvp_mismatch` of the function whose Hessian the provider uses, in float64.
+
+        A missing term is structural, so it shows in float64 too, where finite differences
+        resolve 10% of the curvature even on stiff losses; float32 roundoff near saturation
+        (a relaxed sort with P ≈ 1) would not. A loss that cannot run in float64 is probed in
+        its own dtype.
+        """
+        if flat.dtype != torch.float64:
+            wide = tuple(_to_f64(a) for a in args), {k: _to_f64(v) for k, v in kwargs.items()}
+            try:
+                return hvp_mismatch(*self._gradient_map(flat, composite, shape, *wide, torch.float64))
+            except (RuntimeError, TypeError):
+                pass
+        return hvp_mismatch(*self._gradient_map(flat, composite, shape, args, kwargs, None))
+
+    def _gradient_map(self, flat, composite: Optional[CompositeGradient], shape, args, kwargs, dtype):
+        """(x, g(x) with graph, z -> g(z)) for the loss (or a composite's outer), in ``dtype``."""
+        N = flat.shape[0]
+        if composite is None:
+            fn, x0, view = self.loss_fn, flat, shape
+        else:
+            fn, x0, view = composite.outer, composite.a_leaf, composite.a_shape
+
+        def grad_at(z: Tensor, create_graph: bool = False):
+            out = reduce_loss(fn(z.reshape(view), *args, **kwargs), N)[1]
+            return torch.autograd.grad(out, z, create_graph=create_graph, allow_unused=True)[0]
+
+        x = x0.detach().to(dtype or x0.dtype).requires_grad_(True)
+        gx = grad_at(x, create_graph=True)
+        return x, (torch.zeros_like(x) if gx is None else gx), grad_at
 
 
-def _has_custom_function(t: Tensor) -> bool:
-    """Whether the autograd graph behind ``t`` contains a custom ``torch.autograd.Function``."""
-    seen, stack = set(), [t.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        if isinstance(fn, torch.autograd.function.BackwardCFunction):
-            return True
-        stack.extend(nxt for nxt, _ in fn.next_functions)
-    return False
+def _to_f64(a: Any) -> Any:
+    return a.to(torch.float64) if isinstance(a, Tensor) and a.is_floating_point() else a
+
+
+def _resolve_curvature(curvature: Any, loss_fn: Callable[..., Any]) -> tuple[str, CurvatureProvider]:
+    """(name for diagnostics, provider) for a registered name or a user callable."""
+    if isinstance(curvature, str):
+        provider = get_curvature(curvature)
+        provider.check_loss(loss_fn, curvature)
+        return curvature, provider
+    if not callable(curvature):
+        raise TypeError(f"curvature must be a string or a callable; got {type(curvature).__name__}")
+    return "custom", UserCurvature(curvature)
+
+
+def _check_options(*, projection, fallback, damping, solver, hessian_method, on_nonfinite, check_hessian,
+                   chunk_size, cg_max_iter, cg_rtol, solve_dtype) -> None:
+    _check_choice("projection", projection, PROJECTIONS)
+    _check_choice("fallback", fallback, ("abs", "clamp"))
+    _check_choice("damping", damping, DAMPINGS)
+    _check_choice("solver", solver, SOLVERS)
+    _check_choice("hessian_method", hessian_method, HESSIAN_METHODS)
+    _check_choice("on_nonfinite", on_nonfinite, ("raise", "skip"))
+    _check_choice("check_hessian", check_hessian, CHECK_HESSIAN)
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None; got {chunk_size!r}")
+    if cg_max_iter is not None and (not isinstance(cg_max_iter, int) or cg_max_iter < 1):
+        raise ValueError(f"cg_max_iter must be a positive int or None; got {cg_max_iter!r}")
+    if cg_rtol is not None and not (0 < cg_rtol < 1):
+        raise ValueError(f"cg_rtol must be in (0, 1); got {cg_rtol!r}")
+    if not isinstance(solve_dtype, torch.dtype) or not solve_dtype.is_floating_point:
+        raise TypeError(f"solve_dtype must be a floating torch.dtype; got {solve_dtype!r}")
+    if damping != "absolute" and "cg" in (solver, hessian_method):
+        raise ValueError(
+            f"damping={damping!r} needs the curvature's eigenvalues, which the matrix-free "
+            "solver does not have; use solver='dense' or damping='absolute'"
+        )
 
 
 def _check_choice(name: str, value: Any, allowed: tuple) -> None:
@@ -641,17 +576,3 @@ def _check_y(y: Any) -> None:
         )
     if y.shape[0] < 1 or y[0].numel() < 1:
         raise ValueError(f"y must be non-empty; got shape {tuple(y.shape)}")
-
-
-def _reduce(out: Any, N: int) -> tuple[Tensor, Tensor]:
-    """Return (mean, sum over samples) of a loss that gave N values or their mean."""
-    if not isinstance(out, Tensor):
-        raise TypeError(f"loss_fn must return a torch.Tensor; got {type(out).__name__}")
-    if out.ndim == 0:
-        return out, out * N
-    if out.ndim == 1 and out.shape[0] == N:
-        return out.mean(), out.sum()
-    raise ValueError(
-        f"loss_fn must return a scalar (the mean over the batch) or N={N} per-sample losses of "
-        f"shape ({N},); got shape {tuple(out.shape)}"
-    )
