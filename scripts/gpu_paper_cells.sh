@@ -47,13 +47,13 @@ start=$(date +%s)
 # SIGTERM at the budget: the sweep stops its workers; finished runs are complete, the others
 # resume from their last checkpoint the next time this script runs on them.
 timeout --kill-after=30 "$BUDGET" \
-    "$PY" -m newton_losses sweep "$CONFIG" --workers "$WORKERS" --threads 1 --no-report --no-progress
+    "$PY" -m newton_lab sweep "$CONFIG" --workers "$WORKERS" --threads 1 --no-report --no-progress
 rc=$?
 echo "sweep exit status $rc after $(( $(date +%s) - start )) s (124: stopped at the budget)"
 
-"$PY" -m newton_losses sweep "$CONFIG" --dry-run > "$DEST/status.txt" 2>&1
+"$PY" -m newton_lab sweep "$CONFIG" --dry-run > "$DEST/status.txt" 2>&1
 cat "$DEST/status.txt"
-"$PY" -m newton_losses report "$OUTDIR" --no-plots > "$DEST/report.md" 2>&1 || true
+"$PY" -m newton_lab report "$OUTDIR" --no-plots > "$DEST/report.md" 2>&1 || true
 # What comes back from the device is limited (8 files, 16 MiB each, 64 MiB in all): the runs'
 # small files in one archive; checkpoints only of unfinished runs (a paper-protocol checkpoint
 # with Adam's state is ≈ 10 MB), at most MAX_CKPT of them, one file each.

@@ -1,4 +1,4 @@
-"""`torchrun --nproc-per-node 2 -m newton_losses train ...` (gloo, CPU) follows the
+"""`torchrun --nproc-per-node 2 -m newton_lab train ...` (gloo, CPU) follows the
 single-process run on the same global batch: same metrics and parameters up to the order of
 floating-point sums (float64 here, so the tolerance can be tight)."""
 import os

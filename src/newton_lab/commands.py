@@ -34,6 +34,12 @@ def _pairs(items: list[str], what: str) -> dict:
     return out
 
 
+def _import_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first: it registers tasks, methods or curvatures of your own "
+                        "(newton_lab.registry, newton_losses.register_curvature); repeatable")
+
+
 def _set_threads(threads: Optional[int]) -> None:
     if threads:
         import torch
@@ -46,11 +52,12 @@ def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="newton-losses train",
         description="One training run (resumes if RUN_DIR holds an unfinished run of the same "
-                    "configuration). Under `torchrun --nproc-per-node K -m newton_losses train ...` "
+                    "configuration). Under `torchrun --nproc-per-node K -m newton_lab train ...` "
                     "it runs data-parallel.",
     )
     tasks = [registry.task(t) for t in registry.tasks()]
-    p.add_argument("task", choices=[t.cli_name for t in tasks])
+    # No argparse choices for names: --import may register more; validation lists them.
+    p.add_argument("task", help=" | ".join(t.cli_name for t in tasks))
     p.add_argument("--protocol", help=f"{' | '.join(dict.fromkeys(p for t in tasks for p in t.protocols))} "
                                       "(default: the --config file's, else quick)")
     p.add_argument("--config", help="a JSON file of RunConfig fields (applied before the options below)")
@@ -58,7 +65,8 @@ def train_parser() -> argparse.ArgumentParser:
                                               for t in tasks) + " (default: the protocol's)")
     p.add_argument("--arg", action="append", metavar="KEY=VALUE",
                    help="a method argument, e.g. --arg tau=0.5 --arg sigmoid=cauchy")
-    p.add_argument("--variant", choices=registry.variants(), help="Newton variant (default: none = baseline)")
+    p.add_argument("--variant", help=f"Newton variant: {', '.join(registry.variants())} (default: none = "
+                                     "the baseline); every curvature registered with newton_losses")
     p.add_argument("--lam", type=float, help="λ")
     p.add_argument("--damping", choices=DAMPINGS,
                    help="absolute: add λ; batch: λ · mean |eigenvalue| over the batch; relative: per matrix")
@@ -76,6 +84,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"])
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="any other RunConfig field, e.g. --set val_sets=500")
+    _import_option(p)
     p.add_argument("--out", default="runs", help="parent directory of run directories (default: runs)")
     p.add_argument("--run-dir", help="the run directory (default: OUT/RUN_ID)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice / OMP_NUM_THREADS)")
@@ -134,6 +143,7 @@ def train_main(argv: list[str]) -> int:
     from newton_lab.runner import RunFailed, RunLocked, train
 
     try:
+        registry.import_extensions(args.imports)
         cfg = config_from_args(args)
     except (ValueError, TypeError, OSError) as exc:
         print(f"newton-losses train: invalid configuration: {exc}", file=sys.stderr)
@@ -180,11 +190,14 @@ def sweep_main(argv: list[str]) -> int:
     p.add_argument("--dry-run", action="store_true", help="list the runs and their status, run nothing")
     p.add_argument("--no-report", action="store_true", help="do not print the report table at the end")
     p.add_argument("--no-progress", action="store_true")
+    _import_option(p)
     args = p.parse_args(argv)
     from newton_lab.sweep import SweepSpec, run_sweep
 
     try:
+        registry.import_extensions(args.imports)
         spec = SweepSpec.load(args.config)
+        spec.imports = list(dict.fromkeys(spec.imports + args.imports))
         if args.out:
             spec.out = args.out
         if args.workers is not None:
@@ -243,11 +256,18 @@ def report_main(argv: list[str]) -> int:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--template", help="render a results document from this markdown template instead "
                                       "(its `<!-- report NAME: DIR ... -->` directives become tables and "
-                                      "plots of the runs; see experiments/results_doc.py)")
+                                      "plots of the runs; see newton_lab/results_doc.py)")
     p.add_argument("--results", default="RESULTS.md",
                    help="the document --template renders (default RESULTS.md)")
+    _import_option(p)
     args = p.parse_args(argv)
     from newton_lab.report import build_report
+
+    try:
+        registry.import_extensions(args.imports)
+    except ValueError as exc:
+        print(f"newton-losses report: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
     if args.template:
         from newton_lab.results_doc import render_results

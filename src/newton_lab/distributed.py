@@ -1,6 +1,6 @@
 """Data parallelism: one process per device, started by ``torchrun``.
 
-``torchrun --nproc-per-node K -m newton_losses train ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``torchrun --nproc-per-node K -m newton_lab train ...`` sets ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK``; :func:`setup` then joins the process group (gloo on CPU, NCCL on GPU). Every
 rank draws the same global batch from the same seeded generator and trains on its own
 contiguous slice of it; ``DistributedDataParallel`` averages the parameter gradients, and

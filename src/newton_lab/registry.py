@@ -11,11 +11,13 @@ task, a relaxation or a loss is one registration, and one name means the same th
 - A :class:`Method` belongs to one task: a relaxation or algorithmic loss with typed arguments
   (:class:`Arg`) and a ``build`` function that returns the loss module.
 - A :class:`Variant` is how the loss's gradient reaches the network: ``"none"`` (the plain
-  loss) or a :class:`~newton_losses.NewtonLoss` curvature.
+  loss) or a curvature of the library's registry (:func:`newton_losses.register_curvature`):
+  every curvature registered there is a variant here, under the same name — the harness keeps
+  no second list.
 
 Built-in tasks and their methods register themselves in their modules (:mod:`newton_lab.tasks`,
-imported by :mod:`newton_lab.config`, hence by ``import newton_lab``); the built-in variants are
-registered below. A name that is not registered is a ``ValueError`` listing the registered ones.
+imported by :mod:`newton_lab.config`, hence by ``import newton_lab``). A name that is not
+registered is a ``ValueError`` listing the registered ones.
 
 A method is written ``NAME`` or ``NAME:KEY=VALUE,...`` wherever one string names it (the
 ``--relaxations`` of ``demo`` and ``plot gradients``, bench case labels), e.g.
@@ -39,6 +41,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+from newton_losses.curvature import available_curvatures, get_curvature
+
 __all__ = [
     "Arg",
     "BuildContext",
@@ -53,8 +57,8 @@ __all__ = [
     "methods",
     "parse_spec",
     "register_method",
+    "register_alias",
     "register_task",
-    "register_variant",
     "task",
     "tasks",
     "variant",
@@ -225,14 +229,15 @@ class Task:
 
 @dataclass(frozen=True)
 class Variant:
-    """How a run trains through its loss.
+    """How a run trains through its loss (derived from the library's curvature registry).
 
     Attributes:
-        name: registry name (``"none"``, ``"fisher"``, ...), used in configurations and run ids.
+        name: ``"none"`` or a curvature name (``"fisher"``, ...), used in configurations and
+            run ids.
         curvature: the :class:`~newton_losses.NewtonLoss` curvature, or None for the plain loss.
         label: the reports' name (``NL-fisher``; ``baseline`` for none).
-        matrix_free: can be solved by conjugate gradients (``cg_max_iter`` applies).
-        composite: needs the loss as a ``CompositeLoss`` (Gauss-Newton).
+        matrix_free: its provider can be solved by conjugate gradients (``cg_max_iter`` applies).
+        composite: its provider needs the loss as a ``CompositeLoss`` (Gauss-Newton).
     """
 
     name: str
@@ -246,7 +251,6 @@ class Variant:
 class _Registry:
     tasks: dict = field(default_factory=dict)
     methods: dict = field(default_factory=dict)  # (task, name) -> Method
-    variants: dict = field(default_factory=dict)
     aliases: dict = field(default_factory=dict)  # earlier spec -> spec
 
 
@@ -283,17 +287,6 @@ def register_method(spec: Method, *, replace: bool = False) -> Method:
         _check_name("argument", k)
         a.coerce(f"{spec.name}: default of {k}", a.default)
     _REG.methods[(spec.task, spec.name)] = spec
-    return spec
-
-
-def register_variant(spec: Variant, *, replace: bool = False) -> Variant:
-    """Register a Newton variant (e.g. a curvature registered with ``newton_losses``)."""
-    if not isinstance(spec, Variant):
-        raise TypeError(f"register_variant takes a registry.Variant; got {type(spec).__name__}")
-    _check_name("variant", spec.name)
-    if spec.name in _REG.variants and not replace:
-        raise ValueError(f"variant {spec.name!r} is already registered (pass replace=True to override)")
-    _REG.variants[spec.name] = spec
     return spec
 
 
@@ -341,16 +334,24 @@ def method(task_name: str, name: str) -> Method:
     return _REG.methods[(t.name, name)]
 
 
+_BASELINE = Variant("none", None, "baseline")
+
+
 def variants() -> tuple:
-    """Names of the registered variants (``"none"`` first)."""
-    return tuple(_REG.variants)
+    """Names of the variants: ``"none"``, then every curvature registered with the library."""
+    return ("none",) + available_curvatures()
 
 
 def variant(name: str) -> Variant:
-    if not isinstance(name, str) or name not in _REG.variants:
-        raise ValueError(f"variant {name!r} is not registered; registered variants: "
-                         f"{', '.join(_REG.variants)}")
-    return _REG.variants[name]
+    """The variant ``name``: the baseline or a registered curvature."""
+    if name == "none":
+        return _BASELINE
+    if not isinstance(name, str) or name not in available_curvatures():
+        raise ValueError(f"variant {name!r} is not registered; registered variants: {', '.join(variants())} "
+                         "(a curvature of your own: newton_losses.register_curvature)")
+    provider = get_curvature(name)
+    return Variant(name, name, f"NL-{name}", matrix_free="cg" in provider.solvers,
+                   composite=provider.needs_composite)
 
 
 def curvature(spec: Method, module: Any, variant_name: str) -> Any:
@@ -420,11 +421,3 @@ def _convert(arg: Arg, key: str, text: str) -> Any:
 def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
-
-# The built-in variants: the plain loss and NewtonLoss's built-in curvatures.
-for _v in (Variant("none", None, "baseline"),
-           Variant("hessian", "hessian", "NL-hessian", matrix_free=True),
-           Variant("hessian_batch", "hessian_batch", "NL-hessian_batch"),
-           Variant("fisher", "fisher", "NL-fisher"),
-           Variant("gauss_newton", "gauss_newton", "NL-gauss_newton", matrix_free=True, composite=True)):
-    register_variant(_v)
