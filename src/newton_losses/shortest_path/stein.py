@@ -19,8 +19,8 @@ Every curvature estimate built here has the form ``C_i = α_i I + U_i M_i U_iᵀ
 U_i (m × r) made of the noise vectors (r = S or 2S) and M_i (r × r) symmetric, so
 :class:`LowRankCurvature` applies it, or its *absolute value* ``|C_i|`` (the saddle-free
 projection of the core's ``projection="abs"``), matrix-free in O(m r) per product after an
-O(m r²) thin QR, instead of building and eigendecomposing N dense m × m matrices (80 ms for
-N = 70, m = 144 on one CPU core; a solver call on 770 grids takes about 10 ms).
+O(m r²) thin QR, instead of building and eigendecomposing N dense m × m matrices
+(docs/PERFORMANCE.md compares the two).
 """
 
 from __future__ import annotations

@@ -183,9 +183,9 @@ class RankingLoss(torch.nn.Module):
             scores, ``outer`` the targets; the gradient reaches the scores in their own dtype), or
             ``None`` (default): in the scores' dtype. ``torch.float64`` with float32 scores
             avoids a float32 failure of the BCE: an entry a few 1e-8 from 1 comes out as 1, and where
-            its target is 0 the loss weighs it by 1/ε instead of 1/(1 − P), which made the
-            gradient spikes of the reproduction study (docs/SORTING.md, Precision). The per-sample
-            losses are then returned in this dtype.
+            its target is 0 the loss weighs it by 1/ε instead of 1/(1 − P), a gradient many
+            times too large (docs/SORTING.md, Precision). The per-sample losses are then returned
+            in this dtype.
 
     Forward: scores (..., n), P_true (..., n, n) -> (...,) per-sample losses.
     """
