@@ -21,7 +21,7 @@ def test_train_then_report(tmp_path, capsys):
     rc = main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")])
     assert rc == 0
     md = capsys.readouterr().out
-    assert "| neuralsort(tau=0.5) | 5 | baseline | 2 |" in md and "NL-fisher λ=0.1" in md
+    assert "| neuralsort(loss=bce_exact,tau=0.5) | 5 | baseline | 2 |" in md and "NL-fisher λ=0.1" in md
     assert (tmp_path / "rep" / "report.md").read_text() in md
 
 

@@ -72,9 +72,12 @@ def test_json_round_trip_and_stable_ids():
     c = protocol_config("ranking", "quick", variant="hessian", lam=0.1, method_args={"tau": 0.5}, seed=3)
     back = RunConfig.from_json(c.to_json()).validate()
     assert back == c and back.run_id() == c.run_id()
-    assert c.run_id().startswith("ranking-neuralsort-n5-hessian-lam0.1-s3-")
+    assert c.run_id().startswith("ranking-neuralsort-bce_exact-n5-hessian-lam0.1-s3-")
+    # The loss runs had before the exact BCE became the default is left out of ids and labels.
+    legacy = protocol_config("ranking", "quick", variant="hessian", lam=0.1, method_args={"tau": 0.5, "loss": "bce"}, seed=3)
+    assert legacy.run_id().startswith("ranking-neuralsort-n5-hessian-lam0.1-s3-")
     assert c.replace(seed=4).validate().run_id() != c.run_id()
-    assert json.loads(c.to_json())["method_args"] == {"tau": 0.5, "loss": "bce"}
+    assert json.loads(c.to_json())["method_args"] == {"tau": 0.5, "loss": "bce_exact"}
     with pytest.raises(ValueError, match="method_args.loss"):
         protocol_config("ranking", "quick", method_args={"loss": "l2"})
 

@@ -60,7 +60,7 @@ def test_report_table_and_files(runs, tmp_path):
     report = build_report([runs], out=out)
     md = report.markdown
     # Baseline 70.5 ± 1.3 (80.5 ± 1.3), like the paper: exact match with element-wise in parentheses.
-    assert "| neuralsort(tau=1) | 5 | baseline | 4 | 70.5 ± 1.3 (80.5 ± 1.3) |" in md
+    assert "| neuralsort(tau=1,loss=bce_exact) | 5 | baseline | 4 | 70.5 ± 1.3 (80.5 ± 1.3) |" in md
     rows = {(r["variant"], r["lam"]): r for r in report.groups}
     p_fisher = stats.ttest_ind(EXACT["fisher"], EXACT["none"], equal_var=False).pvalue
     p_hessian = stats.ttest_ind(EXACT["hessian"], EXACT["none"], equal_var=False).pvalue
@@ -162,8 +162,8 @@ def test_groups_differing_beyond_method_get_distinct_labels(tmp_path):
     result["config"] = cfg.to_dict()
     (d / "result.json").write_text(json.dumps(result))
     md = build_report([root], plots=False).markdown
-    assert "| neuralsort(tau=1), steps=1000 | 5 | baseline | 1 |" in md
-    assert "| neuralsort(tau=1), steps=30000 | 5 | baseline | 2 |" in md
+    assert "| neuralsort(tau=1,loss=bce_exact), steps=1000 | 5 | baseline | 1 |" in md
+    assert "| neuralsort(tau=1,loss=bce_exact), steps=30000 | 5 | baseline | 2 |" in md
 
 
 def test_results_document_is_rendered_from_runs(runs, tmp_path, monkeypatch):
@@ -176,7 +176,7 @@ def test_results_document_is_rendered_from_runs(runs, tmp_path, monkeypatch):
                         "<!-- report main: runs -->\n\n<!-- runs: runs -->\n")
     text = render_results(template, tmp_path / "RESULTS.md")
     assert text.startswith("# Results\n\nProse stays.\n<!-- an ordinary comment -->")
-    assert "| neuralsort(tau=1) | 5 | NL-fisher λ=0.1 | 4 |" in text
+    assert "| neuralsort(tau=1,loss=bce_exact) | 5 | NL-fisher λ=0.1 | 4 |" in text
     assert "![test accuracy over steps (mean, 95% band)](docs/results/main/curves.png)" in text
     assert "![accuracy over λ](docs/results/main/lambda.png)" in text
     assert "15 finished runs, 0.1 h of training wall time in total. Machines (the one that finished each run): not recorded" in text
@@ -289,12 +289,12 @@ def test_clipped_baseline_is_compared_with_the_plain_one(runs, tmp_path):
 
     for seed, v in enumerate([0.74, 0.75, 0.73]):
         cfg = protocol_config("ranking", "quick", variant="none", seed=seed, clip_grad_norm=1.0)
-        assert cfg.run_id().startswith("ranking-neuralsort-n5-none-clip1-s")
+        assert cfg.run_id().startswith("ranking-neuralsort-bce_exact-n5-none-clip1-s")
         _write_run_cfg(runs, cfg, v)
     report = build_report([runs])
     row = next(r for r in report.groups if r["config"]["clip_grad_norm"] == 1.0)
     assert row["delta_vs_baseline"] == pytest.approx(100 * (0.74 - 0.705))
-    assert "| neuralsort(tau=1) | 5 | baseline clip 1 | 3 |" in report.markdown
+    assert "| neuralsort(tau=1,loss=bce_exact) | 5 | baseline clip 1 | 3 |" in report.markdown
     # Not one of the paper's settings: the paper table leaves it out instead of failing.
     assert any(line.startswith("| NeuralSort | 5 | 71.3 | 70.5 ± 1.3 (4) |")
                for line in paper_table(build_report([str(runs / "*-none-*"), str(runs / "*-lam0.1-*")]).groups))
@@ -310,7 +310,7 @@ def test_float64_loss_baseline_is_a_control_of_the_plain_one(runs, tmp_path):
     row = next(r for r in report.groups if r["loss_dtype"] == "float64")
     assert row["delta_vs_baseline"] == pytest.approx(100 * (0.79 - 0.705))
     assert row["welch_p"] == pytest.approx(stats.ttest_ind([0.78, 0.80, 0.79], EXACT["none"], equal_var=False).pvalue)
-    assert "| neuralsort(tau=1) | 5 | baseline float64 loss | 3 |" in report.markdown
+    assert "| neuralsort(tau=1,loss=bce_exact) | 5 | baseline float64 loss | 3 |" in report.markdown
     # A Newton loss in float64 is compared with the float64 baseline (the same loss).
     for seed, v in enumerate([0.81, 0.80, 0.82]):
         _write_run_cfg(runs, protocol_config("ranking", "quick", variant="fisher", lam=0.1, seed=seed,
@@ -318,7 +318,7 @@ def test_float64_loss_baseline_is_a_control_of_the_plain_one(runs, tmp_path):
     report = build_report([runs], out=tmp_path / "rep", plots=False)
     row = next(r for r in report.groups if r["loss_dtype"] == "float64" and r["variant"] == "fisher")
     assert row["delta_vs_baseline"] == pytest.approx(100 * (0.81 - 0.79))
-    assert "| neuralsort(tau=1) | 5 | NL-fisher λ=0.1 float64 loss | 3 |" in report.markdown
+    assert "| neuralsort(tau=1,loss=bce_exact) | 5 | NL-fisher λ=0.1 float64 loss | 3 |" in report.markdown
     runs_csv = list(csv.DictReader(open(tmp_path / "rep" / "runs.csv")))
     assert sorted({r["loss_dtype"] for r in runs_csv}) == ["", "float64"]
     # Not one of the paper's settings: the paper table keeps the plain baseline.

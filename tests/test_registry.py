@@ -111,13 +111,13 @@ def test_every_method_with_every_supported_variant_gives_a_finite_newton_step(ta
 def test_report_labels_come_from_the_registry():
     from newton_lab.report import Group
 
-    cfg = protocol_config("ranking", "tiny", method="odd_even", method_args={"sigmoid": "cauchy"},
+    cfg = protocol_config("ranking", "tiny", method="odd_even", method_args={"sigmoid": "cauchy", "loss": "bce"},
                           variant="fisher", lam=0.1, damping="batch").to_dict()
     g = Group("k", cfg)
-    assert g.label() == "odd_even(steepness=10,sigmoid=cauchy)"  # the default BCE loss is not shown
+    assert g.label() == "odd_even(steepness=10,sigmoid=cauchy)"  # the legacy loss is not shown
     assert g.variant_label() == "NL-fisher λ=0.1 batch"
-    cfg["method_args"]["loss"] = "ce"
-    assert g.label() == "odd_even(steepness=10,sigmoid=cauchy,loss=ce)"
+    cfg["method_args"]["loss"] = "bce_exact"  # the default since the exact BCE: shown
+    assert g.label() == "odd_even(steepness=10,sigmoid=cauchy,loss=bce_exact)"
 
 
 def test_committed_run_ids_are_unchanged():

@@ -235,9 +235,8 @@ class RunConfig:
         hex digits of :meth:`digest`)."""
         task, method = registry.task(self.task), registry.method(self.task, self.method)
         parts = [self.task, self.method]
-        # Arguments hidden from labels at their default name the run when they differ from it.
-        parts += [str(v) for k, v in self.method_args.items()
-                  if k in method.args and not method.args[k].in_label and v != method.args[k].default]
+        # Arguments with a legacy value name the run when they differ from it (ranking: the loss).
+        parts += [str(v) for k, v in self.method_args.items() if k in method.args and method.args[k].named_in_id(v)]
         parts += [f"{col}{getattr(self, col)}" for col in task.columns]
         parts.append(self.variant)
         if self.variant != "none":

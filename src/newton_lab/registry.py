@@ -66,6 +66,9 @@ __all__ = [
 ]
 
 
+_NO_LEGACY = object()
+
+
 @dataclass(frozen=True)
 class Arg:
     """One argument of a method: its type, default and allowed values.
@@ -75,8 +78,10 @@ class Arg:
         default: the value a configuration gets when it does not set the argument.
         choices: the allowed values (strings), if restricted.
         positive: numbers must be > 0; minimum: numbers must be >= this.
-        in_label: shown in report labels even at its default (``False`` hides it there, so
-            that adding an argument later keeps old labels).
+        legacy: for an argument whose default changed after runs were recorded (or that was
+            added later), the value those runs had: it is left out of report labels and run ids,
+            so theirs do not change; every other value is shown in both (ranking ``loss``:
+            ``"bce"``). Arguments without one are shown in labels and never in run ids.
         help: one line for ``--help`` texts.
     """
 
@@ -85,8 +90,12 @@ class Arg:
     choices: Optional[tuple] = None
     positive: bool = False
     minimum: Optional[float] = None
-    in_label: bool = True
+    legacy: Any = _NO_LEGACY
     help: str = ""
+
+    def named_in_id(self, value: Any) -> bool:
+        """Whether a run id names this argument's ``value`` (see ``legacy``)."""
+        return self.legacy is not _NO_LEGACY and value != self.legacy
 
     def coerce(self, name: str, value: Any) -> Any:
         """The value as this argument's type, or a ``ValueError`` naming ``name``."""
@@ -172,7 +181,7 @@ class Method:
     def label(self, args: Mapping[str, Any]) -> str:
         """``name(k=v,...)`` as the reports write it: every argument but hidden defaults."""
         shown = {k: v for k, v in args.items()
-                 if not (k in self.args and not self.args[k].in_label and v == self.args[k].default)}
+                 if not (k in self.args and self.args[k].legacy is not _NO_LEGACY and v == self.args[k].legacy)}
         return f"{self.name}({','.join(f'{k}={_fmt(v)}' for k, v in shown.items())})"
 
 

@@ -139,7 +139,9 @@ def random_batch(cfg, N: int, generator: torch.Generator) -> tuple[Tensor, Tenso
 # ----------------------------------------------------------------------------------------------
 # Registration: the task, its protocols and its relaxations. Every ranking method also takes
 # ``loss``, the ranking loss on the relaxed permutation matrix (newton_losses.sorting.RankingLoss).
-_LOSS = registry.Arg(str, "bce", choices=tuple(RANKING_LOSSES), in_label=False,
+# Runs before the exact BCE became the default used "bce" (the same loss, computed naively); their
+# labels and ids leave it out, and name every other loss.
+_LOSS = registry.Arg(str, "bce_exact", choices=tuple(RANKING_LOSSES), legacy="bce",
                      help="ranking loss on P: " + ", ".join(RANKING_LOSSES))
 _SIGMOID = registry.Arg(str, "logistic", choices=("logistic", "logistic_phi", "cauchy"),
                         help="the sorting network's soft swap")

@@ -6,8 +6,8 @@ permutation matrix P of shape (..., n, n) with
     P @ scores ≈ scores sorted ascending,   P[i, k] ≈ [item k is at position i].
 
 The ground truth :func:`permutation_matrix` follows the same convention (ties broken by item
-index), and :func:`ranking_bce` / :class:`RankingLoss` compare the two with a per-sample binary
-cross-entropy. (diffsort and difftopk's NeuralSort return the transpose, Pᵀ; difftopk's SoftSort
+index), and :class:`RankingLoss` compares the two with a per-sample binary cross-entropy
+(:func:`ranking_bce_exact` by default: exact in float32 on confidently wrong entries). (diffsort and difftopk's NeuralSort return the transpose, Pᵀ; difftopk's SoftSort
 sorts descending.)
 
 - :class:`NeuralSort` (Grover et al., ICLR 2019): temperature τ; rows stochastic.
@@ -26,6 +26,7 @@ from .ranking_loss import (
     permutation_matrix,
     ranking_bce,
     ranking_bce_clamped,
+    ranking_bce_exact,
     ranking_ce,
 )
 from .softsort import SoftSort, soft_sort
@@ -40,6 +41,7 @@ __all__ = [
     "permutation_matrix",
     "ranking_bce",
     "ranking_bce_clamped",
+    "ranking_bce_exact",
     "ranking_ce",
     "RANKING_LOSSES",
     "soft_sort",

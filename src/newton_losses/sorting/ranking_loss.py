@@ -6,17 +6,21 @@ Supervision", ICML 2021 (binary cross-entropy between relaxed and true permutati
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 
-from ._validation import all_finite, all_in_unit_interval, check_positive
+from ._validation import _inside_torch_func, all_finite, all_in_unit_interval, check_positive
 
 DEFAULT_EPS = 1e-12
 #: ε of :func:`ranking_bce_clamped`: P is clamped to [ε, 1 − ε] (1 − 1e-6 is representable in float32).
 DEFAULT_CLAMP_EPS = 1e-6
-#: The ranking losses :class:`RankingLoss` can use, by name.
-RANKING_LOSSES = ("bce", "bce_clamp", "ce")
+#: The ranking losses :class:`RankingLoss` can use, by name (the first is its default).
+RANKING_LOSSES = ("bce_exact", "bce", "bce_clamp", "ce")
+# Rows (or columns) whose sums are within this of 1 count as stochastic for ranking_bce_exact:
+# far above float32 rounding (n ulps), far below what a relaxation that is not stochastic leaks.
+_STOCHASTIC_TOL = 1e-4
 
 
 def permutation_matrix(values: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -128,6 +132,78 @@ def _ranking_bce(P: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Ten
     return -(target * log_p + (1.0 - target) * log_q).mean(dim=(-2, -1))
 
 
+def ranking_bce_exact(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_EPS, *,
+                      dim: int = -1) -> torch.Tensor:
+    """:func:`ranking_bce` without its float32 failure: an entry's complement 1 − P_ik from the
+    other entries of its row,
+
+        ℓ(P, T) = −(1/n²) Σ_{i,k} [ T_ik log((P_ik + ε)/(1 + ε))
+                                  + (1 − T_ik) log((c_ik + ε)/(1 + ε)) ],
+        c_ik = Σ_{j≠k} P_ij  if P_ik > ½ is its row's largest entry,   else 1 − P_ik,
+
+    equal to ranking_bce in exact arithmetic for row-stochastic P (Σ_j P_ij = 1: NeuralSort,
+    SoftSort, sorting networks). In float32, 1 − P_ik rounds to 0 for an entry within about
+    6·10⁻⁸ of 1, and ranking_bce then weighs it by 1/ε; the sum of the row's other entries keeps
+    their digits (a sum of non-negative numbers), so value and gradient agree with the float64
+    loss. Below ½, 1 − P_ik is exact to rounding, and at most one entry of a stochastic row
+    exceeds ½. That needs P's small entries to carry their relative precision: softmax rows do;
+    :meth:`DiffSortNet.forward_precise` does (``RankingLoss`` uses it), :meth:`DiffSortNet.forward`
+    does not. Convex in P; ℓ(T, T) = 0; twice differentiable (the switch at ½ is between two
+    expressions of the same function).
+
+    Args:
+        P, P_true, eps: as :func:`ranking_bce`.
+        dim: the dimension along which P sums to one: -1 (rows, every relaxation here) or -2
+            (column-stochastic P).
+
+    Raises:
+        ValueError: besides ranking_bce's checks, P does not sum to 1 along ``dim`` (within 1e-4;
+            not checked under torch.func transforms) — for such P use :func:`ranking_bce`.
+    """
+    eps = check_positive("eps", eps)
+    _check_matrices(P, P_true)
+    if dim not in (-1, -2):
+        raise ValueError(f"dim must be -1 (rows) or -2 (columns); got {dim!r}")
+    check_stochastic(P, dim)
+    return _ranking_bce_exact(P, P_true.to(P.dtype), eps, dim)
+
+
+def stochastic_dim(P: torch.Tensor) -> int | None:
+    """-1 if every row of P sums to 1 (within 1e-4), else -2 if every column does, else None."""
+    P = P.detach()
+    for dim in (-1, -2):
+        if bool(((P.sum(dim) - 1.0).abs() <= _STOCHASTIC_TOL).all()):
+            return dim
+    return None
+
+
+def check_stochastic(P: torch.Tensor, dim: int) -> None:
+    """Raise ``ValueError`` unless P sums to 1 along ``dim`` (skipped under torch.func)."""
+    if _inside_torch_func(P):
+        return
+    sums = P.detach().sum(dim)
+    if not bool(((sums - 1.0).abs() <= _STOCHASTIC_TOL).all()):
+        what = "rows" if dim == -1 else "columns"
+        raise ValueError(
+            f"ranking_bce_exact needs P whose {what} sum to 1 (dim={dim}); got sums in "
+            f"[{float(sums.min()):.6g}, {float(sums.max()):.6g}]. Pass dim={-3 - dim} if the "
+            f"other dimension does, or use ranking_bce (loss='bce') for a P that is not stochastic"
+        )
+
+
+def _ranking_bce_exact(P: torch.Tensor, target: torch.Tensor, eps: float, dim: int) -> torch.Tensor:
+    P = P.clamp(0.0, 1.0)
+    # The row's largest entry, if above ½: one entry per row (rounding can lift two tied entries
+    # of ½ both just above it, so `P > ½` alone could pick two).
+    top = P.detach().argmax(dim, keepdim=True)
+    big = torch.zeros_like(P, dtype=torch.bool).scatter_(dim, top, True) & (P > 0.5)
+    others = P.masked_fill(big, 0.0).sum(dim, keepdim=True)
+    complement = torch.where(big, others, 1.0 - P)
+    log_p = torch.log((P + eps) / (1.0 + eps))
+    log_q = torch.log((complement + eps) / (1.0 + eps))
+    return -(target * log_p + (1.0 - target) * log_q).mean(dim=(-2, -1))
+
+
 def ranking_bce_clamped(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_CLAMP_EPS) -> torch.Tensor:
     """Per-sample BCE with clamped probabilities, the form common in ranking-supervision code:
 
@@ -167,8 +243,16 @@ def ranking_ce(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_EPS) 
 
 class RankingLoss(torch.nn.Module):
     """Ranking-supervision loss: ℓ_i = h(relaxation(scores_i), P_true_i), one per sample, with h
-    :func:`ranking_bce` (``loss="bce"``, default), :func:`ranking_bce_clamped` (``"bce_clamp"``) or
-    :func:`ranking_ce` (``"ce"``).
+    :func:`ranking_bce_exact` (``loss="bce_exact"``, default), :func:`ranking_bce` (``"bce"``,
+    the same loss computed naively: in float32 it fails on confidently wrong entries),
+    :func:`ranking_bce_clamped` (``"bce_clamp"``) or :func:`ranking_ce` (``"ce"``).
+
+    With ``"bce_exact"`` the relaxation's ``forward_precise`` is used where it has one
+    (:meth:`DiffSortNet.forward_precise`), so that P's small entries keep their relative
+    precision, which the exact complement needs; NeuralSort's and SoftSort's softmax rows have
+    it already. On the first call the loss finds which dimension of P sums to one (rows for every
+    relaxation here; columns work too); for a relaxation whose P is neither it warns once and
+    computes ``"bce"``.
 
     Composite form for Gauss-Newton: ``inner`` = the relaxation, scores (N, n) -> P (N, n, n);
     ``outer`` = h, (P, P_true) -> (N,), convex in P. With the core:
@@ -177,21 +261,20 @@ class RankingLoss(torch.nn.Module):
     Args:
         relaxation: callable scores (..., n) -> P (..., n, n), e.g. :class:`NeuralSort`,
             :class:`SoftSort` or :class:`DiffSortNet`.
-        eps: ε of the loss; default 1e-12 (``"bce"``, ``"ce"``) or 1e-6 (``"bce_clamp"``).
-        loss: ``"bce"``, ``"bce_clamp"`` or ``"ce"`` (see above).
+        eps: ε of the loss; default 1e-12 (``"bce_exact"``, ``"bce"``, ``"ce"``) or 1e-6
+            (``"bce_clamp"``).
+        loss: ``"bce_exact"`` (default), ``"bce"``, ``"bce_clamp"`` or ``"ce"`` (see above).
         dtype: compute the relaxation and the loss in this floating dtype (``inner`` casts the
             scores, ``outer`` the targets; the gradient reaches the scores in their own dtype), or
-            ``None`` (default): in the scores' dtype. ``torch.float64`` with float32 scores
-            avoids a float32 failure of the BCE: an entry a few 1e-8 from 1 comes out as 1, and where
-            its target is 0 the loss weighs it by 1/ε instead of 1/(1 − P), a gradient many
-            times too large (docs/SORTING.md, Precision). The per-sample losses are then returned
-            in this dtype.
+            ``None`` (default): in the scores' dtype. ``torch.float64`` with float32 scores is
+            the other cure for ``"bce"``'s float32 failure (docs/SORTING.md, Precision); the
+            per-sample losses are then returned in this dtype.
 
     Forward: scores (..., n), P_true (..., n, n) -> (...,) per-sample losses.
     """
 
     def __init__(self, relaxation: Callable[[torch.Tensor], torch.Tensor], eps: float | None = None,
-                 loss: str = "bce", dtype: torch.dtype | None = None) -> None:
+                 loss: str = "bce_exact", dtype: torch.dtype | None = None) -> None:
         super().__init__()
         if not callable(relaxation):
             raise TypeError(f"relaxation must be callable (scores -> P), got {type(relaxation).__name__}")
@@ -207,22 +290,41 @@ class RankingLoss(torch.nn.Module):
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating torch.dtype or None; got {dtype!r}")
         self.dtype = dtype
-        self._outer = {"bce": ranking_bce, "bce_clamp": ranking_bce_clamped, "ce": ranking_ce}[loss]
+        self._outer = {"bce_exact": ranking_bce_exact, "bce": ranking_bce, "bce_clamp": ranking_bce_clamped,
+                       "ce": ranking_ce}[loss]
+        precise = getattr(relaxation, "forward_precise", None) if loss == "bce_exact" else None
+        self._relax = precise if callable(precise) else relaxation
+        self._stochastic_dim: int | None = None  # bce_exact: -1, -2, or 0 (not stochastic: "bce")
 
     @property
     def inner(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The relaxation, scores (..., n) -> P (..., n, n); with a ``dtype``, one that casts the
-        scores to it first."""
-        return self.relaxation if self.dtype is None else self._cast_inner
+        """The relaxation, scores (..., n) -> P (..., n, n) (its ``forward_precise`` for
+        ``"bce_exact"``); with a ``dtype``, one that casts the scores to it first."""
+        return self._relax if self.dtype is None else self._cast_inner
 
     def _cast_inner(self, scores: torch.Tensor) -> torch.Tensor:
-        return self.relaxation(scores.to(self.dtype) if isinstance(scores, torch.Tensor) else scores)
+        return self._relax(scores.to(self.dtype) if isinstance(scores, torch.Tensor) else scores)
 
     def outer(self, P: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
         """The loss of P against the targets: (..., n, n), (..., n, n) -> (...,)."""
         if self.dtype is not None and isinstance(P_true, torch.Tensor):
             P_true = P_true.to(self.dtype)
-        return self._outer(P, P_true, eps=self.eps)
+        if self.loss != "bce_exact":
+            return self._outer(P, P_true, eps=self.eps)
+        _check_matrices(P, P_true)
+        dim = self._stochastic_dim
+        if dim is None and not _inside_torch_func(P):  # the first call decides, once
+            found = stochastic_dim(P)
+            if found is None:
+                warnings.warn(
+                    "RankingLoss(loss='bce_exact'): the relaxation's P sums to 1 along neither its "
+                    "rows nor its columns, so an entry's complement cannot be taken from the others; "
+                    "computing loss='bce' instead (imprecise in float32 for entries near 1). Pass "
+                    "loss='bce' to choose it explicitly.", RuntimeWarning, stacklevel=2)
+            dim = self._stochastic_dim = 0 if found is None else found
+        if dim == 0:
+            return _ranking_bce(P, P_true.to(P.dtype), self.eps)
+        return _ranking_bce_exact(P, P_true.to(P.dtype), self.eps, -1 if dim is None else dim)
 
     def forward(self, scores: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
         if isinstance(scores, torch.Tensor) and isinstance(P_true, torch.Tensor):

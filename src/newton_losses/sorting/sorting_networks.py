@@ -46,6 +46,25 @@ def swap_probability(d: torch.Tensor, steepness: float, sigmoid: str, art_lambda
     return torch.atan(steepness * d) / math.pi + 0.5
 
 
+def swap_probabilities(d: torch.Tensor, steepness: float, sigmoid: str, art_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(α, 1 − α) of :func:`swap_probability`, each with full relative precision.
+
+    ``1 − α`` is computed as f(−d) (f(d) + f(−d) = 1 for every swap relaxation), never as a
+    difference, so a probability within 10⁻⁸ of 0 keeps its digits in float32 where 1 − α would
+    round to 0. For the Cauchy swap, arctan(x)/π + ½ itself cancels for x = βd ≪ 0; there
+    α = arctan(−1/x)/π (the same value: arctan(x) + π/2 = arctan(−1/x) for x < 0).
+    """
+    if sigmoid != "cauchy":
+        x = steepness * d if sigmoid == "logistic" else steepness * d / (d.abs() + _ART_EPS).pow(art_lambda)
+        return torch.sigmoid(x), torch.sigmoid(-x)
+    x = steepness * d
+    near = torch.atan(x) / math.pi
+    # arctan(1/|x|)/π for |x| ≥ 1: the small one of the two probabilities there (the clamp keeps
+    # the unused branch away from 1/0).
+    tail = torch.atan(1.0 / x.abs().clamp_min(1.0)) / math.pi
+    return torch.where(x <= -1.0, tail, near + 0.5), torch.where(x >= 1.0, tail, 0.5 - near)
+
+
 class _PermuteRows(torch.autograd.Function):
     """T.index_select(dim, index) whose backward is the same gather with the inverse permutation.
 
@@ -212,6 +231,35 @@ class DiffSortNet(torch.nn.Module):
                 perm = _PermuteRows.apply(perm, output, self._output_inverse.to(device), -2)
             else:
                 perm = perm.index_select(-2, output)
+        return perm
+
+    def forward_precise(self, scores: torch.Tensor) -> torch.Tensor:
+        """P as :meth:`forward`, with every entry to full relative precision: scores (..., n) ->
+        P (..., n, n).
+
+        Each layer computes P_w ← α_w P_w + (1 − α_w) P_partner(w) from the two probabilities of
+        :func:`swap_probabilities`, a sum of non-negative products, where :meth:`forward`'s lerp
+        P_p + α (P_w − P_p) loses an entry within 10⁻⁸ of 0 in float32 (it takes 1 − α as a
+        rounded difference). So an entry's complement 1 − P_ik can be recovered from the other
+        entries of its row (:func:`ranking_bce_exact`). Same values as :meth:`forward` up to
+        rounding; plain autograd (no fused layers), twice differentiable, torch.func-compatible.
+        """
+        check_scores(scores, n=self.n)
+        device = scores.device
+        partners, sides = self._partners.to(device), self._sides.to(device)
+        x = scores
+        perm = torch.eye(self.n, dtype=scores.dtype, device=device)
+        last = len(partners) - 1
+        for index in range(len(partners)):
+            partner = partners[index]
+            x_partner = x.index_select(-1, partner)
+            d = sides[index] * (x_partner - x)
+            alpha, beta = swap_probabilities(d, self.steepness, self.sigmoid, self.art_lambda)
+            perm = alpha.unsqueeze(-1) * perm + beta.unsqueeze(-1) * perm.index_select(-2, partner)
+            if index < last:
+                x = torch.lerp(x_partner, x, alpha)
+        if self._permute_output:
+            perm = perm.index_select(-2, self._output.to(device))
         return perm
 
     def extra_repr(self) -> str:
