@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test test-slow test-all bench study results venv clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml lab/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e . -e "./lab[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -76,4 +76,4 @@ results: $(STAMP)
 	$(PY) -m newton_lab report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist lab/build src/*.egg-info .pytest_cache .hypothesis

@@ -68,7 +68,7 @@ def test_bench_quick_smoke(capsys):
     assert rows[1]["ratio"] > 0
 
 
-def test_missing_experiments_extra_is_named(tmp_path, monkeypatch, capsys):
+def test_a_missing_harness_dependency_is_named(tmp_path, monkeypatch, capsys):
     import json
     import sys
 
@@ -81,7 +81,7 @@ def test_missing_experiments_extra_is_named(tmp_path, monkeypatch, capsys):
         monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
     assert main(["sweep", str(config), "--no-report"]) == 2
     err = capsys.readouterr().err
-    assert "'tqdm'" in err and "newton-losses[experiments]" in err
+    assert "'tqdm'" in err and "pip install -e ./lab" in err
 
 
 def test_data_help_lists_its_subcommand(capsys):

@@ -23,7 +23,13 @@ class DiagonalHessian(CurvatureProvider):
 
 @pytest.fixture(scope="module")
 def diagonal():
-    return register_curvature("test_diagonal_hessian", DiagonalHessian(), override=True)
+    provider = register_curvature("test_diagonal_hessian", DiagonalHessian(), override=True)
+    yield provider
+    # Registrations are global: leave the registry (and the harness's variants) as found.
+    from newton_losses.curvature import registry
+
+    for name in ("test_diagonal_hessian", "test_scaled_identity"):
+        registry._REGISTRY.pop(name, None)
 
 
 def test_registered_curvature_gives_the_hand_computed_newton_step(diagonal):
@@ -82,6 +88,11 @@ def test_duplicate_registration_is_an_error_unless_overridden(diagonal):
     (3, DiagonalHessian(), TypeError),
     ("test_bad", DiagonalHessian, TypeError),  # the class, not an instance
     ("test_bad", 42, TypeError),
+    ("Test_Bad", DiagonalHessian(), ValueError),  # names become run ids and command-line values
+    ("test bad/1", DiagonalHessian(), ValueError),
+    ("../test_bad", DiagonalHessian(), ValueError),
+    ("none", DiagonalHessian(), ValueError),  # the harness's plain loss
+    ("custom", DiagonalHessian(), ValueError),  # the diagnostics' label of a callable curvature
 ])
 def test_bad_registrations(name, provider, error):
     with pytest.raises(error):
@@ -92,3 +103,29 @@ def test_bad_registrations(name, provider, error):
 def test_builtin_names_are_the_registered_builtins():
     assert newton_losses.CURVATURES == ("hessian", "hessian_batch", "fisher", "gauss_newton")
     assert available_curvatures()[:4] == newton_losses.CURVATURES
+
+
+def test_assigning_a_curvature_takes_effect_on_the_next_call():
+    y = torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=F64)
+    newton = NewtonLoss(lambda yy: (yy ** 4).sum(-1) / 4, curvature="hessian", lam=1.0)
+    newton.target(y)
+    assert newton.last_diagnostics.curvature == "hessian"
+    newton.curvature = "fisher"
+    d = y - newton.target(y)
+    g = y ** 3
+    F = g.T @ g / 2
+    torch.testing.assert_close(d, torch.linalg.solve(F + torch.eye(2, dtype=F64), g.T).T)
+    assert newton.last_diagnostics.curvature == "fisher" and newton.curvature == "fisher"
+    with pytest.raises(ValueError, match="curvature must be one of"):
+        newton.curvature = "hesian"
+
+
+def test_solver_requests_a_curvature_cannot_honour():
+    quad = lambda yy: (yy ** 2).sum(-1)  # noqa: E731
+    with pytest.raises(ValueError, match="pass one of them"):
+        NewtonLoss(quad, curvature="hessian", hessian_method="cg", solver="dense")
+    with pytest.raises(ValueError, match="needs the curvature's eigenvalues"):
+        NewtonLoss(quad, curvature="hessian", solver="cg", damping="relative")
+    # The Fisher is always solved densely: no CG to refuse relative damping to, but a warning.
+    with pytest.warns(UserWarning, match="no matrix-free form"):
+        NewtonLoss(quad, curvature="fisher", solver="cg", damping="relative")

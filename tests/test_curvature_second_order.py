@@ -129,3 +129,48 @@ def test_relaxed_bellman_ford_is_not_flagged_when_checked_on_every_call():
                     costs.to(dtype).requires_grad_(True), target.to(dtype))
                 NewtonLoss(loss.composite(), curvature="gauss_newton", lam=0.1, check_hessian="always")(
                     costs.to(dtype).requires_grad_(True), target.to(dtype))
+
+
+def test_a_term_dropped_in_a_fifth_of_the_samples_is_caught():
+    """A loss whose curvature is incomplete in only some samples (here 2 of 10) is flagged:
+    the check looks at the worst tenth of the samples, not at their median."""
+    gen = torch.Generator().manual_seed(1)
+    y = torch.randn(10, 12, generator=gen, dtype=F64).requires_grad_(True)
+    sick = torch.zeros(10, 1, dtype=torch.bool)
+    sick[:2] = True
+
+    def loss(y):
+        part = torch.where(sick, DetachedSoftplus.apply(y), torch.nn.functional.softplus(y))
+        return (part + 0.1 * y ** 2).sum(-1)
+
+    with pytest.raises(NotTwiceDifferentiableError, match="worst tenth"):
+        NewtonLoss(loss, curvature="hessian", lam=0.1, check_hessian="first").target(y)
+
+
+def test_a_target_computed_by_a_once_differentiable_function_is_no_false_alarm():
+    """The target's own graph (a teacher's output, say) is not differentiated with respect to y:
+    only Functions on the path from the loss to y matter."""
+    gen = torch.Generator().manual_seed(2)
+    y = torch.randn(6, 4, generator=gen, dtype=F64).requires_grad_(True)
+    w = torch.randn(6, 4, generator=gen, dtype=F64).requires_grad_(True)
+    target = BlackBox.apply(w)
+    for curvature in ("hessian", "hessian_batch"):
+        d = y.detach() - NewtonLoss(lambda y, t: 0.5 * ((y - t) ** 2).sum(-1), curvature=curvature,
+                                    lam=0.1).target(y, target)
+        torch.testing.assert_close(d, (y - target).detach() / 1.1)  # H = I: (1 + λ)^-1 g
+
+
+@pytest.mark.parametrize("check", ["auto", "never"])
+def test_gauss_newton_with_a_once_differentiable_inner_map_is_rejected(check):
+    """Gauss-Newton needs the inner map's Jacobian-vector products, which a once_differentiable
+    backward cannot give: without the check the Jacobian came out as zero and the step as g/λ."""
+    from newton_losses import CompositeLoss
+
+    gen = torch.Generator().manual_seed(3)
+    y = torch.randn(6, 4, generator=gen, dtype=F64)
+    t = torch.randn(6, 4, generator=gen, dtype=F64)
+    loss = CompositeLoss(BlackBox.apply, lambda a, t: 0.5 * ((a - t) ** 2).sum(-1))
+    for solver in ("dense", "cg"):
+        newton = NewtonLoss(loss, curvature="gauss_newton", lam=0.1, solver=solver, check_hessian=check)
+        with pytest.raises(NotTwiceDifferentiableError, match="BlackBox|Jacobian-vector products"):
+            newton.target(y, t)

@@ -253,3 +253,18 @@ def test_importing_the_library_loads_nothing_of_the_harness():
     tops = {m.split(".")[0] for m in added}
     assert not tops & {"argparse", "tqdm", "matplotlib", "scipy", HARNESS}, sorted(added)
     assert tops <= set(sys.stdlib_module_names) | {LIBRARY}, sorted(tops - set(sys.stdlib_module_names))
+
+
+def test_two_distributions_one_way():
+    """The library's distribution ships newton_losses alone; the harness's (lab/) ships
+    newton_lab, depends on the library and owns the command."""
+    tomllib = __import__("pytest").importorskip("tomllib")  # Python >= 3.11
+    root = SRC.parent
+    lib = tomllib.loads((root / "pyproject.toml").read_text())
+    lab = tomllib.loads((root / "lab" / "pyproject.toml").read_text())
+    assert lib["tool"]["setuptools"]["packages"]["find"]["include"] == [f"{LIBRARY}*"]
+    assert {d.split(">")[0].split("=")[0] for d in lib["project"]["dependencies"]} == LIBRARY_DEPENDENCIES
+    assert "scripts" not in lib["project"]
+    assert lab["tool"]["setuptools"]["packages"]["find"] == {"where": ["../src"], "include": [f"{HARNESS}*"]}
+    assert any(d.startswith("newton-losses>=") for d in lab["project"]["dependencies"])
+    assert lab["project"]["scripts"] == {"newton-losses": f"{HARNESS}.cli:main"}

@@ -282,10 +282,18 @@ def run_steps(cases: list[StepCase], repeats: int, lam: float = 0.1, out=sys.std
     return rows
 
 
+def _measured_variants(rows: list[dict], section: str) -> list[str]:
+    """The Newton variants measured in a section, in the registry's order (capped-CG labels
+    after their variant)."""
+    seen = {r["variant"] for r in rows if r["section"] == section} - {"none", "plain backward"}
+    order = {v: i for i, v in enumerate(registry.variants())}
+    return sorted(seen, key=lambda v: (order.get(_parse_variant(v)[0], len(order)), v))
+
+
 def step_table(rows: list[dict]) -> str:
     """Markdown: one row per step case, one column per variant (ratio to the baseline step,
     baseline ms in its own column)."""
-    variants = ["fisher", "hessian", "hessian_batch", "gauss_newton", TRUNCATED_CG]
+    variants = _measured_variants(rows, "step")
     head = ("| training step | baseline ms | " + " | ".join(variants) + " |\n|---|---|"
             + "---|" * len(variants) + "\n")
     body = ""
@@ -300,7 +308,7 @@ def loss_table(rows: list[dict]) -> str:
     """Markdown: one row per loss case; per variant, the Newton loss's forward+backward
     relative to the plain pass, and in parentheses its curvature + solve part alone relative to
     the plain pass ("cg": solved by conjugate gradients)."""
-    variants = ["fisher", "hessian", "hessian_batch", "gauss_newton", TRUNCATED_CG]
+    variants = _measured_variants(rows, "loss")
     head = ("| loss (N, m) | plain fwd+bwd ms | " + " | ".join(variants) + " |\n|---|---|"
             + "---|" * len(variants) + "\n")
     body = ""

@@ -15,7 +15,8 @@ import sys
 from typing import Optional
 
 COMMANDS = ("train", "sweep", "report", "plot", "demo", "bench", "data")
-# Packages of the `experiments` extra (pyproject.toml): progress bars, Welch tests, plots.
+# Dependencies of the harness (lab/pyproject.toml) that an install by hand may lack: progress
+# bars, Welch tests, plots.
 EXTRAS = ("tqdm", "scipy", "matplotlib")
 
 
@@ -48,8 +49,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         missing = (exc.name or "").split(".")[0]
         if missing not in EXTRAS:
             raise
-        print(f"newton-losses {command}: needs the optional package {missing!r}; install the "
-              "experiments extra: pip install 'newton-losses[experiments]'", file=sys.stderr)
+        print(f"newton-losses {command}: needs the package {missing!r}, a dependency of the harness; "
+              "install it with its dependencies: pip install -e ./lab (from the repository)",
+              file=sys.stderr)
         return 2
 
 

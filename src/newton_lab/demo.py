@@ -111,6 +111,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="step-size grid; each method is reported at its best")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="parallel worker processes (default: up to 2)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it registers relaxations or curvatures of your own)")
     a = p.parse_args(argv)
     for name in ("n", "sets", "steps", "seeds", "workers"):
         if getattr(a, name) < 1 or (name == "n" and a.n < 2):
@@ -118,6 +120,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if any(not (lr > 0 and math.isfinite(lr)) for lr in a.lrs):
         p.error(f"--lrs must be positive finite numbers; got {a.lrs}")
     try:
+        registry.import_extensions(a.imports)
         relaxations = [registry.format_spec("ranking", *registry.parse_spec("ranking", r))
                        for r in a.relaxations]
         variants = [_variant_name(v) for v in a.variants]
@@ -136,7 +139,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             results.append(run_one(*job))
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=a.workers) as pool:
+        # Workers import the extension modules too (under a spawn or forkserver start method
+        # they would not inherit the registrations).
+        with ProcessPoolExecutor(max_workers=a.workers, initializer=registry.import_extensions,
+                                 initargs=(tuple(a.imports),)) as pool:
             for res in pool.map(_run_star, jobs):
                 results.append(res)
                 bar.update(1)

@@ -13,6 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from newton_lab import registry
+from newton_lab.config import DAMPINGS
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="newton-losses demo --ranking", description=__doc__.split("\n\n")[0])
@@ -20,10 +23,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=2, help="seeds per method (default 2)")
     p.add_argument("--variants", default="fisher:0.1,hessian:0.1",
                    help="Newton variants as VARIANT:λ, comma-separated (default fisher:0.1,hessian:0.1)")
-    p.add_argument("--method", default="neuralsort", help="relaxation (default neuralsort)")
-    p.add_argument("--loss", default="bce", choices=("bce", "bce_clamp", "ce"),
-                   help="ranking loss on the relaxed permutation matrix (default bce)")
-    p.add_argument("--damping", default="batch", choices=("absolute", "batch", "relative"),
+    p.add_argument("--method", default="neuralsort", metavar="SPEC",
+                   help="the relaxation, a ranking method spec NAME[:KEY=VALUE,...] (default neuralsort); "
+                        f"methods: {', '.join(registry.methods('ranking'))}")
+    p.add_argument("--loss", default="bce",
+                   help="ranking loss on the relaxed permutation matrix, for methods that take one "
+                        "(default bce, the naive form the study trained with; bce_exact is exact in "
+                        "float32)")
+    p.add_argument("--damping", default="batch", choices=DAMPINGS,
                    help="how λ is added to the curvature (default batch: λ · the batch's mean "
                         "|eigenvalue|, unit-free)")
     p.add_argument("--n", type=int, default=5)
@@ -31,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo-ranking", help="run directories (default runs/demo-ranking)")
     p.add_argument("--data", default="mnist", help="mnist or synthetic (offline)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it registers methods or curvatures of your own)")
     return p
 
 
@@ -51,9 +60,13 @@ def demo_spec(args: argparse.Namespace):
             raise ValueError(f"--variants: {item!r} is not VARIANT:λ (e.g. fisher:0.1)") from None
         variants.append({"variant": [name.strip()], "lam": [value]})
     seeds = list(range(args.seeds))
+    method, method_args = registry.parse_spec("ranking", args.method)
+    if "loss" in registry.method("ranking", method).args:
+        method_args["loss"] = args.loss
     return SweepSpec.from_dict({
         "out": args.out, "workers": args.workers, "task": "ranking", "protocol": "quick",
-        "base": {"method": args.method, "method_args": {"loss": args.loss}, "n": args.n,
+        "imports": list(args.imports),
+        "base": {"method": method, "method_args": method_args, "n": args.n,
                  "steps": args.steps, "damping": args.damping,
                  "eval_every": max(1, min(1000, args.steps // 4)), "data": args.data},
         "grid": [{"variant": ["none"], "seed": seeds}] + [{**v, "seed": seeds} for v in variants],
@@ -66,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from newton_lab.sweep import run_sweep
 
     try:
+        registry.import_extensions(args.imports)
         spec = demo_spec(args)
         configs = spec.expand()
     except ValueError as exc:

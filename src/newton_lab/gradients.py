@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=5)
     p.add_argument("--lam", type=float, default=0.1)
     p.add_argument("--points", type=int, default=401)
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (it registers relaxations or curvatures of your own)")
     args = p.parse_args(argv)
     # A token without ':' may be an earlier comma-separated list ("neuralsort,logistic_dsn").
     names = [r.strip() for tok in args.relaxations
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
         p.error(f"--relaxations names none; methods: {', '.join(registry.methods('ranking'))}")
     try:
+        registry.import_extensions(args.imports)
         curves = {r: gradient_curves(r, n=args.n, lam=args.lam, points=args.points) for r in names}
     except ValueError as exc:
         print(f"newton-losses plot gradients: {exc}", file=sys.stderr)

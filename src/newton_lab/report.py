@@ -140,7 +140,9 @@ def group_runs(runs: list[tuple[Path, dict]]) -> list[Group]:
             cfg = RunConfig.from_dict(dict(result["config"])).to_dict()
             _baseline_key(cfg)  # the configuration must also validate (its baseline is looked up)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{run_dir}: its configuration cannot be read by this version: {exc}") from None
+            hint = (" (a method or curvature registered by a module of your own: pass --import MODULE)"
+                    if "is not registered" in str(exc) or "must be one of" in str(exc) else "")
+            raise ValueError(f"{run_dir}: its configuration cannot be read by this version: {exc}{hint}") from None
         seed = cfg.pop("seed")
         key = json.dumps(cfg, sort_keys=True)
         group = groups.setdefault(key, Group(key, cfg))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -264,14 +265,14 @@ class NewtonLoss(nn.Module):
         super().__init__()
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable; got {type(loss_fn).__name__}")
-        self._name, self._provider = _resolve_curvature(curvature, loss_fn)
+        self.loss_fn = loss_fn
+        self.curvature = curvature  # resolved and checked by the property setter
         self.lam = lam  # validated by the property setter
         _check_options(projection=projection, fallback=fallback, damping=damping, solver=solver,
                        hessian_method=hessian_method, on_nonfinite=on_nonfinite,
                        check_hessian=check_hessian, chunk_size=chunk_size, cg_max_iter=cg_max_iter,
                        cg_rtol=cg_rtol, solve_dtype=solve_dtype)
-        self.loss_fn = loss_fn
-        self.curvature = curvature
+        _check_solver_request(self._name, self._provider, solver, hessian_method, damping)
         self.projection = projection
         self.fallback = fallback
         self.damping = damping
@@ -284,10 +285,21 @@ class NewtonLoss(nn.Module):
         self.distributed = distributed
         self.on_nonfinite = on_nonfinite
         self.check_hessian = check_hessian
-        self._checked = False
         self._chunk_cache: dict = {}
         self.last_diagnostics: Optional[NewtonDiagnostics] = None
         self.totals = _Totals()
+
+    @property
+    def curvature(self) -> Union[str, Callable[..., Any]]:
+        """The curvature: a registered name or a callable. Assigning one takes effect on the next
+        call (it is looked up and checked against ``loss_fn`` then and there)."""
+        return self._curvature
+
+    @curvature.setter
+    def curvature(self, value: Union[str, Callable[..., Any]]) -> None:
+        self._name, self._provider = _resolve_curvature(value, self.loss_fn)
+        self._curvature = value
+        self._checked = False  # a new curvature is checked again on its first call
 
     # λ is validated on every assignment, so schedules cannot set a bad value silently.
     @property
@@ -343,8 +355,9 @@ class NewtonLoss(nn.Module):
             self._check_second_order(total, flat, composite, y.shape, args, kwargs)
         ctx = CurvatureContext(
             y=flat, g=g, loss_fn=self.loss_fn, shape=y.shape, args=args, kwargs=kwargs,
-            solver=solver, lam=self.lam, chunk_size=self._chunk_spec(m), hessian_method=self.hessian_method,
-            distributed=self._use_distributed(), solve_dtype=self.solve_dtype, composite=composite,
+            solver=solver, lam=self.lam, chunk_size=self._chunk_spec(*flat.shape),
+            hessian_method=self.hessian_method, distributed=self._use_distributed(),
+            solve_dtype=self.solve_dtype, composite=composite,
         )
         est = self._provider.estimate(ctx)
         diag.method = est.method or "custom"
@@ -367,11 +380,12 @@ class NewtonLoss(nn.Module):
         (g,) = torch.autograd.grad(total, flat, create_graph=needs_graph, allow_unused=True)
         return value.detach(), total, (torch.zeros_like(flat) if g is None else g), None
 
-    def _chunk_spec(self, m: int):
-        """The user's chunk size, or a picker that decides once per (curvature, m) and remembers."""
+    def _chunk_spec(self, N: int, m: int):
+        """The user's chunk size, or a picker that decides once per (curvature, N, m) — the best
+        chunk depends on the batch too — and remembers."""
         if self.chunk_size is not None:
             return self.chunk_size
-        key = (self._name, m)
+        key = (self._name, N, m)
 
         def pick(output: Tensor, inputs: Tensor, grad_outputs: Tensor) -> int:
             if key not in self._chunk_cache:
@@ -462,7 +476,10 @@ class NewtonLoss(nn.Module):
         mode = self.check_hessian
         if not (mode == "always" or (mode in ("first", "auto") and not self._checked)):
             return
-        culprit = find_once_differentiable(total)
+        leaf = flat if composite is None else composite.a_leaf
+        culprit = find_once_differentiable(total, leaf)
+        if culprit is None and composite is not None:  # Gauss-Newton differentiates the inner map's JVPs
+            culprit = find_once_differentiable(composite.a, flat)
         if culprit is not None:
             raise NotTwiceDifferentiableError(
                 f"curvature={self._name!r}: the loss's graph contains the custom autograd.Function "
@@ -473,13 +490,13 @@ class NewtonLoss(nn.Module):
                 "from differentiable torch operations, or pass check_hessian='never' if its "
                 "backward does not depend on its input (a linear map)."
             )
-        if mode != "auto" or has_custom_function(total):
+        if mode != "auto" or has_custom_function(total, leaf):
             err = self._probe(flat, composite, shape, args, kwargs)
             if err > HVP_MISMATCH_TOL:  # NaN (no converged differences) is no evidence
                 raise NotTwiceDifferentiableError(
                     f"curvature={self._name!r}: the autograd Hessian of the loss disagrees with "
-                    f"finite differences of its gradient (median relative error {err:.2g} per "
-                    f"sample, tolerance {HVP_MISMATCH_TOL}). The loss is probably not twice "
+                    f"finite differences of its gradient (relative error {err:.2g} in the worst tenth "
+                    f"of the samples, tolerance {HVP_MISMATCH_TOL}). The loss is probably not twice "
                     "differentiable (e.g. a custom autograd.Function whose backward is computed "
                     "outside autograd). Use curvature='fisher', or check_hessian='never' if the "
                     "loss is intentionally non-smooth."
@@ -551,7 +568,23 @@ def _check_options(*, projection, fallback, damping, solver, hessian_method, on_
         raise ValueError(f"cg_rtol must be in (0, 1); got {cg_rtol!r}")
     if not isinstance(solve_dtype, torch.dtype) or not solve_dtype.is_floating_point:
         raise TypeError(f"solve_dtype must be a floating torch.dtype; got {solve_dtype!r}")
-    if damping != "absolute" and "cg" in (solver, hessian_method):
+    if hessian_method == "cg" and solver == "dense":
+        raise ValueError("hessian_method='cg' asks for the matrix-free solver and solver='dense' for "
+                         "dense matrices; pass one of them")
+
+
+def _check_solver_request(name: str, provider: CurvatureProvider, solver: str, hessian_method: str,
+                          damping: str) -> None:
+    """Reject or announce a solver request the curvature cannot honour."""
+    if "cg" not in (solver, hessian_method):
+        return
+    if "cg" not in provider.solvers:
+        warnings.warn(
+            f"NewtonLoss: curvature={name!r} has no matrix-free form (its solvers: "
+            f"{provider.solvers}); it is solved with dense matrices, not by conjugate gradients",
+            UserWarning, stacklevel=3,
+        )
+    elif damping != "absolute":
         raise ValueError(
             f"damping={damping!r} needs the curvature's eigenvalues, which the matrix-free "
             "solver does not have; use solver='dense' or damping='absolute'"

@@ -14,7 +14,7 @@ from torch import Tensor
 from .chunking import ChunkSpec, batched_grad, resolve_chunk
 from .estimate import CurvatureEstimate
 from .provider import CurvatureContext, CurvatureProvider
-from .second_order import NotTwiceDifferentiableError, raise_double_backward, require_graph
+from .second_order import NotTwiceDifferentiableError, graph_reaches, raise_double_backward, require_graph
 
 __all__ = ["GaussNewton", "gauss_newton_blocks", "gauss_newton_matvec"]
 
@@ -46,7 +46,9 @@ def _jvp_builder(a: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Return (u, w) with ``u = Jᵀ w`` built with a graph, so ``∂(u·v)/∂w = J v`` (a JVP)."""
     w = torch.zeros_like(a, requires_grad=True)
     (u,) = torch.autograd.grad(a, y, w, create_graph=True, allow_unused=True)
-    if u is None or not u.requires_grad:
+    # u must depend on w: a once_differentiable backward in the inner map returns a u that
+    # requires grad (through an error node) but is not connected to w — its JVPs would be 0.
+    if u is None or not u.requires_grad or not graph_reaches(u, w):
         raise NotTwiceDifferentiableError(
             "curvature='gauss_newton': the inner map's Jacobian-vector products could not be "
             "formed (its backward is not differentiable). Use curvature='fisher'."

@@ -23,6 +23,9 @@ _BUILTIN = {
     "gauss_newton": GaussNewton(),
 }
 BUILTIN_CURVATURES = tuple(_BUILTIN)
+# "none" is the harness's name for no curvature (the plain loss); "custom" labels a callable
+# curvature in NewtonDiagnostics.
+_RESERVED = ("none", "custom")
 _REGISTRY: dict = dict(_BUILTIN)
 
 
@@ -35,17 +38,25 @@ def register_curvature(
     """Make ``NewtonLoss(..., curvature=name)`` use ``provider``; returns the registered provider.
 
     Args:
-        name: a non-empty string.
+        name: a lower-case identifier (``[a-z][a-z0-9_]*``), not ``"none"`` or ``"custom"``.
         provider: a :class:`CurvatureProvider` instance, or a function
             ``estimate(ctx: CurvatureContext) -> CurvatureEstimate`` (a first-order provider).
         override: replace an existing registration (built-ins included) instead of raising.
 
     Raises:
-        ValueError: ``name`` is already registered and ``override`` is False.
+        ValueError: ``name`` is already registered and ``override`` is False, or is not a
+            lower-case identifier.
         TypeError: ``name`` is not a string or ``provider`` is neither of the above.
     """
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty string; got {name!r}")
+    # Names become part of file names (run ids) and command-line values: keep them plain.
+    if not (name[0].isalpha() and name.isascii() and all(c.isalnum() or c == "_" for c in name)
+            and name == name.lower()) or name in _RESERVED:
+        raise ValueError(
+            f"curvature name must be a lower-case identifier ([a-z][a-z0-9_]*) other than "
+            f"{' and '.join(map(repr, _RESERVED))}; got {name!r}"
+        )
     if isinstance(provider, type):
         raise TypeError(f"provider must be an instance, not the class {provider.__name__}; pass {provider.__name__}()")
     if not isinstance(provider, CurvatureProvider):

@@ -196,7 +196,8 @@ def _ranking_bce_exact(P: torch.Tensor, target: torch.Tensor, eps: float, dim: i
     # The row's largest entry, if above ½: one entry per row (rounding can lift two tied entries
     # of ½ both just above it, so `P > ½` alone could pick two).
     top = P.detach().argmax(dim, keepdim=True)
-    big = torch.zeros_like(P, dtype=torch.bool).scatter_(dim, top, True) & (P > 0.5)
+    index = torch.arange(P.shape[dim], device=P.device).view(-1, 1) if dim == -2 else torch.arange(P.shape[dim], device=P.device)
+    big = (index == top) & (P > 0.5)
     others = P.masked_fill(big, 0.0).sum(dim, keepdim=True)
     complement = torch.where(big, others, 1.0 - P)
     log_p = torch.log((P + eps) / (1.0 + eps))
