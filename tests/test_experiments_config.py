@@ -117,7 +117,7 @@ def test_committed_runs_keep_their_ids():
 def test_cg_max_iter_is_a_later_field():
     from newton_lab.config import LATER_DEFAULTS
 
-    assert LATER_DEFAULTS == {"cg_max_iter": 0, "clip_grad_norm": 0.0, "loss_dtype": ""}
+    assert LATER_DEFAULTS == {"cg_max_iter": 0, "clip_grad_norm": 0.0, "loss_dtype": "", "precision_every": 0}
     base = protocol_config("shortest_path", "quick", method="bf_for", variant="hessian", lam=1.0)
     assert "cg_max_iter" not in base.identity() and "cg_max_iter" in base.to_dict()
     capped = base.replace(cg_max_iter=2).validate()

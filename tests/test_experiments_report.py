@@ -1,5 +1,6 @@
 """Reports on synthetic result files: the table, Welch p-values against scipy, files written."""
 import csv
+import math
 import json
 
 import numpy as np
@@ -438,3 +439,19 @@ def test_inline_values_quote_the_report_they_name(runs, tmp_path, monkeypatch):
     template.write_text("<!-- report main: runs -->\n<!-- report main: runs -->\n")
     with pytest.raises(ValueError, match="used twice"):
         render_results(template, tmp_path / "R2.md")
+
+
+def test_the_exact_bce_baseline_is_a_control_of_the_naive_one(tmp_path):
+    """The exact BCE is the naive BCE computed another way: its baseline is compared with the
+    naive baseline (as a float64-loss baseline is), and a Newton loss on it with its own."""
+    runs = tmp_path / "runs"
+    for loss, variant, values in (("bce", "none", [0.60, 0.62, 0.61]), ("bce_exact", "none", [0.70, 0.72, 0.71]),
+                                  ("bce_exact", "fisher", [0.73, 0.74, 0.72])):
+        for seed, v in enumerate(values):
+            cfg = protocol_config("ranking", "quick", method_args={"loss": loss}, variant=variant,
+                                  lam=0.1 if variant != "none" else 0.0, seed=seed)
+            _write_run_cfg(runs, cfg, v)
+    rows = {(r["method_args"]["loss"], r["variant"]): r for r in build_report([runs], plots=False).groups}
+    assert math.isnan(rows[("bce", "none")]["delta_vs_baseline"])  # the plain baseline
+    assert rows[("bce_exact", "none")]["delta_vs_baseline"] == pytest.approx(10.0)
+    assert rows[("bce_exact", "fisher")]["delta_vs_baseline"] == pytest.approx(2.0)

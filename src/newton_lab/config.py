@@ -30,7 +30,8 @@ _MAX_LR = 1e6
 #: Fields added to :class:`RunConfig` after the first runs were committed, with their defaults.
 #: A run whose field holds the default has the id it had before the field existed; a new field
 #: goes here (and must default to the behaviour runs had without it).
-LATER_DEFAULTS: dict[str, Any] = {"cg_max_iter": 0, "clip_grad_norm": 0.0, "loss_dtype": ""}
+LATER_DEFAULTS: dict[str, Any] = {"cg_max_iter": 0, "clip_grad_norm": 0.0, "loss_dtype": "",
+                                  "precision_every": 0}
 
 
 @dataclass
@@ -69,6 +70,10 @@ class RunConfig:
             network's outputs and the targets are cast to it before the loss, and the gradient
             flows back into the network in ``dtype``; ``""`` = ``dtype``. A control for float32
             rounding in the loss (``"float64"`` with ``dtype="float32"``).
+        precision_every: every k-th step, evaluate the batch's per-sample loss gradients also in
+            float64 (:func:`newton_losses.check_precision`, two more passes of the loss) and log
+            the checks, sick samples and worst relative error per interval in metrics.jsonl
+            (``"precision"``); 0 = off. It does not change training.
 
     Fields added after run ids were first committed (:data:`LATER_DEFAULTS`) are left out of
     :meth:`digest` while they hold their default, so adding one keeps every existing run id.
@@ -104,6 +109,7 @@ class RunConfig:
     cg_max_iter: int = 0
     clip_grad_norm: float = 0.0
     loss_dtype: str = ""
+    precision_every: int = 0
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> "RunConfig":
@@ -177,6 +183,7 @@ class RunConfig:
                 f"{self.variant!r}, damping {self.damping!r} (use cg_max_iter=0)"
             )
         self.clip_grad_norm = _number("clip_grad_norm", self.clip_grad_norm, minimum=0.0)
+        _int("precision_every", self.precision_every, 0)
         return self
 
     def synthetic_splits(self) -> tuple[int, int, int]:

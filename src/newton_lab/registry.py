@@ -82,6 +82,9 @@ class Arg:
             added later), the value those runs had: it is left out of report labels and run ids,
             so theirs do not change; every other value is shown in both (ranking ``loss``:
             ``"bce"``). Arguments without one are shown in labels and never in run ids.
+        same_as: value -> another value that defines the same loss in exact arithmetic but is
+            computed differently (ranking ``loss``: ``{"bce_exact": "bce"}``); reports compare a
+            baseline with such a value against the baseline with the other one, as a control.
         help: one line for ``--help`` texts.
     """
 
@@ -91,6 +94,7 @@ class Arg:
     positive: bool = False
     minimum: Optional[float] = None
     legacy: Any = _NO_LEGACY
+    same_as: Mapping[Any, Any] = field(default_factory=dict)
     help: str = ""
 
     def named_in_id(self, value: Any) -> bool:

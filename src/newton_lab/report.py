@@ -144,6 +144,8 @@ def group_runs(runs: list[tuple[Path, dict]]) -> list[Group]:
                     if "is not registered" in str(exc) or "must be one of" in str(exc) else "")
             raise ValueError(f"{run_dir}: its configuration cannot be read by this version: {exc}{hint}") from None
         seed = cfg.pop("seed")
+        for key in _ROW_OMITS[1:]:
+            cfg.pop(key)
         key = json.dumps(cfg, sort_keys=True)
         group = groups.setdefault(key, Group(key, cfg))
         twin = next((d for s, d, _ in group.runs if s == seed), None)
@@ -192,8 +194,63 @@ def control_label(cfg: dict) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _spikes_cell(g: "Group") -> str:
+    counted = [r["spikes"] for _, _, r in g.runs if "spikes" in r]
+    if not counted:
+        return ""
+    return f"{sum(counted)} ({sum(c > 0 for c in counted)}/{len(counted)})"
+
+
+def _precision_cell(g: "Group") -> str:
+    checked = [r["precision"] for _, _, r in g.runs if "precision" in r]
+    if not checked:
+        return ""
+    return (f"{sum(c['precision_sick'] for c in checked)} / {sum(c['precision_checks'] for c in checked)}, "
+            f"worst {max(c['precision_worst'] for c in checked):.2g}")
+
+
+def _extra_columns(groups: list) -> dict:
+    """Columns only runs of newer versions have data for, shown when some run in the table
+    does (so tables of older runs stay as they were): header -> cell function."""
+    runs = [r for g in groups for _, _, r in g.runs]
+    extra = {}
+    if any("spikes" in r for r in runs):
+        extra["spikes (runs)"] = _spikes_cell
+    if any("precision" in r for r in runs):
+        extra["f64 check: sick / checks, worst"] = _precision_cell
+    return extra
+
+
+def _extra_notes(extra: dict) -> str:
+    notes = {
+        "spikes (runs)": " spikes: training steps whose parameter-gradient norm exceeded 100× the "
+                         "typical norm (the median of the last 1,000 ordinary steps), summed over "
+                         "seeds (runs with any / runs counted).",
+        "f64 check: sick / checks, worst": " f64 check: samples whose per-sample loss gradient was "
+                                           "more than 10% off its float64 value, over the batches "
+                                           "checked (precision_every), and the worst relative error.",
+    }
+    return "".join(notes[k] for k in extra)
+
+
 def _is_plain_baseline(cfg: dict) -> bool:
-    return cfg["variant"] == "none" and not control_label(cfg)
+    return cfg["variant"] == "none" and not control_label(cfg) and not _equivalent_args(cfg)
+
+
+def _equivalent_args(cfg: dict) -> dict:
+    """The method arguments whose value defines the same loss as another value, computed
+    differently (registry ``Arg.same_as``: the exact BCE and the naive one), mapped to it."""
+    try:
+        spec = registry.method(cfg["task"], cfg["method"]).args
+    except ValueError:
+        return {}
+    return {k: spec[k].same_as[v] for k, v in cfg["method_args"].items() if k in spec and v in spec[k].same_as}
+
+
+#: Configuration fields a report row (a group of runs) leaves out: the seed (the row is over
+#: seeds) and the precision check, which only observes training (checked and unchecked runs of
+#: one configuration pool as seeds).
+_ROW_OMITS = ("seed", "precision_every")
 
 
 def _baseline_key(cfg: dict) -> str:
@@ -202,9 +259,14 @@ def _baseline_key(cfg: dict) -> str:
     float64-loss baseline is compared with the plain one — except that a Newton loss computed in
     another dtype is compared with the baseline computed in that dtype (the same loss)."""
     same_loss = {} if cfg["variant"] == "none" else {"loss_dtype": cfg.get("loss_dtype", "")}
-    base = RunConfig.from_dict({**cfg, **LATER_DEFAULTS, **same_loss, "seed": 0, "variant": "none"})
+    # A baseline computed another way (the exact BCE) is compared with the naive one, as a control.
+    computed_otherwise = cfg["variant"] == "none" and not control_label(cfg)
+    args = {**cfg["method_args"], **_equivalent_args(cfg)} if computed_otherwise else cfg["method_args"]
+    base = RunConfig.from_dict({**cfg, **LATER_DEFAULTS, **same_loss, "method_args": args,
+                                "seed": 0, "variant": "none"})
     base = base.validate().to_dict()
-    base.pop("seed")
+    for key in _ROW_OMITS:
+        base.pop(key)
     return json.dumps(base, sort_keys=True)
 
 
@@ -261,6 +323,8 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
     rows, lines = [], []
     for task in sorted({g.task for g in groups}):
         spec = registry.task(task)
+        task_groups = [g for g in groups if g.task == task]
+        extra = _extra_columns(task_groups)
         metrics = spec.metrics
         primary, second = metrics[0], metrics[1]
         columns = "".join(f"{c} | " for c in spec.columns)
@@ -276,11 +340,12 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                   f"{spec.column_note}ms/step: the runs' "
                   f"mean wall time per training step (in parentheses, the Newton loss's part of it), "
                   f"including whatever else loaded the machine then (e.g. parallel sweep workers) — "
-                  f"a rough cost, not a benchmark (docs/PERFORMANCE.md has those).", "",
+                  f"a rough cost, not a benchmark (docs/PERFORMANCE.md has those)." + _extra_notes(extra),
+                  "",
                   f"| method | {columns}variant | seeds | {primary} % ({second} %) "
-                  f"| Δ vs baseline | p | p Holm | last % | ms/step (Newton) |",
-                  f"|---|{'---|' * len(spec.columns)}---|---|---|---|---|---|---|---|"]
-        task_groups = [g for g in groups if g.task == task]
+                  f"| Δ vs baseline | p | p Holm | last % | ms/step (Newton) |"
+                  + "".join(f" {name} |" for name in extra),
+                  f"|---|{'---|' * len(spec.columns)}---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
         bases = [None if _is_plain_baseline(g.config) else by_key.get(_baseline_key(g.config))
                  for g in task_groups]
         tests = [welch(g.values(primary), base.values(primary)) if base is not None
@@ -304,7 +369,8 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                 f"| {'' if math.isnan(p) else f'{p:.3g}{sig}'} "
                 f"| {'' if math.isnan(p_holm) else f'{p_holm:.3g}' + ('†' if p_holm < alpha else '')} "
                 f"| {_fmt(last, primary)} "
-                f"| {step_ms:.1f} ({newton_ms:.1f}) |")
+                f"| {step_ms:.1f} ({newton_ms:.1f}) |"
+                + "".join(f" {cell_of(g)} |" for cell_of in extra.values()))
             rows.append({
                 "task": task, "method": g.config["method"], "method_args": g.config["method_args"],
                 "n": g.config.get("n"), "variant": g.config["variant"], "lam": g.config["lam"],

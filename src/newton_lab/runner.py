@@ -23,12 +23,14 @@ step split into network time (data, forward, backward, optimizer) and Newton-ste
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import json
 import math
 import os
 import random
+import statistics
 import sys
 import time
 import warnings
@@ -38,7 +40,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from newton_losses import NewtonLoss
+from newton_losses import NewtonLoss, check_precision
 
 from newton_lab import registry
 from newton_lab.config import RunConfig
@@ -254,13 +256,15 @@ class _Trainer:
         self.best: Optional[dict] = None
         self.offset = 0
         self.elapsed = 0.0
-        self.totals = {"step_s": 0.0, "newton_s": 0.0, "steps": 0}
+        self.totals = {"step_s": 0.0, "newton_s": 0.0, "steps": 0, "spikes": 0}
+        self.spikes = SpikeCounter()
         self.tb = _tensorboard(run_dir) if tensorboard and ctx.is_main else None
         self._reset_interval()
 
     def _reset_interval(self):
         self.acc = {"loss": 0.0, "steps": 0, "step_s": 0.0, "newton_s": 0.0, "indefinite": 0, "fallback": 0,
-                    "grad_norm_sum": 0.0, "grad_norm_max": 0.0}
+                    "grad_norm_sum": 0.0, "grad_norm_max": 0.0, "spikes": 0,
+                    "precision_checks": 0, "precision_sick": 0, "precision_worst": 0.0}
 
     # --------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -302,6 +306,8 @@ class _Trainer:
         x, target = x.to(self.device), target.to(self.device)
         y, target = loss_inputs(cfg, self.task.outputs(self.net, x), target)
         finite = bool(torch.isfinite(y).all())
+        if cfg.precision_every and self.step % cfg.precision_every == 0 and finite:
+            self._check_precision(y, target)
         if ctx.active:
             # Agree before the Newton loss: its Fisher / batch-Hessian all-reduce must be entered
             # by every rank or by none.
@@ -340,12 +346,31 @@ class _Trainer:
         self.acc["loss"] += float(stats[0]) / ctx.world
         self.acc["grad_norm_sum"] += grad_norm
         self.acc["grad_norm_max"] = max(self.acc["grad_norm_max"], grad_norm)
+        spike = self.spikes.add(grad_norm)
+        self.acc["spikes"] += spike
+        if "spikes" in self.totals:  # not for a run resumed from a checkpoint older than the count
+            self.totals["spikes"] += spike
         self.acc["steps"] += 1
         self.acc["step_s"] += dt
         self.acc["newton_s"] += newton_s
         self.totals["step_s"] += dt
         self.totals["newton_s"] += newton_s
         self.totals["steps"] += 1
+
+    def _check_precision(self, y: torch.Tensor, target) -> None:
+        """The batch's per-sample loss gradients in the loss's dtype against float64 (each process
+        checks its own slice; the main process's figures are recorded)."""
+        # A stochastic loss draws from the task's noise generator: the check must not move it.
+        saved = self.task.state_dict() if hasattr(self.task, "state_dict") else None
+        rng = torch.get_rng_state()
+        report = check_precision(self.task.loss_fn, y.detach(), target)
+        torch.set_rng_state(rng)
+        if saved is not None:
+            self.task.load_state_dict(saved)
+        for acc in (self.acc, self.totals):
+            acc["precision_checks"] = acc.get("precision_checks", 0) + 1
+            acc["precision_sick"] = acc.get("precision_sick", 0) + int(report.sick.numel())
+            acc["precision_worst"] = max(acc.get("precision_worst", 0.0), report.worst)
 
     def _evaluate(self) -> dict:
         t0 = time.perf_counter()
@@ -367,7 +392,12 @@ class _Trainer:
                 "newton": {"indefinite": a["indefinite"], "fallback": a["fallback"]},
                 # the parameters' gradient norm over the interval, before any clipping
                 "grad_norm": {"mean": a["grad_norm_sum"] / k, "max": a["grad_norm_max"]},
+                # steps whose gradient norm exceeded SPIKE × the typical norm (SpikeCounter)
+                "spikes": a["spikes"],
             }
+            if a["precision_checks"]:
+                record["precision"] = {"checks": a["precision_checks"], "sick": a["precision_sick"],
+                                       "worst": a["precision_worst"]}
             if self.best is None or val[p] > self.best["val"][p]:
                 self.best = {"step": self.step, "val": val, "test": test}
             record["time"] = {
@@ -412,6 +442,7 @@ class _Trainer:
             "metrics_offset": self.offset,
             "elapsed_s": self.elapsed_now(),
             "totals": dict(self.totals),
+            "spikes": self.spikes.state_dict(),
         }
 
     def elapsed_now(self) -> float:
@@ -445,6 +476,7 @@ class _Trainer:
         self.step, self.best = state["step"], state["best"]
         self.offset, self.elapsed = state["metrics_offset"], state["elapsed_s"]
         self.totals = dict(state["totals"])
+        self.spikes.load_state_dict(state.get("spikes"))  # None: a checkpoint from before spikes were counted
         if self.ctx.is_main:
             # Lines written after the checkpoint (and any torn line) are recomputed identically.
             metrics = self.dir / "metrics.jsonl"
@@ -497,12 +529,41 @@ class _Trainer:
                 "network_s": (t["step_s"] - t["newton_s"]) / k,
             },
         }
+        if "spikes" in t:  # runs resumed from checkpoints older than the spike count have none
+            result["spikes"] = t["spikes"]
+        if t.get("precision_checks"):
+            result["precision"] = {k_: t[k_] for k_ in ("precision_checks", "precision_sick", "precision_worst")}
         if self.ctx.is_main:
             atomic_write_text(self.dir / "result.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
         if self.tb is not None:
             self.tb.close()
         self.ctx.barrier()
         return self.ctx.broadcast_object(result)
+
+
+class SpikeCounter:
+    """Counts gradient spikes online with the study's rule (scripts/grad_norms.py): a step whose
+    parameter-gradient norm exceeds ``SPIKE`` × the typical norm, here the median of the last
+    ``WINDOW`` non-spike steps (known after ``WARMUP`` of them). Its window is checkpointed, so a
+    resumed run counts what an uninterrupted one does."""
+
+    SPIKE, WINDOW, WARMUP = 100.0, 1000, 100
+
+    def __init__(self) -> None:
+        self.window: collections.deque = collections.deque(maxlen=self.WINDOW)
+
+    def add(self, norm: float) -> int:
+        """1 if ``norm`` is a spike (it is then left out of the window), else 0."""
+        if len(self.window) >= self.WARMUP and norm > self.SPIKE * statistics.median(self.window):
+            return 1
+        self.window.append(norm)
+        return 0
+
+    def state_dict(self) -> list:
+        return list(self.window)
+
+    def load_state_dict(self, state: Optional[list]) -> None:
+        self.window = collections.deque(state or (), maxlen=self.WINDOW)
 
 
 def _grad_norm(parameters) -> float:

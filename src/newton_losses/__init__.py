@@ -26,7 +26,16 @@ from .curvature import (
     register_curvature,
 )
 from .newton import CURVATURES, NewtonDiagnostics, NewtonLoss, NonFiniteLossError
-from .sorting import DiffSortNet, NeuralSort, RankingLoss, SoftSort, permutation_matrix, ranking_bce
+from .precision import PrecisionReport, check_precision
+from .sorting import (
+    DiffSortNet,
+    NeuralSort,
+    RankingLoss,
+    SoftSort,
+    permutation_matrix,
+    ranking_bce,
+    ranking_bce_exact,
+)
 
 __version__ = "0.1.0"
 
@@ -42,11 +51,14 @@ __all__ = [
     "CurvatureContext",
     "register_curvature",
     "available_curvatures",
+    "check_precision",
+    "PrecisionReport",
     "NeuralSort",
     "SoftSort",
     "DiffSortNet",
     "RankingLoss",
     "permutation_matrix",
     "ranking_bce",
+    "ranking_bce_exact",
     "__version__",
 ]

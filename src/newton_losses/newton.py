@@ -34,6 +34,7 @@ from .curvature.second_order import (
     hvp_mismatch,
 )
 from .linalg import DAMPINGS, PROJECTIONS, SolveInfo, conjugate_gradient, damped_solve, low_rank_damped_solve
+from .precision import PrecisionReport, check_precision
 
 __all__ = ["NewtonLoss", "NewtonDiagnostics", "NonFiniteLossError", "CURVATURES", "choose_solver"]
 
@@ -78,6 +79,8 @@ class NewtonDiagnostics:
             Jacobian of the inner part).
         time_curvature_s, time_solve_s: wall time of building C (after the gradient) and of
             the solve. Their sum is the Newton step's own cost.
+        precision: the :class:`~newton_losses.precision.PrecisionReport` of this call's batch
+            when ``precision_every`` asked for one, else None.
     """
 
     curvature: str
@@ -98,15 +101,21 @@ class NewtonDiagnostics:
     time_gradient_s: float = 0.0
     time_curvature_s: float = 0.0
     time_solve_s: float = 0.0
+    precision: Optional[PrecisionReport] = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        p = self.precision
+        d["precision"] = None if p is None else {"worst": p.worst, "sick": int(p.sick.numel())}
+        return d
 
 
 @dataclass
 class _Totals:
     calls: int = 0
     skipped: int = 0
+    precision_checks: int = 0
+    precision_sick: int = 0
     indefinite_matrices: int = 0
     fallback_matrices: int = 0
     matrices: int = 0
@@ -228,6 +237,11 @@ class NewtonLoss(nn.Module):
             ``"first"`` / ``"always"`` run both unconditionally on the first / every call;
             ``"never"`` skips both. (Finite differences cannot be trusted on very stiff
             losses — e.g. log of probabilities near 1e-20 — hence not by default.)
+        precision_every: every k-th call (the first included) also evaluates the batch's
+            per-sample gradients in float64 (:func:`~newton_losses.check_precision`: two more
+            passes of the loss) and records the report in ``last_diagnostics.precision`` and
+            ``totals``; the first sick batch gives a ``RuntimeWarning`` with advice. 0 (default):
+            never.
 
     Attributes:
         last_diagnostics: :class:`NewtonDiagnostics` of the last call with gradients.
@@ -261,6 +275,7 @@ class NewtonLoss(nn.Module):
         distributed: Optional[bool] = None,
         on_nonfinite: str = "raise",
         check_hessian: str = "auto",
+        precision_every: int = 0,
     ) -> None:
         super().__init__()
         if not callable(loss_fn):
@@ -285,6 +300,10 @@ class NewtonLoss(nn.Module):
         self.distributed = distributed
         self.on_nonfinite = on_nonfinite
         self.check_hessian = check_hessian
+        if isinstance(precision_every, bool) or not isinstance(precision_every, int) or precision_every < 0:
+            raise ValueError(f"precision_every must be an integer >= 0 (0: never); got {precision_every!r}")
+        self.precision_every = precision_every
+        self._warned_precision = False
         self._chunk_cache: dict = {}
         self.last_diagnostics: Optional[NewtonDiagnostics] = None
         self.totals = _Totals()
@@ -342,6 +361,8 @@ class NewtonLoss(nn.Module):
         """(loss value, Newton direction (N, m)) — or a zero direction for a skipped batch."""
         N, m = y.shape[0], y[0].numel()
         diag = NewtonDiagnostics(curvature=self._name, method="", n_samples=N, m=m, lam=self.lam)
+        if self.precision_every and self.totals.calls % self.precision_every == 0:
+            diag.precision = self._check_precision(y, args, kwargs)
         t0 = time.perf_counter()
         flat = y.detach().reshape(N, m).requires_grad_(True)
         solver = choose_solver(self._provider, self.solver, self.hessian_method, self.damping, m)
@@ -469,6 +490,16 @@ class NewtonLoss(nn.Module):
         self.totals.indefinite_matrices += info.n_indefinite
         self.totals.fallback_matrices += info.n_fallback
         self.totals.matrices += info.n_matrices
+
+    def _check_precision(self, y: Tensor, args: tuple, kwargs: dict) -> PrecisionReport:
+        report = check_precision(self.loss_fn, y.detach(), *args, **kwargs)
+        self.totals.precision_checks += 1
+        self.totals.precision_sick += int(report.sick.numel())
+        if not report.ok and not self._warned_precision:
+            self._warned_precision = True
+            warnings.warn(f"NewtonLoss (precision check, call {self.totals.calls}): {report.advice()}",
+                          RuntimeWarning, stacklevel=4)
+        return report
 
     # ------------------------------------------------------------------------------------------
     def _check_second_order(self, total, flat, composite: Optional[CompositeGradient], shape, args, kwargs) -> None:

@@ -141,7 +141,7 @@ def random_batch(cfg, N: int, generator: torch.Generator) -> tuple[Tensor, Tenso
 # ``loss``, the ranking loss on the relaxed permutation matrix (newton_losses.sorting.RankingLoss).
 # Runs before the exact BCE became the default used "bce" (the same loss, computed naively); their
 # labels and ids leave it out, and name every other loss.
-_LOSS = registry.Arg(str, "bce_exact", choices=tuple(RANKING_LOSSES), legacy="bce",
+_LOSS = registry.Arg(str, "bce_exact", choices=tuple(RANKING_LOSSES), legacy="bce", same_as={"bce_exact": "bce"},
                      help="ranking loss on P: " + ", ".join(RANKING_LOSSES))
 _SIGMOID = registry.Arg(str, "logistic", choices=("logistic", "logistic_phi", "cauchy"),
                         help="the sorting network's soft swap")
