@@ -24,19 +24,26 @@ import torch
 from newton_losses import NewtonLoss
 from newton_losses.sorting import DiffSortNet, NeuralSort, RankingLoss, SoftSort, permutation_matrix
 
+# Each relaxation as a function of n and of `precise`: the naive rows use the sorting networks'
+# lerp soft swaps (precise=False), as the study and diffsort did; the exact BCE the precise ones.
 RELAXATIONS = {
-    "NeuralSort τ=1": lambda n: NeuralSort(1.0),
-    "SoftSort τ=1": lambda n: SoftSort(1.0),
-    "odd-even logistic β=10": lambda n: DiffSortNet("odd_even", n, 10.0, "logistic"),
-    "odd-even logistic_phi β=10": lambda n: DiffSortNet("odd_even", n, 10.0, "logistic_phi"),
-    "odd-even Cauchy β=10": lambda n: DiffSortNet("odd_even", n, 10.0, "cauchy"),
-    "bitonic logistic β=10": lambda n: DiffSortNet("bitonic", n, 10.0, "logistic"),
+    "NeuralSort τ=1": lambda n, precise: NeuralSort(1.0),
+    "SoftSort τ=1": lambda n, precise: SoftSort(1.0),
+    "odd-even logistic β=10": lambda n, precise: DiffSortNet("odd_even", n, 10.0, "logistic", precise=precise),
+    "odd-even logistic_phi β=10": lambda n, precise: DiffSortNet("odd_even", n, 10.0, "logistic_phi", precise=precise),
+    "odd-even Cauchy β=10": lambda n, precise: DiffSortNet("odd_even", n, 10.0, "cauchy", precise=precise),
+    "bitonic logistic β=10": lambda n, precise: DiffSortNet("bitonic", n, 10.0, "logistic", precise=precise),
 }
-LOSSES = {
-    "naive float32": dict(loss="bce"),
-    "exact float32": dict(loss="bce_exact"),
-    "naive float64": dict(loss="bce", dtype=torch.float64),
+LOSSES = {  # label -> (RankingLoss arguments, precise soft swaps)
+    "naive float32": (dict(loss="bce"), False),
+    "exact float32": (dict(loss="bce_exact"), True),
+    "naive float64": (dict(loss="bce", dtype=torch.float64), False),
 }
+
+
+def _loss(make, n: int, label: str) -> RankingLoss:
+    kwargs, precise = LOSSES[label]
+    return RankingLoss(make(n, precise), **kwargs)
 
 
 def wrong_sets(relaxation, n: int, log_scale: tuple, count: int, seed: int = 1):
@@ -58,7 +65,7 @@ def precision_table(n: int, count: int) -> str:
     lines = [f"| relaxation (n = {n}) | sets | loss | gradient error: median | 99% | max | value error: max |",
              "|---|---|---|---|---|---|---|"]
     for name, make in RELAXATIONS.items():
-        relaxation = make(n)
+        relaxation = make(n, True)
         log_scale = (14.0, 18.0) if "Cauchy" in name else (0.0, 8.0)
         y64, T = wrong_sets(relaxation, n, log_scale, count)
         ref_y = y64.clone().requires_grad_(True)
@@ -66,7 +73,7 @@ def precision_table(n: int, count: int) -> str:
         (g_ref,) = torch.autograd.grad(ref.sum(), ref_y)
         for label in ("naive float32", "exact float32"):
             y32 = y64.float().requires_grad_(True)
-            out = RankingLoss(relaxation, **LOSSES[label])(y32, T.float())
+            out = _loss(make, n, label)(y32, T.float())
             (g,) = torch.autograd.grad(out.sum(), y32)
             ge = ((g.double() - g_ref).norm(dim=-1) / g_ref.norm(dim=-1))
             ve = ((out.detach().double() - ref.detach()).abs() / ref.detach().abs())
@@ -94,13 +101,12 @@ def cost_table(sizes: tuple, batch: int, repeats: int) -> str:
              "|---|---|---|" + "---|" * (len(cols) - 1) + "---|---|"]
     for name, make in RELAXATIONS.items():
         for n in sizes:
-            relaxation = make(n)
             g = torch.Generator().manual_seed(0)
             y0 = torch.randn(batch, n, generator=g)
             T = permutation_matrix(torch.randn(batch, n, generator=g))
             fns = {}
-            for label, kw in LOSSES.items():
-                loss = RankingLoss(relaxation, **kw)
+            for label in LOSSES:
+                loss = _loss(make, n, label)
 
                 def step(loss=loss) -> None:
                     y = y0.clone().requires_grad_(True)
@@ -108,8 +114,7 @@ def cost_table(sizes: tuple, batch: int, repeats: int) -> str:
 
                 fns[label] = step
             for label in ("naive float32", "exact float32"):
-                newton = NewtonLoss(RankingLoss(relaxation, **LOSSES[label]), curvature="hessian", lam=0.1,
-                                    check_hessian="never")
+                newton = NewtonLoss(_loss(make, n, label), curvature="hessian", lam=0.1, check_hessian="never")
 
                 def hess(newton=newton) -> None:
                     newton.target(y0, T)

@@ -455,3 +455,14 @@ def test_the_exact_bce_baseline_is_a_control_of_the_naive_one(tmp_path):
     assert math.isnan(rows[("bce", "none")]["delta_vs_baseline"])  # the plain baseline
     assert rows[("bce_exact", "none")]["delta_vs_baseline"] == pytest.approx(10.0)
     assert rows[("bce_exact", "fisher")]["delta_vs_baseline"] == pytest.approx(2.0)
+
+
+def test_a_table_mixing_the_naive_and_the_exact_bce_says_which_rows_are_naive(tmp_path):
+    runs = tmp_path / "runs"
+    for loss in ("bce", "bce_exact"):
+        for seed in (0, 1):
+            cfg = protocol_config("ranking", "quick", method_args={"loss": loss}, seed=seed)
+            _write_run_cfg(runs, cfg, 0.6 + 0.01 * seed)
+    report = build_report([runs], plots=False)
+    assert "Rows without loss= in their method have loss=bce." in report.markdown
+    assert "spikes" not in report.markdown and "spikes" not in report.groups[0]  # old-style runs

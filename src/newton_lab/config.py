@@ -184,6 +184,11 @@ class RunConfig:
             )
         self.clip_grad_norm = _number("clip_grad_norm", self.clip_grad_norm, minimum=0.0)
         _int("precision_every", self.precision_every, 0)
+        if self.precision_every and method.stochastic:
+            raise ValueError(
+                f"precision_every={self.precision_every}: the stochastic method {self.method!r} draws "
+                "random samples, so its float32 and float64 evaluations cannot be compared; use 0"
+            )
         return self
 
     def synthetic_splits(self) -> tuple[int, int, int]:

@@ -94,12 +94,16 @@ class Arg:
     positive: bool = False
     minimum: Optional[float] = None
     legacy: Any = _NO_LEGACY
-    same_as: Mapping[Any, Any] = field(default_factory=dict)
+    same_as: Mapping[Any, Any] = field(default_factory=dict, hash=False)
     help: str = ""
 
     def named_in_id(self, value: Any) -> bool:
         """Whether a run id names this argument's ``value`` (see ``legacy``)."""
         return self.legacy is not _NO_LEGACY and value != self.legacy
+
+    def shown(self, value: Any) -> bool:
+        """Whether a report label shows this argument's ``value`` (all but the legacy one)."""
+        return self.legacy is _NO_LEGACY or value != self.legacy
 
     def coerce(self, name: str, value: Any) -> Any:
         """The value as this argument's type, or a ``ValueError`` naming ``name``."""
@@ -184,8 +188,7 @@ class Method:
 
     def label(self, args: Mapping[str, Any]) -> str:
         """``name(k=v,...)`` as the reports write it: every argument but hidden defaults."""
-        shown = {k: v for k, v in args.items()
-                 if not (k in self.args and self.args[k].legacy is not _NO_LEGACY and v == self.args[k].legacy)}
+        shown = {k: v for k, v in args.items() if k not in self.args or self.args[k].shown(v)}
         return f"{self.name}({','.join(f'{k}={_fmt(v)}' for k, v in shown.items())})"
 
 

@@ -221,6 +221,24 @@ def _extra_columns(groups: list) -> dict:
     return extra
 
 
+def _legacy_note(groups: list) -> str:
+    """A note for a table whose rows mix an argument's legacy value (left out of labels) with
+    others (named), e.g. the naive and the exact ranking BCE."""
+    notes = []
+    for g in groups:
+        try:
+            spec = registry.method(g.config["task"], g.config["method"]).args
+        except ValueError:
+            continue
+        for k, a in spec.items():
+            values = {h.config["method_args"].get(k) for h in groups if h.config["method"] == g.config["method"]}
+            note = f" Rows without {k}= in their method have {k}={a.legacy}."
+            # Only where an unlabelled row could be read as the (labelled) default.
+            if a.named_in_id(a.default) and {a.legacy, a.default} <= values and note not in notes:
+                notes.append(note)
+    return "".join(notes)
+
+
 def _extra_notes(extra: dict) -> str:
     notes = {
         "spikes (runs)": " spikes: training steps whose parameter-gradient norm exceeded 100× the "
@@ -340,7 +358,8 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                   f"{spec.column_note}ms/step: the runs' "
                   f"mean wall time per training step (in parentheses, the Newton loss's part of it), "
                   f"including whatever else loaded the machine then (e.g. parallel sweep workers) — "
-                  f"a rough cost, not a benchmark (docs/PERFORMANCE.md has those)." + _extra_notes(extra),
+                  f"a rough cost, not a benchmark (docs/PERFORMANCE.md has those)." + _extra_notes(extra)
+                  + _legacy_note(task_groups),
                   "",
                   f"| method | {columns}variant | seeds | {primary} % ({second} %) "
                   f"| Δ vs baseline | p | p Holm | last % | ms/step (Newton) |"
@@ -386,6 +405,10 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                 "significant_holm": bool(not math.isnan(p_holm) and p_holm < alpha), "step_ms": step_ms, "newton_ms": newton_ms,
                 f"last_{primary}_mean": float(last.mean()),
                 "runs": [str(d) for _, d, _ in g.runs], "config": g.config,
+                # newer runs' records, per seed (None where a run has none), when shown
+                **({"spikes": [r.get("spikes") for _, _, r in g.runs]} if "spikes (runs)" in extra else {}),
+                **({"precision": [r.get("precision") for _, _, r in g.runs]}
+                   if "f64 check: sick / checks, worst" in extra else {}),
             })
         machines = _machines(task_groups)
         unrecorded = machines.pop(None, 0)

@@ -360,13 +360,7 @@ class _Trainer:
     def _check_precision(self, y: torch.Tensor, target) -> None:
         """The batch's per-sample loss gradients in the loss's dtype against float64 (each process
         checks its own slice; the main process's figures are recorded)."""
-        # A stochastic loss draws from the task's noise generator: the check must not move it.
-        saved = self.task.state_dict() if hasattr(self.task, "state_dict") else None
-        rng = torch.get_rng_state()
-        report = check_precision(self.task.loss_fn, y.detach(), target)
-        torch.set_rng_state(rng)
-        if saved is not None:
-            self.task.load_state_dict(saved)
+        report = check_precision(self.task.loss_fn, y.detach(), target)  # deterministic losses only
         for acc in (self.acc, self.totals):
             acc["precision_checks"] = acc.get("precision_checks", 0) + 1
             acc["precision_sick"] = acc.get("precision_sick", 0) + int(report.sick.numel())
@@ -542,10 +536,13 @@ class _Trainer:
 
 
 class SpikeCounter:
-    """Counts gradient spikes online with the study's rule (scripts/grad_norms.py): a step whose
-    parameter-gradient norm exceeds ``SPIKE`` × the typical norm, here the median of the last
-    ``WINDOW`` non-spike steps (known after ``WARMUP`` of them). Its window is checkpointed, so a
-    resumed run counts what an uninterrupted one does."""
+    """Counts gradient spikes online, after the study's rule (scripts/grad_norms.py: a step above
+    ``SPIKE`` × a run's typical norm): a step whose parameter-gradient norm exceeds ``SPIKE`` ×
+    the median of the last ``WINDOW`` non-spike steps (known after ``WARMUP`` of them). Unlike
+    the script's single typical norm per run (read afterwards from interval means), this one
+    moves with the run: after a lasting jump of the gradient level by more than ``SPIKE``× (a
+    collapse) every later step counts. Its window is checkpointed, so a resumed run counts what
+    an uninterrupted one does."""
 
     SPIKE, WINDOW, WARMUP = 100.0, 1000, 100
 

@@ -34,7 +34,7 @@ from .curvature.second_order import (
     hvp_mismatch,
 )
 from .linalg import DAMPINGS, PROJECTIONS, SolveInfo, conjugate_gradient, damped_solve, low_rank_damped_solve
-from .precision import PrecisionReport, check_precision
+from .precision import PrecisionReport, check_precision, to_float64
 
 __all__ = ["NewtonLoss", "NewtonDiagnostics", "NonFiniteLossError", "CURVATURES", "choose_solver"]
 
@@ -300,8 +300,13 @@ class NewtonLoss(nn.Module):
         self.distributed = distributed
         self.on_nonfinite = on_nonfinite
         self.check_hessian = check_hessian
-        if isinstance(precision_every, bool) or not isinstance(precision_every, int) or precision_every < 0:
-            raise ValueError(f"precision_every must be an integer >= 0 (0: never); got {precision_every!r}")
+        if isinstance(precision_every, bool) or not isinstance(precision_every, int):
+            raise TypeError(f"precision_every must be an int (0: never); got {precision_every!r}")
+        if precision_every < 0:
+            raise ValueError(f"precision_every must be >= 0 (0: never); got {precision_every!r}")
+        if precision_every and getattr(loss_fn, "stochastic", False):
+            raise ValueError(f"precision_every: {type(loss_fn).__name__} draws random samples, so its "
+                             "float32 and float64 evaluations cannot be compared; use precision_every=0")
         self.precision_every = precision_every
         self._warned_precision = False
         self._chunk_cache: dict = {}
@@ -361,8 +366,6 @@ class NewtonLoss(nn.Module):
         """(loss value, Newton direction (N, m)) — or a zero direction for a skipped batch."""
         N, m = y.shape[0], y[0].numel()
         diag = NewtonDiagnostics(curvature=self._name, method="", n_samples=N, m=m, lam=self.lam)
-        if self.precision_every and self.totals.calls % self.precision_every == 0:
-            diag.precision = self._check_precision(y, args, kwargs)
         t0 = time.perf_counter()
         flat = y.detach().reshape(N, m).requires_grad_(True)
         solver = choose_solver(self._provider, self.solver, self.hessian_method, self.damping, m)
@@ -372,6 +375,8 @@ class NewtonLoss(nn.Module):
         diag.time_gradient_s = t_grad - t0
         if not self._finite(value, g, "loss value or gradient"):
             return self._skip(value, flat, diag)
+        if self.precision_every and self.totals.calls % self.precision_every == 0:
+            diag.precision = self._check_precision(y, args, kwargs)
         if needs_graph:
             self._check_second_order(total, flat, composite, y.shape, args, kwargs)
         ctx = CurvatureContext(
@@ -543,7 +548,7 @@ class NewtonLoss(nn.Module):
         its own dtype.
         """
         if flat.dtype != torch.float64:
-            wide = tuple(_to_f64(a) for a in args), {k: _to_f64(v) for k, v in kwargs.items()}
+            wide = tuple(to_float64(a) for a in args), {k: to_float64(v) for k, v in kwargs.items()}
             try:
                 return hvp_mismatch(*self._gradient_map(flat, composite, shape, *wide, torch.float64))
             except (RuntimeError, TypeError):
@@ -565,10 +570,6 @@ class NewtonLoss(nn.Module):
         x = x0.detach().to(dtype or x0.dtype).requires_grad_(True)
         gx = grad_at(x, create_graph=True)
         return x, (torch.zeros_like(x) if gx is None else gx), grad_at
-
-
-def _to_f64(a: Any) -> Any:
-    return a.to(torch.float64) if isinstance(a, Tensor) and a.is_floating_point() else a
 
 
 def _resolve_curvature(curvature: Any, loss_fn: Callable[..., Any]) -> tuple[str, CurvatureProvider]:

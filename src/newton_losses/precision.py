@@ -19,8 +19,8 @@ from .curvature._reduce import reduce_loss
 __all__ = ["PrecisionReport", "check_precision"]
 
 #: A sample's gradient is "sick" when it differs from float64 by more than this, relative to the
-#: float64 gradient's norm. Healthy float32 losses stay below about 1e-2 even on ill-conditioned
-#: sets (nearly tied large scores); rounding failures are off by factors of 10 to 10⁵.
+#: float64 gradient's norm: far above float32's own conditioning, far below what rounding
+#: failures give (docs/SORTING.md, Precision).
 DEFAULT_RTOL = 0.1
 
 
@@ -99,16 +99,33 @@ def check_precision(loss_fn: Callable[..., Tensor], y: Tensor, *args: Any, rtol:
         >>> check_precision(RankingLoss(net), scores, target).ok               # the exact form
         True
     """
-    if not isinstance(y, Tensor) or not y.is_floating_point() or y.ndim < 1:
-        raise TypeError(f"y must be a floating tensor (N, ...); got {y!r:.80}")
+    if not isinstance(y, Tensor):
+        raise TypeError(f"y must be a torch.Tensor; got {type(y).__name__}")
+    if not y.is_floating_point():
+        raise TypeError(f"y must be a floating-point tensor; got dtype {y.dtype}")
+    if y.ndim < 1 or y.shape[0] < 1:
+        raise ValueError(f"y must have a batch dimension, (N, ...) with N >= 1; got shape {tuple(y.shape)}")
     if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol > 0:
         raise ValueError(f"rtol must be a positive number; got {rtol!r}")
+    if getattr(loss_fn, "stochastic", False):
+        raise ValueError(
+            f"{type(loss_fn).__name__} draws random samples on every call: its two evaluations "
+            "would differ by their samples, not by rounding, so they cannot be compared"
+        )
     g = _per_sample_gradient(loss_fn, y, args, kwargs)
-    wide = tuple(_to_f64(a) for a in args), {k: _to_f64(v) for k, v in kwargs.items()}
-    g64 = _per_sample_gradient(loss_fn, y.to(torch.float64), *wide)
-    diff = (g.to(torch.float64) - g64).flatten(1).norm(dim=1)
-    ref = g64.flatten(1).norm(dim=1)
-    norm = g.to(torch.float64).flatten(1).norm(dim=1)
+    wide = tuple(to_float64(a) for a in args), {k: to_float64(v) for k, v in kwargs.items()}
+    try:
+        g64 = _per_sample_gradient(loss_fn, y.to(torch.float64), *wide)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"the loss could not be evaluated in float64 for the comparison ({type(exc).__name__}: "
+            f"{exc}); a loss with parameters or buffers of its own (e.g. an nn.Linear) needs them "
+            "in float64 too: check a float64 copy of it"
+        ) from exc
+    N = y.shape[0]
+    diff = (g.to(torch.float64) - g64).reshape(N, -1).norm(dim=1)
+    ref = g64.reshape(N, -1).norm(dim=1)
+    norm = g.to(torch.float64).reshape(N, -1).norm(dim=1)
     error = torch.where(ref > 0, diff / ref.clamp_min(torch.finfo(torch.float64).tiny),
                         torch.where(diff > 0, torch.inf, 0.0))
     ratio = torch.where(ref > 0, norm / ref.clamp_min(torch.finfo(torch.float64).tiny),
@@ -121,9 +138,12 @@ def _per_sample_gradient(loss_fn, y: Tensor, args: tuple, kwargs: dict) -> Tenso
     leaf = y.detach().requires_grad_(True)
     with torch.enable_grad():
         _, total = reduce_loss(loss_fn(leaf, *args, **kwargs), leaf.shape[0])
+        if not total.requires_grad:  # the loss does not depend on y (differentiably)
+            return torch.zeros_like(leaf)
         (g,) = torch.autograd.grad(total, leaf, allow_unused=True)
     return torch.zeros_like(leaf) if g is None else g
 
 
-def _to_f64(a: Any) -> Any:
+def to_float64(a: Any) -> Any:
+    """A floating tensor argument as float64 (detached); anything else unchanged."""
     return a.detach().to(torch.float64) if isinstance(a, Tensor) and a.is_floating_point() else a

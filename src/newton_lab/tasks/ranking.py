@@ -149,7 +149,10 @@ _POSITIVE = dict(positive=True)
 
 
 def _network(kind: str):
-    return lambda a, ctx: DiffSortNet(kind, ctx.n, steepness=a["steepness"], sigmoid=a["sigmoid"])
+    # The exact BCE gets the precise soft swaps it needs; the other losses keep the lerp
+    # arithmetic the study's runs were trained with, so that their configurations reproduce them.
+    return lambda a, ctx: DiffSortNet(kind, ctx.n, steepness=a["steepness"], sigmoid=a["sigmoid"],
+                                      precise=a.get("loss", _LOSS.default) == "bce_exact")
 
 
 registry.register_task(registry.Task(

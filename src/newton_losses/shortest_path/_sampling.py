@@ -150,6 +150,10 @@ class PerturbedBase(torch.nn.Module):
         self.generator = check_generator(generator)
         self.last_samples: Optional[PerturbationSamples] = None
 
+    #: The loss draws random samples on every call (so two evaluations differ; see
+    #: :func:`newton_losses.check_precision`, which refuses such losses).
+    stochastic: bool = True
+
     #: Whether ``forward(y, target)`` takes one target (stored positionally as ``args = (target,)``
     #: so that ``target=`` by keyword and by position give the same samples).
     _has_target: bool = False

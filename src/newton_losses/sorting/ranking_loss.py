@@ -18,9 +18,6 @@ DEFAULT_EPS = 1e-12
 DEFAULT_CLAMP_EPS = 1e-6
 #: The ranking losses :class:`RankingLoss` can use, by name (the first is its default).
 RANKING_LOSSES = ("bce_exact", "bce", "bce_clamp", "ce")
-# Rows (or columns) whose sums are within this of 1 count as stochastic for ranking_bce_exact:
-# far above float32 rounding (n ulps), far below what a relaxation that is not stochastic leaks.
-_STOCHASTIC_TOL = 1e-4
 
 
 def permutation_matrix(values: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -96,16 +93,23 @@ def ranking_bce(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_EPS)
         (...,) per-sample losses (shape (N,) for a batch of N matrices).
     """
     eps = check_positive("eps", eps)
-    _check_matrices(P, P_true)
+    _check_matrices(P, P_true, eps)
     return _ranking_bce(P, P_true.to(P.dtype), eps)
 
 
-def _check_matrices(P: object, P_true: object) -> None:
+def _check_matrices(P: object, P_true: object, eps: float) -> None:
     for name, value in (("P", P), ("P_true", P_true)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if not P.is_floating_point():
         raise TypeError(f"P must be a floating-point tensor, got dtype {P.dtype}")
+    tiny = torch.finfo(P.dtype).tiny
+    if eps < tiny:  # float16: ε = 1e-12 rounds to 0, and log(0) makes every loss NaN or infinite
+        raise ValueError(
+            f"eps={eps:g} is below the smallest normal {P.dtype} number ({tiny:.3g}), so the loss "
+            "cannot be computed in this dtype; compute it in float32 or wider, e.g. "
+            "RankingLoss(..., dtype=torch.float32)"
+        )
     if P.dim() < 2 or P.shape[-1] != P.shape[-2]:
         raise ValueError(f"P must have shape (..., n, n), got {tuple(P.shape)}")
     if P_true.shape != P.shape:
@@ -146,9 +150,11 @@ def ranking_bce_exact(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAUL
     6·10⁻⁸ of 1, and ranking_bce then weighs it by 1/ε; the sum of the row's other entries keeps
     their digits (a sum of non-negative numbers), so value and gradient agree with the float64
     loss. Below ½, 1 − P_ik is exact to rounding, and at most one entry of a stochastic row
-    exceeds ½. That needs P's small entries to carry their relative precision: softmax rows do;
-    :meth:`DiffSortNet.forward_precise` does (``RankingLoss`` uses it), :meth:`DiffSortNet.forward`
-    does not. Convex in P; ℓ(T, T) = 0; twice differentiable (the switch at ½ is between two
+    exceeds ½. That needs P's small entries to carry their relative precision: every relaxation
+    of this package computes them so (softmax rows; the sorting networks' soft swaps as sums of
+    non-negative products, :func:`~newton_losses.sorting.sorting_networks.swap_probabilities`);
+    a relaxation of your own that forms small entries as differences of large ones does not.
+    Convex in P; ℓ(T, T) = 0; twice differentiable (the switch at ½ is between two
     expressions of the same function).
 
     Args:
@@ -157,32 +163,41 @@ def ranking_bce_exact(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAUL
             (column-stochastic P).
 
     Raises:
-        ValueError: besides ranking_bce's checks, P does not sum to 1 along ``dim`` (within 1e-4;
-            not checked under torch.func transforms) — for such P use :func:`ranking_bce`.
+        ValueError: besides ranking_bce's checks, P does not sum to 1 along ``dim`` up to
+            rounding (64 n ulps; not checked under torch.func transforms) — for such P use
+            :func:`ranking_bce`.
     """
     eps = check_positive("eps", eps)
-    _check_matrices(P, P_true)
+    _check_matrices(P, P_true, eps)
     if dim not in (-1, -2):
         raise ValueError(f"dim must be -1 (rows) or -2 (columns); got {dim!r}")
-    check_stochastic(P, dim)
+    _check_stochastic(P, dim)
     return _ranking_bce_exact(P, P_true.to(P.dtype), eps, dim)
 
 
-def stochastic_dim(P: torch.Tensor) -> int | None:
-    """-1 if every row of P sums to 1 (within 1e-4), else -2 if every column does, else None."""
-    P = P.detach()
+def _sums_to_one(P: torch.Tensor, dim: int) -> tuple[bool, torch.Tensor]:
+    """Whether P sums to 1 along ``dim`` up to rounding (64 n ulps of P's dtype: a relaxation
+    that leaks even that much mass makes the complement from the others differ from 1 − P), and
+    the sums."""
+    sums = P.detach().sum(dim)
+    tol = 64 * P.shape[dim] * torch.finfo(P.dtype).eps
+    return bool(((sums - 1.0).abs() <= tol).all()), sums
+
+
+def _stochastic_dim(P: torch.Tensor) -> int | None:
+    """-1 if every row of P sums to 1, else -2 if every column does, else None."""
     for dim in (-1, -2):
-        if bool(((P.sum(dim) - 1.0).abs() <= _STOCHASTIC_TOL).all()):
+        if _sums_to_one(P, dim)[0]:
             return dim
     return None
 
 
-def check_stochastic(P: torch.Tensor, dim: int) -> None:
+def _check_stochastic(P: torch.Tensor, dim: int) -> None:
     """Raise ``ValueError`` unless P sums to 1 along ``dim`` (skipped under torch.func)."""
     if _inside_torch_func(P):
         return
-    sums = P.detach().sum(dim)
-    if not bool(((sums - 1.0).abs() <= _STOCHASTIC_TOL).all()):
+    ok, sums = _sums_to_one(P, dim)
+    if not ok:
         what = "rows" if dim == -1 else "columns"
         raise ValueError(
             f"ranking_bce_exact needs P whose {what} sum to 1 (dim={dim}); got sums in "
@@ -219,7 +234,7 @@ def ranking_bce_clamped(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFA
     eps = check_positive("eps", eps)
     if not eps < 0.5:
         raise ValueError(f"eps must be in (0, 0.5) so that [eps, 1 - eps] is an interval; got {eps!r}")
-    _check_matrices(P, P_true)
+    _check_matrices(P, P_true, eps)
     p = P.clamp(eps, 1.0 - eps)
     target = P_true.to(P.dtype)
     return -(target * torch.log(p) + (1.0 - target) * torch.log1p(-p)).mean(dim=(-2, -1))
@@ -235,7 +250,7 @@ def ranking_ce(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_EPS) 
     Gauss-Newton applies. ℓ(T, T) = 0. Shapes and checks as :func:`ranking_bce`.
     """
     eps = check_positive("eps", eps)
-    _check_matrices(P, P_true)
+    _check_matrices(P, P_true, eps)
     P = P.clamp(0.0, 1.0)
     target = P_true.to(P.dtype)
     n = P.shape[-1]
@@ -248,12 +263,11 @@ class RankingLoss(torch.nn.Module):
     the same loss computed naively: in float32 it fails on confidently wrong entries),
     :func:`ranking_bce_clamped` (``"bce_clamp"``) or :func:`ranking_ce` (``"ce"``).
 
-    With ``"bce_exact"`` the relaxation's ``forward_precise`` is used where it has one
-    (:meth:`DiffSortNet.forward_precise`), so that P's small entries keep their relative
-    precision, which the exact complement needs; NeuralSort's and SoftSort's softmax rows have
-    it already. On the first call the loss finds which dimension of P sums to one (rows for every
-    relaxation here; columns work too); for a relaxation whose P is neither it warns once and
-    computes ``"bce"``.
+    The exact form needs P's small entries to keep their relative precision, as every relaxation
+    of this package computes them (see :func:`ranking_bce_exact`). It also needs to know which
+    dimension of P sums to one (rows for every relaxation here; columns work too): the loss finds
+    it on the first batch where only one of them does, and for a relaxation whose P is neither it
+    warns once and computes ``"bce"``.
 
     Composite form for Gauss-Newton: ``inner`` = the relaxation, scores (N, n) -> P (N, n, n);
     ``outer`` = h, (P, P_true) -> (N,), convex in P. With the core:
@@ -293,18 +307,17 @@ class RankingLoss(torch.nn.Module):
         self.dtype = dtype
         self._outer = {"bce_exact": ranking_bce_exact, "bce": ranking_bce, "bce_clamp": ranking_bce_clamped,
                        "ce": ranking_ce}[loss]
-        precise = getattr(relaxation, "forward_precise", None) if loss == "bce_exact" else None
-        self._relax = precise if callable(precise) else relaxation
-        self._stochastic_dim: int | None = None  # bce_exact: -1, -2, or 0 (not stochastic: "bce")
+        self._stochastic_dim: int | None = -1  # bce_exact: the dimension P summed to one along last
+        self._warned = False
 
     @property
     def inner(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The relaxation, scores (..., n) -> P (..., n, n) (its ``forward_precise`` for
-        ``"bce_exact"``); with a ``dtype``, one that casts the scores to it first."""
-        return self._relax if self.dtype is None else self._cast_inner
+        """The relaxation, scores (..., n) -> P (..., n, n); with a ``dtype``, one that casts the
+        scores to it first."""
+        return self.relaxation if self.dtype is None else self._cast_inner
 
     def _cast_inner(self, scores: torch.Tensor) -> torch.Tensor:
-        return self._relax(scores.to(self.dtype) if isinstance(scores, torch.Tensor) else scores)
+        return self.relaxation(scores.to(self.dtype) if isinstance(scores, torch.Tensor) else scores)
 
     def outer(self, P: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
         """The loss of P against the targets: (..., n, n), (..., n, n) -> (...,)."""
@@ -312,20 +325,29 @@ class RankingLoss(torch.nn.Module):
             P_true = P_true.to(self.dtype)
         if self.loss != "bce_exact":
             return self._outer(P, P_true, eps=self.eps)
-        _check_matrices(P, P_true)
-        dim = self._stochastic_dim
-        if dim is None and not _inside_torch_func(P):  # the first call decides, once
-            found = stochastic_dim(P)
-            if found is None:
-                warnings.warn(
-                    "RankingLoss(loss='bce_exact'): the relaxation's P sums to 1 along neither its "
-                    "rows nor its columns, so an entry's complement cannot be taken from the others; "
-                    "computing loss='bce' instead (imprecise in float32 for entries near 1). Pass "
-                    "loss='bce' to choose it explicitly.", RuntimeWarning, stacklevel=2)
-            dim = self._stochastic_dim = 0 if found is None else found
-        if dim == 0:
+        _check_matrices(P, P_true, self.eps)
+        dim = self._dim_of(P)
+        if dim is None:
             return _ranking_bce(P, P_true.to(P.dtype), self.eps)
-        return _ranking_bce_exact(P, P_true.to(P.dtype), self.eps, -1 if dim is None else dim)
+        return _ranking_bce_exact(P, P_true.to(P.dtype), self.eps, dim)
+
+    def _dim_of(self, P: torch.Tensor) -> int | None:
+        """The dimension along which this batch's P sums to one (rows first), or None (with a
+        warning, once) if neither does. Under torch.func, where values cannot be read, the one
+        found last."""
+        if _inside_torch_func(P):
+            return self._stochastic_dim
+        dim = _stochastic_dim(P)
+        if dim is None and not self._warned:
+            self._warned = True
+            warnings.warn(
+                "RankingLoss(loss='bce_exact'): the relaxation's P sums to 1 along neither its rows "
+                "nor its columns, so an entry's complement cannot be taken from the others; computing "
+                "loss='bce' for such batches (imprecise in float32 for entries near 1). Pass "
+                "loss='bce' to choose it explicitly.", RuntimeWarning, stacklevel=3)
+        self._stochastic_dim = dim
+        return dim
+
 
     def forward(self, scores: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
         if isinstance(scores, torch.Tensor) and isinstance(P_true, torch.Tensor):

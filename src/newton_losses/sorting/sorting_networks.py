@@ -29,8 +29,9 @@ _FUSED_FROM_N = 12
 _ART_EPS = 1e-10
 
 
-def swap_probability(d: torch.Tensor, steepness: float, sigmoid: str, art_lambda: float) -> torch.Tensor:
-    """Probability α = f(d) that a comparator leaves its inputs in place, given d = b − a.
+def swap_probabilities(d: torch.Tensor, steepness: float, sigmoid: str, art_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(α, 1 − α): the probability α = f(d) that a comparator leaves its inputs in place, given
+    d = b − a, and its complement, each to full relative precision.
 
     a is the value on the min side and b the one on the max side, so α → 1 for d ≫ 0, α → 0
     for d ≪ 0 and α = ½ at d = 0:
@@ -38,21 +39,11 @@ def swap_probability(d: torch.Tensor, steepness: float, sigmoid: str, art_lambda
     - "logistic":      f(d) = σ(β d)
     - "logistic_phi":  f(d) = σ(β d / (|d| + 1e-10)^λ)    (ART, the λ-scaled logistic)
     - "cauchy":        f(d) = arctan(β d) / π + ½          (monotonic, heavy-tailed)
-    """
-    if sigmoid == "logistic":
-        return torch.sigmoid(steepness * d)
-    if sigmoid == "logistic_phi":
-        return torch.sigmoid(steepness * d / (d.abs() + _ART_EPS).pow(art_lambda))
-    return torch.atan(steepness * d) / math.pi + 0.5
-
-
-def swap_probabilities(d: torch.Tensor, steepness: float, sigmoid: str, art_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(α, 1 − α) of :func:`swap_probability`, each with full relative precision.
 
     ``1 − α`` is computed as f(−d) (f(d) + f(−d) = 1 for every swap relaxation), never as a
     difference, so a probability within 10⁻⁸ of 0 keeps its digits in float32 where 1 − α would
     round to 0. For the Cauchy swap, arctan(x)/π + ½ itself cancels for x = βd ≪ 0; there
-    α = arctan(−1/x)/π (the same value: arctan(x) + π/2 = arctan(−1/x) for x < 0).
+    α = arctan(1/|x|)/π (the same value: arctan(x) + π/2 = arctan(−1/x) for x < 0).
     """
     if sigmoid != "cauchy":
         x = steepness * d if sigmoid == "logistic" else steepness * d / (d.abs() + _ART_EPS).pow(art_lambda)
@@ -97,7 +88,54 @@ def _swap_rows(T: torch.Tensor, partner: torch.Tensor, dim: int) -> torch.Tensor
 
 
 class _MixRows(torch.autograd.Function):
-    """One layer of soft swaps on the rows of P: out[w] = α_w P[w] + (1 − α_w) P[partner(w)].
+    """One layer of soft swaps on the rows of P: out[w] = α_w P[w] + β_w P[partner(w)], where
+    β = 1 − α is passed separately, with its own precision (:func:`swap_probabilities`).
+
+    The layer matrix M (out = M P) is symmetric because both slots of a comparator get the same
+    α and β (α_lo = f(β(x_hi − x_lo)) = α_hi, and idle slots are their own partner), so the
+    backward Mᵀ g = M g is this same operation: every derivative order is a gather and a
+    weighted sum of non-negative terms.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(P: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+        return alpha.unsqueeze(-1) * P + beta.unsqueeze(-1) * P.index_select(-2, partner)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        P, alpha, beta, partner = inputs
+        ctx.save_for_backward(P, alpha, beta)
+        ctx.save_for_forward(P, alpha, beta)
+        ctx.partner = partner
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        P, alpha, beta = ctx.saved_tensors
+        grad_P = _MixRows.apply(grad, alpha, beta, ctx.partner) if ctx.needs_input_grad[0] else None
+        grad_alpha = (grad * P).sum(-1) if ctx.needs_input_grad[1] else None
+        grad_beta = (grad * _swap_rows(P, ctx.partner, -2)).sum(-1) if ctx.needs_input_grad[2] else None
+        return grad_P, grad_alpha, grad_beta, None
+
+    @staticmethod
+    def jvp(ctx, tangent_P, tangent_alpha, tangent_beta, _):
+        P, alpha, beta = ctx.saved_tensors
+        out = None
+        if tangent_P is not None:
+            out = _MixRows.apply(tangent_P, alpha, beta, ctx.partner)
+        if tangent_alpha is not None:
+            term = tangent_alpha.unsqueeze(-1) * P
+            out = term if out is None else out + term
+        if tangent_beta is not None:
+            term = tangent_beta.unsqueeze(-1) * _swap_rows(P, ctx.partner, -2)
+            out = term if out is None else out + term
+        return out
+
+
+class _LerpRows(torch.autograd.Function):
+    """The layer of :class:`_MixRows` as a lerp, out[w] = P[p(w)] + α_w (P[w] − P[p(w)]): the
+    arithmetic of ``DiffSortNet(precise=False)``, which loses entries near 0 in float32.
 
     The layer matrix M (out = M P) is symmetric because both slots of a comparator get the same α
     (α_lo = f(β(x_hi − x_lo)) = α_hi, and idle slots are their own partner), so the backward
@@ -120,7 +158,7 @@ class _MixRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         P, alpha = ctx.saved_tensors
-        grad_P = _MixRows.apply(grad, alpha, ctx.partner) if ctx.needs_input_grad[0] else None
+        grad_P = _LerpRows.apply(grad, alpha, ctx.partner) if ctx.needs_input_grad[0] else None
         grad_alpha = None
         if ctx.needs_input_grad[1]:
             grad_alpha = (grad * (P - _swap_rows(P, ctx.partner, -2))).sum(-1)
@@ -131,7 +169,7 @@ class _MixRows(torch.autograd.Function):
         P, alpha = ctx.saved_tensors
         out = None
         if tangent_P is not None:
-            out = _MixRows.apply(tangent_P, alpha, ctx.partner)
+            out = _LerpRows.apply(tangent_P, alpha, ctx.partner)
         if tangent_alpha is not None:
             term = tangent_alpha.unsqueeze(-1) * (P - _swap_rows(P, ctx.partner, -2))
             out = term if out is None else out + term
@@ -145,15 +183,19 @@ class DiffSortNet(torch.nn.Module):
 
         min ≈ α a + (1 − α) b,   max ≈ (1 − α) a + α b,   α = f(b − a)
 
-    with f one of the swap relaxations of :func:`swap_probability` and steepness β. Composing the
+    with f one of the swap relaxations of :func:`swap_probabilities` and steepness β. Composing the
     soft swaps of all layers gives a doubly stochastic matrix P (..., n, n) with P @ scores ≈
     the ascending sort of scores; β → ∞ gives the exact permutation matrix.
 
     Implementation: each layer is vectorized over its comparators. Every row of P (a slot) is
-    replaced by a lerp of itself and its partner's row, P_w ← P_p(w) + α_w (P_w − P_p(w)), which
-    costs O(n) per slot and layer instead of dense n × n products. From n = 12 on, the layer is a
-    custom autograd function whose derivatives of every order are again gathers and lerps (the
-    layer matrix is symmetric), which makes Hessians by batched backward passes 2-3x faster.
+    replaced by P_w ← α_w P_w + (1 − α_w) P_p(w), with α and 1 − α each computed to full relative
+    precision (:func:`swap_probabilities`), so every entry of P is a sum of non-negative products
+    and keeps its digits even within 10⁻⁸ of 0 in float32 — what the exact ranking BCE needs to
+    take an entry's complement 1 − P_ik from the rest of its row (a lerp P_p + α (P_w − P_p)
+    would take 1 − α as a rounded difference). O(n) per slot and layer instead of dense n × n
+    products. From n = 12 on, the layer is a custom autograd function whose derivatives of every
+    order are again gathers and weighted sums (the layer matrix is symmetric), which makes
+    Hessians by batched backward passes faster.
 
     Args:
         network: "odd_even" (odd-even transposition, any n) or "bitonic" (any n: padded with
@@ -162,6 +204,11 @@ class DiffSortNet(torch.nn.Module):
         steepness: β > 0.
         sigmoid: "logistic", "logistic_phi" (ART) or "cauchy".
         art_lambda: λ ∈ [0, 1] of ART, used only by "logistic_phi" (diffsort's default 0.25).
+        precise: the soft swaps as sums of non-negative products, every entry of P to full
+            relative precision (default). ``False``: as lerps P_p + α (P_w − P_p), the arithmetic
+            of diffsort and of this package before version 0.1's exact BCE — the same P up to
+            rounding, but entries near 0 lose their digits in float32 (and with them the exact
+            BCE's precision); kept to reproduce runs made with it.
 
     >>> import torch
     >>> P = DiffSortNet("bitonic", 3, steepness=100.0)(torch.tensor([3.0, 1.0, 2.0]))
@@ -176,8 +223,12 @@ class DiffSortNet(torch.nn.Module):
         steepness: float = 10.0,
         sigmoid: str = "logistic",
         art_lambda: float = 0.25,
+        precise: bool = True,
     ) -> None:
         super().__init__()
+        if not isinstance(precise, bool):
+            raise TypeError(f"precise must be True or False; got {precise!r}")
+        self.precise = precise
         if network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, got {network!r}")
         if sigmoid not in SIGMOIDS:
@@ -218,11 +269,11 @@ class DiffSortNet(torch.nn.Module):
         for index in range(len(partners)):
             partner = partners[index]
             x_partner = _swap_rows(x, partner, -1) if fused else x.index_select(-1, partner)
-            alpha = swap_probability(sides[index] * (x_partner - x), self.steepness, self.sigmoid, self.art_lambda)
-            if index == 0 or not fused:  # index 0: P = I, a constant; the lerp broadcasts the batch
-                perm = torch.lerp(perm.index_select(-2, partner), perm, alpha.unsqueeze(-1))
-            else:
-                perm = _MixRows.apply(perm, alpha, partner)
+            d = sides[index] * (x_partner - x)
+            alpha, beta = swap_probabilities(d, self.steepness, self.sigmoid, self.art_lambda)
+            if not self.precise and self.sigmoid == "cauchy":  # the lerp form's own arithmetic
+                alpha = torch.atan(self.steepness * d) / math.pi + 0.5
+            perm = self._layer(perm, alpha, beta, partner, fused and index > 0)  # index 0: P = I
             if index < last:
                 x = torch.lerp(x_partner, x, alpha)
         if self._permute_output:
@@ -233,35 +284,18 @@ class DiffSortNet(torch.nn.Module):
                 perm = perm.index_select(-2, output)
         return perm
 
-    def forward_precise(self, scores: torch.Tensor) -> torch.Tensor:
-        """P as :meth:`forward`, with every entry to full relative precision: scores (..., n) ->
-        P (..., n, n).
-
-        Each layer computes P_w ← α_w P_w + (1 − α_w) P_partner(w) from the two probabilities of
-        :func:`swap_probabilities`, a sum of non-negative products, where :meth:`forward`'s lerp
-        P_p + α (P_w − P_p) loses an entry within 10⁻⁸ of 0 in float32 (it takes 1 − α as a
-        rounded difference). So an entry's complement 1 − P_ik can be recovered from the other
-        entries of its row (:func:`ranking_bce_exact`). Same values as :meth:`forward` up to
-        rounding; plain autograd (no fused layers), twice differentiable, torch.func-compatible.
-        """
-        check_scores(scores, n=self.n)
-        device = scores.device
-        partners, sides = self._partners.to(device), self._sides.to(device)
-        x = scores
-        perm = torch.eye(self.n, dtype=scores.dtype, device=device)
-        last = len(partners) - 1
-        for index in range(len(partners)):
-            partner = partners[index]
-            x_partner = x.index_select(-1, partner)
-            d = sides[index] * (x_partner - x)
-            alpha, beta = swap_probabilities(d, self.steepness, self.sigmoid, self.art_lambda)
-            perm = alpha.unsqueeze(-1) * perm + beta.unsqueeze(-1) * perm.index_select(-2, partner)
-            if index < last:
-                x = torch.lerp(x_partner, x, alpha)
-        if self._permute_output:
-            perm = perm.index_select(-2, self._output.to(device))
-        return perm
+    def _layer(self, perm: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, partner: torch.Tensor,
+               fused: bool) -> torch.Tensor:
+        """One layer of soft swaps on the rows of P (see the class docstring)."""
+        if not self.precise:
+            if fused:
+                return _LerpRows.apply(perm, alpha, partner)
+            return torch.lerp(perm.index_select(-2, partner), perm, alpha.unsqueeze(-1))
+        if fused:
+            return _MixRows.apply(perm, alpha, beta, partner)
+        return alpha.unsqueeze(-1) * perm + beta.unsqueeze(-1) * perm.index_select(-2, partner)
 
     def extra_repr(self) -> str:
         art = f", art_lambda={self.art_lambda}" if self.sigmoid == "logistic_phi" else ""
-        return f"network={self.network!r}, n={self.n}, steepness={self.steepness}, sigmoid={self.sigmoid!r}{art}"
+        lerp = "" if self.precise else ", precise=False"
+        return f"network={self.network!r}, n={self.n}, steepness={self.steepness}, sigmoid={self.sigmoid!r}{art}{lerp}"
