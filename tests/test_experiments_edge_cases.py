@@ -181,3 +181,41 @@ def test_matrix_free_path_curvature_rejects_eigenvalue_damping_up_front():
         protocol_config("shortest_path", "tiny", method="bf_for", variant="gauss_newton", lam=0.1,
                         damping="batch")
     protocol_config("shortest_path", "tiny", method="bf_for", variant="fisher", lam=0.1, damping="batch")
+
+
+def test_ctrl_c_says_where_the_run_resumes(tmp_path, capsys, monkeypatch):
+    """An interrupted run names the step reached and the checkpoint it resumes from; the command
+    prints that in one line (no traceback) and exits 130."""
+    from newton_lab import RunInterrupted, protocol_config, train
+    from newton_lab.cli import main
+
+    cfg = protocol_config("ranking", "tiny", steps=20, eval_every=10)
+
+    def stop(step):
+        if step == 15:
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted) as exc:
+        train(cfg, tmp_path / "run", progress=False, on_step=stop)
+    assert (exc.value.step, exc.value.checkpoint_step) == (15, 10)
+    assert "interrupted at step 15; run the same command to resume from step 10" in str(exc.value)
+    import newton_lab.runner as runner_mod
+
+    def interrupted(cfg, run_dir, **kwargs):
+        raise RunInterrupted(run_dir, 7, 0)
+
+    monkeypatch.setattr(runner_mod, "train", interrupted)
+    rc = main(["train", "ranking", "--protocol", "tiny", "--no-progress", "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 130 and "interrupted at step 7; run the same command to start again (no checkpoint yet)" in err
+    assert "Traceback" not in err
+
+
+def test_train_help_names_the_lambda_default_and_the_models(capsys):
+    from newton_lab.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "required (> 0) for a Newton variant" in out and "which only the baseline accepts" in out
+    assert "ranking: cnn, mlp" in out and "shortest-path: resnet_stem, small_cnn" in out

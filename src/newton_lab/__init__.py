@@ -1,8 +1,12 @@
-"""Experiments: protocols, models, the training loop, sweeps, reports and plots.
+"""newton_lab — the experiment harness of newton-losses: data sets, protocols, models, the
+training loop, sweeps, reports, plots, benchmarks and the ``newton-losses`` command. It depends
+on the library :mod:`newton_losses`, which never imports it.
 
+- :mod:`.registry`: tasks, methods and variants — the one place names live (docs/EXTENDING.md).
 - :mod:`.config`: :class:`RunConfig` and the named protocols (:func:`protocol_config`).
-- :mod:`.models`: the protocols' networks.
-- :mod:`.ranking`, :mod:`.shortest_path`: the tasks (data, network, loss, metrics).
+- :mod:`.models`: the protocols' networks; :mod:`.data`: MNIST, multi-digit sets, terrain.
+- :mod:`.tasks.ranking`, :mod:`.tasks.shortest_path`: the tasks (data, network, loss, metrics)
+  and their registrations.
 - :mod:`.runner`: :func:`train` — one resumable, deterministic run in its own directory.
 - :mod:`.distributed`: data parallelism under torchrun.
 - :mod:`.sweep`: grids of runs in worker processes; :mod:`.report`: tables, tests and plots.
@@ -11,6 +15,7 @@
 Commands: ``newton-losses train | sweep | report | plot gradients`` (docs/EXPERIMENTS.md).
 """
 from newton_lab.config import RunConfig, protocol_config
-from newton_lab.runner import RunFailed, RunLocked, read_metrics, run_status, train
+from newton_lab.runner import RunFailed, RunInterrupted, RunLocked, read_metrics, run_status, train
 
-__all__ = ["RunConfig", "protocol_config", "train", "read_metrics", "run_status", "RunFailed", "RunLocked"]
+__all__ = ["RunConfig", "protocol_config", "train", "read_metrics", "run_status", "RunFailed", "RunInterrupted",
+           "RunLocked"]

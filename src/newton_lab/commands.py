@@ -67,7 +67,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="a method argument, e.g. --arg tau=0.5 --arg sigmoid=cauchy")
     p.add_argument("--variant", help=f"Newton variant: {', '.join(registry.variants())} (default: none = "
                                      "the baseline); every curvature registered with newton_losses")
-    p.add_argument("--lam", type=float, help="λ")
+    p.add_argument("--lam", type=float, help="λ, required (> 0) for a Newton variant, e.g. --lam 0.1 "
+                                             "(default: the --config file's, else 0 = none, which only "
+                                             "the baseline accepts)")
     p.add_argument("--damping", choices=DAMPINGS,
                    help="absolute: add λ; batch: λ · mean |eigenvalue| over the batch; relative: per matrix")
     p.add_argument("--projection", choices=PROJECTIONS)
@@ -78,7 +80,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--model")
+    p.add_argument("--model", help="; ".join(f"{t.cli_name}: {', '.join(t.models)}" for t in tasks)
+                                   + " (default: the protocol's)")
     p.add_argument("--data", help="mnist/terrain or synthetic")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["cpu", "cuda", "auto"])
@@ -140,7 +143,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def train_main(argv: list[str]) -> int:
     args = train_parser().parse_args(argv)
-    from newton_lab.runner import RunFailed, RunLocked, train
+    from newton_lab.runner import RunFailed, RunInterrupted, RunLocked, train
 
     try:
         registry.import_extensions(args.imports)
@@ -158,6 +161,9 @@ def train_main(argv: list[str]) -> int:
     except RunLocked as exc:
         print(f"newton-losses train: {exc}", file=sys.stderr)
         return EXIT_LOCKED
+    except RunInterrupted as exc:
+        print(f"\nnewton-losses train: {exc}", file=sys.stderr)
+        return 130
     except ValueError as exc:
         print(f"newton-losses train: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -48,7 +48,7 @@ from newton_lab.distributed import DistContext, setup, teardown
 from newton_lab.io import atomic_write, atomic_write_text
 from newton_lab.machine import machine_description
 
-__all__ = ["RunFailed", "RunLocked", "train", "read_metrics", "run_status", "build_task", "newton_loss_for", "seed_run"]
+__all__ = ["RunFailed", "RunInterrupted", "RunLocked", "train", "read_metrics", "run_status", "build_task", "newton_loss_for", "seed_run"]
 
 
 class RunFailed(RuntimeError):
@@ -57,6 +57,19 @@ class RunFailed(RuntimeError):
 
 class RunLocked(RuntimeError):
     """Another process is running this run directory."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C); it resumes from its last checkpoint.
+
+    Attributes:
+        step: the step reached; checkpoint_step: the step of the last checkpoint (0: none yet).
+    """
+
+    def __init__(self, run_dir: Path, step: int, checkpoint_step: int) -> None:
+        self.run_dir, self.step, self.checkpoint_step = run_dir, step, checkpoint_step
+        resume = f"resume from step {checkpoint_step}" if checkpoint_step else "start again (no checkpoint yet)"
+        super().__init__(f"{run_dir}: interrupted at step {step}; run the same command to {resume}")
 
 
 def build_task(cfg: RunConfig, device: torch.device, dtype: torch.dtype, **kwargs: Any):
@@ -258,6 +271,7 @@ class _Trainer:
         self.elapsed = 0.0
         self.totals = {"step_s": 0.0, "newton_s": 0.0, "steps": 0, "spikes": 0}
         self.spikes = SpikeCounter()
+        self.checkpoint_step = 0
         self.tb = _tensorboard(run_dir) if tensorboard and ctx.is_main else None
         self._reset_interval()
 
@@ -284,12 +298,15 @@ class _Trainer:
                     bar.update(1)
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     record = self._evaluate()
-                    if bar is not None:
+                    if bar is not None:  # metrics as the summary line prints them
                         p = self.task.primary
-                        bar.set_postfix({f"val_{p}": f"{record['val'][p]:.3f}",
-                                         "loss": f"{record['train_loss']:.4f}"})
+                        value = record["val"][p]
+                        shown = f"{100 * value:.2f}%" if registry.is_percent(p) else f"{value:.4f}"
+                        bar.set_postfix({f"val {p}": shown, "loss": f"{record['train_loss']:.4f}"})
                 if self.on_step is not None:
                     self.on_step(self.step)
+        except KeyboardInterrupt:
+            raise RunInterrupted(self.dir, self.step, self.checkpoint_step) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -443,6 +460,7 @@ class _Trainer:
         return self.elapsed + (time.perf_counter() - self._t_start)
 
     def _checkpoint(self) -> None:
+        self.checkpoint_step = self.step
         if self.ctx.is_main:
             with atomic_write(self.dir / "checkpoint.pt") as f:
                 torch.save(self._state(), f)
@@ -468,6 +486,7 @@ class _Trainer:
         np.random.set_state(state["numpy_rng"])
         random.setstate(state["python_rng"])
         self.step, self.best = state["step"], state["best"]
+        self.checkpoint_step = self.step
         self.offset, self.elapsed = state["metrics_offset"], state["elapsed_s"]
         self.totals = dict(state["totals"])
         self.spikes.load_state_dict(state.get("spikes"))  # None: a checkpoint from before spikes were counted
