@@ -35,7 +35,7 @@ def test_empty_y():
 
 @pytest.mark.parametrize("bad", [lambda y: y, lambda y: y.sum(-1)[:-1], lambda y: y.sum(-1, keepdim=True)])
 def test_loss_returning_wrong_shape(bad):
-    with pytest.raises(ValueError, match=r"scalar .* or N=4 per-sample losses"):
+    with pytest.raises(ValueError, match=r"N=4 per-sample losses of shape \(4,\) or a scalar"):
         NewtonLoss(bad, curvature="fisher")(torch.ones(4, 3, requires_grad=True))
 
 
@@ -204,3 +204,32 @@ def test_finite_difference_check_runs_only_for_custom_functions_by_default():
     # A stiff but correct loss (log of tiny probabilities) is not checked, so not rejected.
     stiff = lambda yy: -torch.log(torch.sigmoid(40 * yy) + 1e-12).sum(-1)
     NewtonLoss(stiff, curvature="hessian", lam=0.1)(torch.full((4, 3), -2.0, dtype=F64, requires_grad=True))
+
+
+def _quartic(y):
+    return (y ** 4).sum(-1) / 4  # per-sample: Hessian 3 y²
+
+
+def test_a_summed_loss_is_not_read_as_the_mean():
+    """A scalar batch *sum* read as the mean gives another (wrong) Newton step: the default
+    reduction='auto' finds out on the first call; reduction='sum' takes it as meant."""
+    y = torch.tensor([[1.0, -2.0, 0.5], [0.3, 1.5, -1.0], [2.0, 0.2, 0.7], [-0.4, 0.9, 1.1]], dtype=torch.float64)
+    expected = y - NewtonLoss(_quartic, curvature="hessian", lam=0.2).target(y)
+    with pytest.raises(ValueError, match="batch's sum .* pass reduction='sum'"):
+        NewtonLoss(lambda v: _quartic(v).sum(), curvature="hessian", lam=0.2).target(y)
+    summed = NewtonLoss(lambda v: _quartic(v).sum(), curvature="hessian", lam=0.2, reduction="sum")
+    torch.testing.assert_close(y - summed.target(y), expected)
+    mean = NewtonLoss(lambda v: _quartic(v).mean(), curvature="hessian", lam=0.2)
+    torch.testing.assert_close(y - mean.target(y), expected)  # the mean: no complaint
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        NewtonLoss(_quartic, reduction="total")
+
+
+def test_a_loss_that_couples_samples_is_warned_about():
+    y = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def batch_normalized(v):  # batch statistics: sample i's loss depends on the others
+        return (((v - v.mean(0)) / v.std(0)) ** 4).mean()
+
+    with pytest.warns(RuntimeWarning, match="neither the mean nor the sum .* couple samples"):
+        NewtonLoss(batch_normalized, curvature="fisher", lam=0.1).target(y)

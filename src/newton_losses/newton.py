@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from . import curvature as _curv
-from .curvature._reduce import reduce_loss
+from .curvature._reduce import REDUCTIONS, reduce_loss
 from .curvature.composite import CompositeGradient, composite_gradient
 from .curvature.estimate import CurvatureEstimate
 from .curvature.provider import CurvatureContext, CurvatureProvider, UserCurvature
@@ -237,6 +237,12 @@ class NewtonLoss(nn.Module):
             ``"first"`` / ``"always"`` run both unconditionally on the first / every call;
             ``"never"`` skips both. (Finite differences cannot be trusted on very stiff
             losses — e.g. log of probabilities near 1e-20 — hence not by default.)
+        reduction: how a scalar returned by ``loss_fn`` is read: ``"mean"`` or ``"sum"`` of the
+            per-sample losses. ``"auto"`` (default) reads it as the mean and checks that on the
+            first call, at the cost of one single-sample evaluation: a loss that returns the
+            batch sum raises ``ValueError`` (pass ``reduction="sum"``), one that is neither —
+            samples coupled, e.g. by batch statistics — gives a ``RuntimeWarning``. Per-sample
+            outputs (N,) need none of this.
         precision_every: every k-th call (the first included) also evaluates the batch's
             per-sample gradients in float64 (:func:`~newton_losses.check_precision`: two more
             passes of the loss) and records the report in ``last_diagnostics.precision`` and
@@ -276,6 +282,7 @@ class NewtonLoss(nn.Module):
         on_nonfinite: str = "raise",
         check_hessian: str = "auto",
         precision_every: int = 0,
+        reduction: str = "auto",
     ) -> None:
         super().__init__()
         if not callable(loss_fn):
@@ -309,6 +316,9 @@ class NewtonLoss(nn.Module):
                              "float32 and float64 evaluations cannot be compared; use precision_every=0")
         self.precision_every = precision_every
         self._warned_precision = False
+        _check_choice("reduction", reduction, REDUCTIONS)
+        self.reduction = reduction
+        self._reduction_checked = reduction != "auto"
         self._chunk_cache: dict = {}
         self.last_diagnostics: Optional[NewtonDiagnostics] = None
         self.totals = _Totals()
@@ -346,7 +356,7 @@ class NewtonLoss(nn.Module):
         """Loss value (mean over the batch) with the Newton gradient for y. y: (N, *shape)."""
         _check_y(y)
         if not (torch.is_grad_enabled() and y.requires_grad):
-            return reduce_loss(self.loss_fn(y, *args, **kwargs), y.shape[0])[0]
+            return reduce_loss(self.loss_fn(y, *args, **kwargs), y.shape[0], self.reduction)[0]
         value, direction = self._newton(y, args, kwargs)
         return _Inject.apply(y, value, direction.reshape(y.shape) / y.shape[0])
 
@@ -395,14 +405,16 @@ class NewtonLoss(nn.Module):
         if not self._finite(value, direction, "Newton direction"):
             return self._skip(value, flat, diag)
         self._record(diag, info, g.detach(), direction, t1 - t_grad, t2 - t1)
+        if not self._reduction_checked:  # after the step: the loss's own caches are used by then
+            self._check_reduction(flat, g, y.shape, args, kwargs)
         return value, direction
 
     def _first_order(self, flat: Tensor, shape: torch.Size, args: tuple, kwargs: dict, needs_graph: bool):
         """(mean loss (detached), summed loss, g (N, m), CompositeGradient or None)."""
         if self._provider.needs_composite:
-            value, total, g, composite = composite_gradient(self.loss_fn, flat, shape, args, kwargs)
+            value, total, g, composite = composite_gradient(self.loss_fn, flat, shape, args, kwargs, self.reduction)
             return value.detach(), total, g, composite
-        value, total = reduce_loss(self.loss_fn(flat.reshape(shape), *args, **kwargs), flat.shape[0])
+        value, total = reduce_loss(self.loss_fn(flat.reshape(shape), *args, **kwargs), flat.shape[0], self.reduction)
         (g,) = torch.autograd.grad(total, flat, create_graph=needs_graph, allow_unused=True)
         return value.detach(), total, (torch.zeros_like(flat) if g is None else g), None
 
@@ -496,6 +508,57 @@ class NewtonLoss(nn.Module):
         self.totals.fallback_matrices += info.n_fallback
         self.totals.matrices += info.n_matrices
 
+    def _check_reduction(self, flat: Tensor, g: Tensor, shape: torch.Size, args: tuple, kwargs: dict) -> None:
+        """Is a scalar loss the mean of the per-sample losses, as ``reduction="auto"`` reads it?
+
+        Read as a mean, sample i's gradient is the same in the batch and in any subset of k
+        samples holding it (``k ∂ℓ_subset/∂y_i``); a sum gives N/k times it in the batch, and a
+        loss coupling samples anything else. Runs once, on the sample with the largest gradient
+        and (for N ≥ 3) one other, their tensor arguments of first dimension N sliced to them.
+        """
+        self._reduction_checked = True
+        if getattr(self.loss_fn, "stochastic", False):  # evaluating it would draw samples
+            return
+        N = flat.shape[0]
+        norms = g.detach().norm(dim=1)
+        order = torch.argsort(norms, descending=True)
+        if N < 2 or not float(norms[order[0]]) > 0:
+            return
+        index = order[:2] if N >= 3 else order[:1]
+        k = len(index)
+
+        def sub(a: Any) -> Any:
+            return a[index] if isinstance(a, Tensor) and a.ndim >= 1 and a.shape[0] == N else a
+
+        ys = flat.detach()[index].clone().requires_grad_(True)
+        with torch.enable_grad():
+            try:
+                out = self.loss_fn(ys.reshape((k,) + tuple(shape[1:])), *map(sub, args),
+                                   **{key: sub(v) for key, v in kwargs.items()})
+            except Exception:  # noqa: BLE001 — a loss made for one batch size: no evidence either way
+                return
+            if not isinstance(out, Tensor) or out.ndim != 0 or not out.requires_grad:
+                return  # per-sample losses: nothing to misread
+            (gs,) = torch.autograd.grad(out, ys, allow_unused=True)
+        if gs is None or not float(gs[0].norm()) > 0:
+            return
+        ratio = float(norms[order[0]] / (k * gs[0].norm()))
+        i = int(order[0])
+        if N > k and abs(ratio - N / k) <= 0.05 * N / k:
+            raise ValueError(
+                f"loss_fn returned a scalar that is the batch's sum of per-sample losses (sample {i}'s "
+                f"gradient grows with the batch: {ratio:.3g}× in the batch of N = {N} against {k}), and "
+                "NewtonLoss reads a scalar as their mean; pass reduction='sum' (or return the N "
+                "per-sample losses)"
+            )
+        if abs(ratio - 1.0) > 0.05:
+            warnings.warn(
+                f"NewtonLoss: loss_fn's scalar is neither the mean nor the sum of per-sample losses "
+                f"(sample {i}'s gradient in the batch of N = {N} is {ratio:.3g}× its gradient among {k}): "
+                "does the loss couple samples (batch statistics, a softmax over the batch)? The Newton "
+                "step assumes independent samples.", RuntimeWarning, stacklevel=4,
+            )
+
     def _check_precision(self, y: Tensor, args: tuple, kwargs: dict) -> PrecisionReport:
         report = check_precision(self.loss_fn, y.detach(), *args, **kwargs)
         self.totals.precision_checks += 1
@@ -564,7 +627,7 @@ class NewtonLoss(nn.Module):
             fn, x0, view = composite.outer, composite.a_leaf, composite.a_shape
 
         def grad_at(z: Tensor, create_graph: bool = False):
-            out = reduce_loss(fn(z.reshape(view), *args, **kwargs), N)[1]
+            out = reduce_loss(fn(z.reshape(view), *args, **kwargs), N, self.reduction)[1]
             return torch.autograd.grad(out, z, create_graph=create_graph, allow_unused=True)[0]
 
         x = x0.detach().to(dtype or x0.dtype).requires_grad_(True)

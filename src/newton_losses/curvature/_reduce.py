@@ -5,16 +5,21 @@ from typing import Any
 
 from torch import Tensor
 
+#: How a scalar loss value is read: "mean" of the N per-sample losses, or their "sum". ("auto",
+#: NewtonLoss's default, reads it as the mean and checks that on the first call.)
+REDUCTIONS = ("auto", "mean", "sum")
 
-def reduce_loss(out: Any, N: int) -> tuple[Tensor, Tensor]:
-    """Return (mean, sum over samples) of a loss that gave N values (N,) or their mean (a scalar)."""
+
+def reduce_loss(out: Any, N: int, reduction: str = "mean") -> tuple[Tensor, Tensor]:
+    """Return (mean, sum over samples) of a loss that gave N values (N,), or a scalar: their
+    mean, or their sum for ``reduction="sum"``."""
     if not isinstance(out, Tensor):
         raise TypeError(f"loss_fn must return a torch.Tensor; got {type(out).__name__}")
     if out.ndim == 0:
-        return out, out * N
+        return (out / N, out) if reduction == "sum" else (out, out * N)
     if out.ndim == 1 and out.shape[0] == N:
         return out.mean(), out.sum()
     raise ValueError(
-        f"loss_fn must return a scalar (the mean over the batch) or N={N} per-sample losses of "
-        f"shape ({N},); got shape {tuple(out.shape)}"
+        f"loss_fn must return N={N} per-sample losses of shape ({N},) or a scalar (their mean, or "
+        f"their sum with reduction='sum'); got shape {tuple(out.shape)}"
     )

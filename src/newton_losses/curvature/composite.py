@@ -68,7 +68,8 @@ class CompositeGradient:
     a_shape: torch.Size
 
 
-def composite_gradient(loss: CompositeLoss, y: Tensor, shape: torch.Size, args: tuple, kwargs: dict):
+def composite_gradient(loss: CompositeLoss, y: Tensor, shape: torch.Size, args: tuple, kwargs: dict,
+                       reduction: str = "mean"):
     """Evaluate ``outer(inner(y))`` split at a: returns (mean, sum, g (N, m), CompositeGradient).
 
     y: (N, m) leaf; ``shape`` the (N, *shape) view the inner map expects. The outer's gradient
@@ -83,7 +84,7 @@ def composite_gradient(loss: CompositeLoss, y: Tensor, shape: torch.Size, args: 
         )
     a_flat = a.reshape(N, -1)
     a_leaf = a_flat.detach().requires_grad_(True)
-    value, total = reduce_loss(loss.outer(a_leaf.reshape(a.shape), *args, **kwargs), N)
+    value, total = reduce_loss(loss.outer(a_leaf.reshape(a.shape), *args, **kwargs), N, reduction)
     (ga,) = torch.autograd.grad(total, a_leaf, create_graph=True, allow_unused=True)
     if ga is None:
         ga = torch.zeros_like(a_leaf)
