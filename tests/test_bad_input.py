@@ -215,7 +215,7 @@ def test_a_summed_loss_is_not_read_as_the_mean():
     reduction='auto' finds out on the first call; reduction='sum' takes it as meant."""
     y = torch.tensor([[1.0, -2.0, 0.5], [0.3, 1.5, -1.0], [2.0, 0.2, 0.7], [-0.4, 0.9, 1.1]], dtype=torch.float64)
     expected = y - NewtonLoss(_quartic, curvature="hessian", lam=0.2).target(y)
-    with pytest.raises(ValueError, match="batch's sum .* pass reduction='sum'"):
+    with pytest.raises(ValueError, match="grows with the batch like the sum .* pass reduction='sum'"):
         NewtonLoss(lambda v: _quartic(v).sum(), curvature="hessian", lam=0.2).target(y)
     summed = NewtonLoss(lambda v: _quartic(v).sum(), curvature="hessian", lam=0.2, reduction="sum")
     torch.testing.assert_close(y - summed.target(y), expected)
@@ -233,3 +233,26 @@ def test_a_loss_that_couples_samples_is_warned_about():
 
     with pytest.warns(RuntimeWarning, match="neither the mean nor the sum .* couple samples"):
         NewtonLoss(batch_normalized, curvature="fisher", lam=0.1).target(y)
+
+
+def test_per_sample_losses_are_not_probed_and_keep_their_state():
+    """The reduction probe evaluates the loss on two samples: only for a scalar loss, so a loss
+    that records its last batch (or a BatchNorm in train mode) sees the batch alone."""
+    calls = []
+
+    def per_sample(v):
+        calls.append(v.shape[0])
+        return (v ** 4).sum(-1)
+
+    y = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    NewtonLoss(per_sample, curvature="hessian", lam=0.1).target(y)
+    assert set(calls) == {8}
+    calls.clear()
+    NewtonLoss(lambda v: per_sample(v).mean(), curvature="hessian", lam=0.1).target(y)
+    assert calls[-1] == 2  # the probe, once
+
+
+def test_a_sum_divided_by_a_fixed_batch_size_is_explained():
+    y = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match="divides a sum by a fixed batch size"):
+        NewtonLoss(lambda v: (v ** 4).sum() / 8, curvature="hessian", lam=0.1).target(y)

@@ -282,7 +282,10 @@ class _Trainer:
 
     # --------------------------------------------------------------------------------------
     def run(self) -> dict:
-        self._resume()
+        try:
+            self._resume()
+        except KeyboardInterrupt:
+            raise RunInterrupted(self.dir, self.step, self.checkpoint_step) from None
         cfg = self.cfg
         bar = None
         if self.progress and self.ctx.is_main:
@@ -310,7 +313,10 @@ class _Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        return self._finish()
+        try:
+            return self._finish()
+        except KeyboardInterrupt:  # the result is written atomically: all or nothing
+            raise RunInterrupted(self.dir, self.step, self.checkpoint_step) from None
 
     def _train_step(self):
         cfg, ctx = self.cfg, self.ctx
@@ -460,10 +466,10 @@ class _Trainer:
         return self.elapsed + (time.perf_counter() - self._t_start)
 
     def _checkpoint(self) -> None:
-        self.checkpoint_step = self.step
         if self.ctx.is_main:
             with atomic_write(self.dir / "checkpoint.pt") as f:
                 torch.save(self._state(), f)
+        self.checkpoint_step = self.step  # once it is on disk
         self.ctx.barrier()
 
     def _resume(self) -> None:

@@ -238,11 +238,12 @@ class NewtonLoss(nn.Module):
             ``"never"`` skips both. (Finite differences cannot be trusted on very stiff
             losses — e.g. log of probabilities near 1e-20 — hence not by default.)
         reduction: how a scalar returned by ``loss_fn`` is read: ``"mean"`` or ``"sum"`` of the
-            per-sample losses. ``"auto"`` (default) reads it as the mean and checks that on the
-            first call, at the cost of one single-sample evaluation: a loss that returns the
-            batch sum raises ``ValueError`` (pass ``reduction="sum"``), one that is neither —
-            samples coupled, e.g. by batch statistics — gives a ``RuntimeWarning``. Per-sample
-            outputs (N,) need none of this.
+            per-sample losses (the value NewtonLoss returns is the mean either way). ``"auto"``
+            (default) reads it as the mean and checks that on the first call, at the cost of one
+            more evaluation of the loss on two of the samples: a loss that returns the batch sum
+            raises ``ValueError`` (pass ``reduction="sum"``), one that is neither — samples
+            coupled, e.g. by batch statistics — gives a ``RuntimeWarning``. Per-sample outputs
+            (N,) need none of this and are not probed.
         precision_every: every k-th call (the first included) also evaluates the batch's
             per-sample gradients in float64 (:func:`~newton_losses.check_precision`: two more
             passes of the loss) and records the report in ``last_diagnostics.precision`` and
@@ -319,6 +320,7 @@ class NewtonLoss(nn.Module):
         _check_choice("reduction", reduction, REDUCTIONS)
         self.reduction = reduction
         self._reduction_checked = reduction != "auto"
+        self._scalar_output = False
         self._chunk_cache: dict = {}
         self.last_diagnostics: Optional[NewtonDiagnostics] = None
         self.totals = _Totals()
@@ -405,7 +407,7 @@ class NewtonLoss(nn.Module):
         if not self._finite(value, direction, "Newton direction"):
             return self._skip(value, flat, diag)
         self._record(diag, info, g.detach(), direction, t1 - t_grad, t2 - t1)
-        if not self._reduction_checked:  # after the step: the loss's own caches are used by then
+        if not self._reduction_checked and self._scalar_output:  # after the step: the loss's caches are used
             self._check_reduction(flat, g, y.shape, args, kwargs)
         return value, direction
 
@@ -413,8 +415,11 @@ class NewtonLoss(nn.Module):
         """(mean loss (detached), summed loss, g (N, m), CompositeGradient or None)."""
         if self._provider.needs_composite:
             value, total, g, composite = composite_gradient(self.loss_fn, flat, shape, args, kwargs, self.reduction)
+            self._scalar_output = composite.scalar
             return value.detach(), total, g, composite
-        value, total = reduce_loss(self.loss_fn(flat.reshape(shape), *args, **kwargs), flat.shape[0], self.reduction)
+        out = self.loss_fn(flat.reshape(shape), *args, **kwargs)
+        self._scalar_output = isinstance(out, Tensor) and out.ndim == 0
+        value, total = reduce_loss(out, flat.shape[0], self.reduction)
         (g,) = torch.autograd.grad(total, flat, create_graph=needs_graph, allow_unused=True)
         return value.detach(), total, (torch.zeros_like(flat) if g is None else g), None
 
@@ -513,8 +518,10 @@ class NewtonLoss(nn.Module):
 
         Read as a mean, sample i's gradient is the same in the batch and in any subset of k
         samples holding it (``k ∂ℓ_subset/∂y_i``); a sum gives N/k times it in the batch, and a
-        loss coupling samples anything else. Runs once, on the sample with the largest gradient
-        and (for N ≥ 3) one other, their tensor arguments of first dimension N sliced to them.
+        loss coupling samples anything else. Runs once, for a scalar loss only, on the sample
+        with the largest gradient and (for N ≥ 3) one other: the loss is called once more on
+        them, with its tensor arguments of first dimension N sliced to them (arguments nested
+        in tuples or dicts are passed whole).
         """
         self._reduction_checked = True
         if getattr(self.loss_fn, "stochastic", False):  # evaluating it would draw samples
@@ -546,10 +553,11 @@ class NewtonLoss(nn.Module):
         i = int(order[0])
         if N > k and abs(ratio - N / k) <= 0.05 * N / k:
             raise ValueError(
-                f"loss_fn returned a scalar that is the batch's sum of per-sample losses (sample {i}'s "
-                f"gradient grows with the batch: {ratio:.3g}× in the batch of N = {N} against {k}), and "
-                "NewtonLoss reads a scalar as their mean; pass reduction='sum' (or return the N "
-                "per-sample losses)"
+                f"loss_fn returned a scalar that grows with the batch like the sum of per-sample losses "
+                f"(sample {i}'s gradient is {ratio:.3g}× larger in the batch of N = {N} than among {k}), "
+                "and NewtonLoss reads a scalar as their mean. If it is the sum, pass reduction='sum'; "
+                "if it divides a sum by a fixed batch size, divide by the actual one (or use .mean()); "
+                "or return the N per-sample losses"
             )
         if abs(ratio - 1.0) > 0.05:
             warnings.warn(

@@ -59,6 +59,7 @@ class CompositeGradient:
         ga: (N, p) per-sample gradients ``∇h_i(a_i)``, built with ``create_graph=True``.
         outer: the outer function, ``outer(a (N, *a_shape), *args, **kwargs)``.
         a_shape: the inner map's output shape (N, *a_shape).
+        scalar: the outer returned a scalar (the batch's mean or sum), not per-sample losses.
     """
 
     a: Tensor
@@ -66,6 +67,7 @@ class CompositeGradient:
     ga: Tensor
     outer: Callable[..., Tensor]
     a_shape: torch.Size
+    scalar: bool = False
 
 
 def composite_gradient(loss: CompositeLoss, y: Tensor, shape: torch.Size, args: tuple, kwargs: dict,
@@ -84,11 +86,12 @@ def composite_gradient(loss: CompositeLoss, y: Tensor, shape: torch.Size, args: 
         )
     a_flat = a.reshape(N, -1)
     a_leaf = a_flat.detach().requires_grad_(True)
-    value, total = reduce_loss(loss.outer(a_leaf.reshape(a.shape), *args, **kwargs), N, reduction)
+    out = loss.outer(a_leaf.reshape(a.shape), *args, **kwargs)
+    value, total = reduce_loss(out, N, reduction)
     (ga,) = torch.autograd.grad(total, a_leaf, create_graph=True, allow_unused=True)
     if ga is None:
         ga = torch.zeros_like(a_leaf)
     (g,) = torch.autograd.grad(a_flat, y, ga.detach(), retain_graph=True, allow_unused=True)
     if g is None:
         g = torch.zeros_like(y)
-    return value, total, g, CompositeGradient(a_flat, a_leaf, ga, loss.outer, a.shape)
+    return value, total, g, CompositeGradient(a_flat, a_leaf, ga, loss.outer, a.shape, out.ndim == 0)

@@ -175,49 +175,63 @@ def ranking_bce_exact(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAUL
     return _ranking_bce_exact(P, P_true.to(P.dtype), eps, dim)
 
 
-def _sums_to_one(P: torch.Tensor, dim: int) -> tuple[bool, torch.Tensor]:
-    """Whether P sums to 1 along ``dim`` up to rounding (64 n ulps of P's dtype: a relaxation
-    that leaks even that much mass makes the complement from the others differ from 1 − P), and
-    the sums."""
-    sums = P.detach().sum(dim)
+def _sums_to_one(P: torch.Tensor, dim: int) -> torch.Tensor:
+    """Per matrix (shape ``P.shape[:-2]``): whether it sums to 1 along ``dim`` up to rounding
+    (64 n ulps of P's dtype: a relaxation that leaks even that much mass makes the complement
+    from the others differ from 1 − P)."""
     tol = 64 * P.shape[dim] * torch.finfo(P.dtype).eps
-    return bool(((sums - 1.0).abs() <= tol).all()), sums
-
-
-def _stochastic_dim(P: torch.Tensor) -> int | None:
-    """-1 if every row of P sums to 1, else -2 if every column does, else None."""
-    for dim in (-1, -2):
-        if _sums_to_one(P, dim)[0]:
-            return dim
-    return None
+    return ((P.detach().sum(dim) - 1.0).abs() <= tol).all(-1)
 
 
 def _check_stochastic(P: torch.Tensor, dim: int) -> None:
     """Raise ``ValueError`` unless P sums to 1 along ``dim`` (skipped under torch.func)."""
-    if _inside_torch_func(P):
+    if _inside_torch_func(P) or bool(_sums_to_one(P, dim).all()):
         return
-    ok, sums = _sums_to_one(P, dim)
-    if not ok:
-        what = "rows" if dim == -1 else "columns"
-        raise ValueError(
-            f"ranking_bce_exact needs P whose {what} sum to 1 (dim={dim}); got sums in "
-            f"[{float(sums.min()):.6g}, {float(sums.max()):.6g}]. Pass dim={-3 - dim} if the "
-            f"other dimension does, or use ranking_bce (loss='bce') for a P that is not stochastic"
-        )
+    sums = P.detach().sum(dim)
+    what = "rows" if dim == -1 else "columns"
+    raise ValueError(
+        f"ranking_bce_exact needs P whose {what} sum to 1 (dim={dim}); got sums in "
+        f"[{float(sums.min()):.6g}, {float(sums.max()):.6g}]. Pass dim={-3 - dim} if the "
+        f"other dimension does, or use ranking_bce (loss='bce') for a P that is not stochastic"
+    )
+
+
+def _complement(P: torch.Tensor, dim: int) -> torch.Tensor:
+    """1 − P, with the largest entry above ½ along ``dim`` replaced by the sum of the others."""
+    # The row's largest entry, if above ½: one entry per row (rounding can lift two tied entries
+    # of ½ both just above it, so `P > ½` alone could pick two).
+    top = P.detach().argmax(dim, keepdim=True)
+    index = torch.arange(P.shape[dim], device=P.device)
+    big = (index.view(-1, 1) if dim == -2 else index) == top
+    big = big & (P > 0.5)
+    others = P.masked_fill(big, 0.0).sum(dim, keepdim=True)
+    return torch.where(big, others, 1.0 - P)
+
+
+def _bce(P: torch.Tensor, complement: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
+    log_p = torch.log((P + eps) / (1.0 + eps))
+    log_q = torch.log((complement + eps) / (1.0 + eps))
+    return -(target * log_p + (1.0 - target) * log_q).mean(dim=(-2, -1))
 
 
 def _ranking_bce_exact(P: torch.Tensor, target: torch.Tensor, eps: float, dim: int) -> torch.Tensor:
     P = P.clamp(0.0, 1.0)
-    # The row's largest entry, if above ½: one entry per row (rounding can lift two tied entries
-    # of ½ both just above it, so `P > ½` alone could pick two).
-    top = P.detach().argmax(dim, keepdim=True)
-    index = torch.arange(P.shape[dim], device=P.device).view(-1, 1) if dim == -2 else torch.arange(P.shape[dim], device=P.device)
-    big = (index == top) & (P > 0.5)
-    others = P.masked_fill(big, 0.0).sum(dim, keepdim=True)
-    complement = torch.where(big, others, 1.0 - P)
-    log_p = torch.log((P + eps) / (1.0 + eps))
-    log_q = torch.log((complement + eps) / (1.0 + eps))
-    return -(target * log_p + (1.0 - target) * log_q).mean(dim=(-2, -1))
+    return _bce(P, _complement(P, dim), target, eps)
+
+
+def _ranking_bce_per_matrix(P: torch.Tensor, target: torch.Tensor, eps: float) -> tuple[torch.Tensor, bool]:
+    """The exact BCE with each matrix's complement from its rows if they sum to one, else from
+    its columns if they do, else 1 − P (the naive form); and whether some matrix was neither
+    (not known, so False, under torch.func). Each sample's loss depends on its own P only."""
+    P = P.clamp(0.0, 1.0)
+    rows = _sums_to_one(P, -1)
+    if not _inside_torch_func(P) and bool(rows.all()):
+        return _bce(P, _complement(P, -1), target, eps), False
+    cols = _sums_to_one(P, -2)
+    complement = torch.where(rows[..., None, None], _complement(P, -1),
+                             torch.where(cols[..., None, None], _complement(P, -2), 1.0 - P))
+    neither = False if _inside_torch_func(P) else not bool((rows | cols).all())
+    return _bce(P, complement, target, eps), neither
 
 
 def ranking_bce_clamped(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_CLAMP_EPS) -> torch.Tensor:
@@ -265,9 +279,9 @@ class RankingLoss(torch.nn.Module):
 
     The exact form needs P's small entries to keep their relative precision, as every relaxation
     of this package computes them (see :func:`ranking_bce_exact`). It also needs to know which
-    dimension of P sums to one (rows for every relaxation here; columns work too): the loss finds
-    it on the first batch where only one of them does, and for a relaxation whose P is neither it
-    warns once and computes ``"bce"``.
+    dimension of P sums to one (rows for every relaxation here; columns work too): the loss
+    decides per matrix, so that each sample's loss depends on its own P only, and for a matrix
+    that is neither it computes ``"bce"`` (warning once).
 
     Composite form for Gauss-Newton: ``inner`` = the relaxation, scores (N, n) -> P (N, n, n);
     ``outer`` = h, (P, P_true) -> (N,), convex in P. With the core:
@@ -307,7 +321,6 @@ class RankingLoss(torch.nn.Module):
         self.dtype = dtype
         self._outer = {"bce_exact": ranking_bce_exact, "bce": ranking_bce, "bce_clamp": ranking_bce_clamped,
                        "ce": ranking_ce}[loss]
-        self._stochastic_dim: int | None = -1  # bce_exact: the dimension P summed to one along last
         self._warned = False
 
     @property
@@ -326,28 +339,15 @@ class RankingLoss(torch.nn.Module):
         if self.loss != "bce_exact":
             return self._outer(P, P_true, eps=self.eps)
         _check_matrices(P, P_true, self.eps)
-        dim = self._dim_of(P)
-        if dim is None:
-            return _ranking_bce(P, P_true.to(P.dtype), self.eps)
-        return _ranking_bce_exact(P, P_true.to(P.dtype), self.eps, dim)
-
-    def _dim_of(self, P: torch.Tensor) -> int | None:
-        """The dimension along which this batch's P sums to one (rows first), or None (with a
-        warning, once) if neither does. Under torch.func, where values cannot be read, the one
-        found last."""
-        if _inside_torch_func(P):
-            return self._stochastic_dim
-        dim = _stochastic_dim(P)
-        if dim is None and not self._warned:
+        out, neither = _ranking_bce_per_matrix(P, P_true.to(P.dtype), self.eps)
+        if neither and not self._warned:
             self._warned = True
             warnings.warn(
                 "RankingLoss(loss='bce_exact'): the relaxation's P sums to 1 along neither its rows "
-                "nor its columns, so an entry's complement cannot be taken from the others; computing "
-                "loss='bce' for such batches (imprecise in float32 for entries near 1). Pass "
-                "loss='bce' to choose it explicitly.", RuntimeWarning, stacklevel=3)
-        self._stochastic_dim = dim
-        return dim
-
+                "nor its columns for some samples, so their complement cannot be taken from the "
+                "other entries; computing loss='bce' for those samples (imprecise in float32 for "
+                "entries near 1). Pass loss='bce' to choose it explicitly.", RuntimeWarning, stacklevel=2)
+        return out
 
     def forward(self, scores: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
         if isinstance(scores, torch.Tensor) and isinstance(P_true, torch.Tensor):
