@@ -296,7 +296,7 @@ def test_parameter_types_and_choices_are_checked():
 
 def test_mismatched_targets_are_rejected():
     scores = torch.randn(3, 4)
-    with pytest.raises(ValueError, match=r"P_true must have shape \(\*scores.shape, n\) = \(3, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"true permutation matrices, shape \(\*scores.shape, n\) = \(3, 4, 4\)"):
         RankingLoss(NeuralSort())(scores, torch.eye(4))
     with pytest.raises(ValueError, match=r"P_true must have the shape of P \(3, 4, 4\), got \(3, 5, 5\)"):
         ranking_bce(torch.rand(3, 4, 4), torch.rand(3, 5, 5))

@@ -141,14 +141,14 @@ def test_fused_layers_are_exact_under_torch_func_without_transform_detection(mon
     for speed only); if that detection is unavailable it must still give exact Hessians."""
     from newton_losses.sorting import sorting_networks
 
-    monkeypatch.setattr(sorting_networks, "_inside_torch_func", lambda tensor: False)
+    monkeypatch.setattr(sorting_networks, "_traced", lambda tensor: False)
     scores, target = problem(13, batch=2)
     loss = RankingLoss(DiffSortNet("bitonic", 13, 1.0, "cauchy"))
     torch.testing.assert_close(vmap(hessian(loss))(scores, target), dense_hessians(loss, scores, target))
 
 
 def test_transform_detection():
-    from newton_losses.sorting.sorting_networks import _inside_torch_func
+    from newton_losses.sorting._validation import _inside_torch_func
 
     x = torch.randn(3)
     assert not _inside_torch_func(x)

@@ -288,9 +288,26 @@ def _baseline_key(cfg: dict) -> str:
     return json.dumps(base, sort_keys=True)
 
 
+def _named(metric: str) -> str:
+    """A metric's name in the report's sentences (the built-in tasks' ``exact``: "exact match")."""
+    return "exact match" if metric == "exact" else metric
+
+
+def _unit(metric: str) -> str:
+    """`` %`` after the name of a metric printed as a percentage, else nothing."""
+    return " %" if registry.is_percent(metric) else ""
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if registry.is_percent(metric) else 1.0
+
+
+def _digits(metric: str) -> int:
+    return 1 if registry.is_percent(metric) else 4
+
+
 def _fmt(values: np.ndarray, metric: str) -> str:
-    scale = 100.0 if registry.is_percent(metric) else 1.0
-    digits = 1 if registry.is_percent(metric) else 4
+    scale, digits = _scale(metric), _digits(metric)
     mean = scale * values.mean()
     if len(values) < 2:
         return f"{mean:.{digits}f}"
@@ -344,16 +361,17 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
         task_groups = [g for g in groups if g.task == task]
         extra = _extra_columns(task_groups)
         metrics = spec.metrics
-        primary, second = metrics[0], metrics[1]
+        primary, second = metrics[0], (metrics[1] if len(metrics) > 1 else None)
+        named, unit = _named(primary), _unit(primary)
         columns = "".join(f"{c} | " for c in spec.columns)
         lines += [f"### {spec.title}", "",
-                  f"Test {primary} match % (test {second} %) at the best validation {primary} match, "
-                  f"mean ± std over seeds; p: Welch t-test of {primary} match against the baseline "
+                  f"Test {named}{unit}{f' (test {second}{_unit(second)})' if second else ''} at the best "
+                  f"validation {named}, mean ± std over seeds; p: Welch t-test of {named} against the baseline "
                   f"(* p < {alpha:g}); p Holm: the same p-values adjusted for the number of "
                   f"comparisons in this table that have a p-value (Holm–Bonferroni; † below "
                   f"{alpha:g}: significant even counting all of them, whereas some unadjusted "
                   f"p < {alpha:g} are expected by chance among many; rows with one seed have no "
-                  f"p-value yet, so the adjustment tightens as they get seeds); last: test {primary} match % at the run's last evaluation "
+                  f"p-value yet, so the adjustment tightens as they get seeds); last: test {named}{unit} at the run's last evaluation "
                   f"(where it is far below the first column, the run degraded after its best); "
                   f"{spec.column_note}ms/step: the runs' "
                   f"mean wall time per training step (in parentheses, the Newton loss's part of it), "
@@ -361,8 +379,9 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                   f"a rough cost, not a benchmark (docs/PERFORMANCE.md has those)." + _extra_notes(extra)
                   + _legacy_note(task_groups),
                   "",
-                  f"| method | {columns}variant | seeds | {primary} % ({second} %) "
-                  f"| Δ vs baseline | p | p Holm | last % | ms/step (Newton) |"
+                  f"| method | {columns}variant | seeds | {primary}{unit}"
+                  f"{f' ({second}{_unit(second)})' if second else ''} "
+                  f"| Δ vs baseline | p | p Holm | last{unit} | ms/step (Newton) |"
                   + "".join(f" {name} |" for name in extra),
                   f"|---|{'---|' * len(spec.columns)}---|---|---|---|---|---|---|---|" + "---|" * len(extra)]
         bases = [None if _is_plain_baseline(g.config) else by_key.get(_baseline_key(g.config))
@@ -374,17 +393,17 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
             vals = {m: g.values(m) for m in metrics}
             delta = math.nan
             if base is not None:
-                delta = 100 * (vals[primary].mean() - base.values(primary).mean())
+                delta = _scale(primary) * (vals[primary].mean() - base.values(primary).mean())
             last = np.array([r["final"]["test"][primary] for _, _, r in g.runs], dtype=np.float64)
             step_ms = 1e3 * np.mean([r["time"]["step_s"] for _, _, r in g.runs])
             newton_ms = 1e3 * np.mean([r["time"]["newton_s"] for _, _, r in g.runs])
             sig = "*" if (not math.isnan(p) and p < alpha) else ""
-            cell = f"{_fmt(vals[primary], primary)} ({_fmt(vals[second], second)})"
+            cell = _fmt(vals[primary], primary) + (f" ({_fmt(vals[second], second)})" if second else "")
             cell += "".join(f", {m.replace('_', ' ')} {_fmt(vals[m], m)}" for m in metrics[2:])
             cells = "".join(f"{g.config[c]} | " for c in spec.columns)
             lines.append(
                 f"| {g.label()} | {cells}{g.variant_label()} "
-                f"| {len(g.runs)} | {cell} | {'' if math.isnan(delta) else f'{delta:+.1f}'} "
+                f"| {len(g.runs)} | {cell} | {'' if math.isnan(delta) else f'{delta:+.{_digits(primary)}f}'} "
                 f"| {'' if math.isnan(p) else f'{p:.3g}{sig}'} "
                 f"| {'' if math.isnan(p_holm) else f'{p_holm:.3g}' + ('†' if p_holm < alpha else '')} "
                 f"| {_fmt(last, primary)} "
@@ -546,14 +565,15 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
             if length == 0:
                 continue
             steps = np.array([s for s, _ in curves[0][:length]])
-            vals = 100 * np.array([[v for _, v in c[:length]] for c in curves])
+            vals = _scale(primary) * np.array([[v for _, v in c[:length]] for c in curves])
             mean, half = _band(vals)
             line, = ax.plot(steps, mean, label=f"{g.variant_label()} ({len(g.runs)} seeds)")
-            ax.fill_between(steps, np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100),
-                            color=line.get_color(), alpha=0.2)
+            low, high = (mean - half, mean + half) if not registry.is_percent(primary) else \
+                (np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100))
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
         ax.set_title(label + "".join(f", {c}={gs[0].config[c]}" for c in registry.task(task).columns))
         ax.set_xlabel("step")
-        ax.set_ylabel(f"test {primary} match % (95% band)")
+        ax.set_ylabel(f"test {_named(primary)}{_unit(primary)} (95% band)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -579,18 +599,18 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
             lams = np.array([g.config["lam"] for g in gs])
             # The mean over seeds as a line and every seed as a dot: with the 2–3 seeds of an
             # ablation a t-interval is wider than the axis (t(0.975, 1) = 12.7) and says nothing.
-            mean = np.array([100 * g.values(primary).mean() for g in gs])
+            mean = np.array([_scale(primary) * g.values(primary).mean() for g in gs])
             line, = ax.plot(lams, mean, marker="o",
                             label=f"{gs[0].label()} NL-{gs[0].config['variant']}"
                                   + ("" if gs[0].config["damping"] == "absolute" else f" ({gs[0].config['damping']})"))
             for g in gs:
-                v = 100 * g.values(primary)
+                v = _scale(primary) * g.values(primary)
                 ax.scatter(np.full(len(v), g.config["lam"]), v, s=12, alpha=0.5, color=line.get_color())
             key = _baseline_key(gs[0].config)
             base = by_key.get(key)
             if base is not None and key not in drawn:  # one line per baseline, however many variants
                 drawn.add(key)
-                b = 100 * base.values(primary)
+                b = _scale(primary) * base.values(primary)
                 # gray when several variants share the baseline, else the variant's colour
                 color = "0.3" if sharing[key] > 1 else line.get_color()
                 ax.axhline(b.mean(), color=color, ls="--", lw=1,
@@ -599,7 +619,7 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
                     ax.axhspan(b.min(), b.max(), color=color, alpha=0.12)
         ax.set_xscale("log")
         ax.set_xlabel("λ")
-        ax.set_ylabel(f"test {primary} match % (line: mean; dots: seeds)")
+        ax.set_ylabel(f"test {_named(primary)}{_unit(primary)} (line: mean; dots: seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()

@@ -8,7 +8,8 @@ the regularized Newton step of the loss::
     loss = newton(y, target)     # y: (N, m) network outputs; value = loss_fn(y, target).mean()
     loss.backward()              # y receives (1/N) (C + λI)^{-1} ∇ℓ_i(y_i)
 
-Public API: :class:`NewtonLoss`, :class:`CompositeLoss` (for Gauss-Newton),
+Public API: :class:`NewtonLoss` and its functional form :func:`newton_direction`,
+:class:`NewtonTotals`, :class:`CompositeLoss` (for Gauss-Newton),
 :class:`CurvatureEstimate` (custom curvature), :class:`NewtonDiagnostics`,
 :class:`NonFiniteLossError`, :class:`NotTwiceDifferentiableError`; the sorting relaxations and
 ranking loss (:mod:`newton_losses.sorting`); the shortest-path solver and losses
@@ -25,7 +26,7 @@ from .curvature import (
     available_curvatures,
     register_curvature,
 )
-from .newton import CURVATURES, NewtonDiagnostics, NewtonLoss, NonFiniteLossError
+from .newton import CURVATURES, NewtonDiagnostics, NewtonLoss, NewtonTotals, NonFiniteLossError, newton_direction
 from .precision import PrecisionReport, check_precision
 from .sorting import (
     DiffSortNet,
@@ -41,6 +42,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NewtonLoss",
+    "newton_direction",
+    "NewtonTotals",
     "CompositeLoss",
     "CurvatureEstimate",
     "NewtonDiagnostics",

@@ -121,9 +121,8 @@ def _spectral_map(mu: Tensor, lam: float, projection: str, fallback: str, dampin
         # Negative beyond roundoff: not positive semidefinite. (Zero eigenvalues with λ = 0 are
         # handled by the pseudo-inverse below, the same way for every projection.)
         fb = (den < -tol).any(dim=-1)
-        if bool(fb.any()):
-            alt = (mu.abs() if fallback == "abs" else mu.clamp_min(0.0)) + lam_b
-            den = torch.where(fb.unsqueeze(-1), alt, den)
+        alt = (mu.abs() if fallback == "abs" else mu.clamp_min(0.0)) + lam_b  # no branch: no host sync
+        den = torch.where(fb.unsqueeze(-1), alt, den)
     return den, lam_eff, fb
 
 
@@ -194,6 +193,8 @@ def damped_solve(
     else:
         coeff = torch.einsum("nkm,nk->nm", Q, gw) * inv
         d = torch.einsum("nkm,nm->nk", Q, coeff)
+    if torch.compiler.is_compiling():  # the figures below would each synchronise with the host
+        return d.to(g.dtype), SolveInfo(None, None, 1 if shared else N, 0, 0, float("nan"))
     info = SolveInfo(
         min_eig=float(mu.min()),
         max_eig=float(mu.max()),
@@ -228,6 +229,8 @@ def low_rank_damped_solve(
     rhs = Gw @ gw.transpose(0, 1)  # (K, N)
     sol = torch.linalg.solve(A, rhs)
     d = (gw - (Gw.transpose(0, 1) @ sol).transpose(0, 1)) / lam
+    if torch.compiler.is_compiling():  # the figures below would each synchronise with the host
+        return d.to(g.dtype), SolveInfo(None, None, 1, 0, 0, float(lam))
     eig = torch.linalg.eigvalsh(K) / n_total
     info = SolveInfo(
         min_eig=0.0 if G.shape[1] > G.shape[0] else float(eig.min()),

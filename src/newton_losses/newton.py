@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from . import curvature as _curv
-from .curvature._reduce import REDUCTIONS, reduce_loss
+from .curvature._reduce import REDUCTIONS, reduce_loss, require_grad
 from .curvature.composite import CompositeGradient, composite_gradient
 from .curvature.estimate import CurvatureEstimate
 from .curvature.provider import CurvatureContext, CurvatureProvider, UserCurvature
@@ -34,9 +34,11 @@ from .curvature.second_order import (
     hvp_mismatch,
 )
 from .linalg import DAMPINGS, PROJECTIONS, SolveInfo, conjugate_gradient, damped_solve, low_rank_damped_solve
+from ._pytree import flatten_outputs
 from .precision import PrecisionReport, check_precision, to_float64
 
-__all__ = ["NewtonLoss", "NewtonDiagnostics", "NonFiniteLossError", "CURVATURES", "choose_solver"]
+__all__ = ["NewtonLoss", "NewtonDiagnostics", "NewtonTotals", "NonFiniteLossError", "CURVATURES", "choose_solver",
+           "newton_direction"]
 
 CURVATURES = BUILTIN_CURVATURES
 HESSIAN_METHODS = ("auto", "rows", "vmap", "cg")
@@ -111,7 +113,21 @@ class NewtonDiagnostics:
 
 
 @dataclass
-class _Totals:
+class NewtonTotals:
+    """Running counts of a :class:`NewtonLoss` since it was made (``newton.totals``).
+
+    Attributes:
+        calls: calls with gradients (Newton steps taken or skipped).
+        skipped: of those, batches skipped because of NaN/Inf (``on_nonfinite="skip"``).
+        precision_checks: batches checked against float64 (``precision_every``).
+        precision_sick: samples those checks flagged, summed over the checks.
+        indefinite_matrices: curvature matrices with a negative eigenvalue (or negative curvature
+            met by conjugate gradients).
+        fallback_matrices: matrices not solved in the requested form (Tikhonov fallback, CG
+            truncation).
+        matrices: distinct matrices solved with, summed over the calls.
+    """
+
     calls: int = 0
     skipped: int = 0
     precision_checks: int = 0
@@ -252,7 +268,8 @@ class NewtonLoss(nn.Module):
 
     Attributes:
         last_diagnostics: :class:`NewtonDiagnostics` of the last call with gradients.
-        totals: running counts (calls, skipped, indefinite and fallback matrices).
+        totals: :class:`NewtonTotals`, running counts (calls, skipped, precision checks,
+            indefinite and fallback matrices).
 
     Example:
         >>> import torch
@@ -289,6 +306,7 @@ class NewtonLoss(nn.Module):
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable; got {type(loss_fn).__name__}")
         self.loss_fn = loss_fn
+        self._warned_lam0 = False
         self.curvature = curvature  # resolved and checked by the property setter
         self.lam = lam  # validated by the property setter
         _check_options(projection=projection, fallback=fallback, damping=damping, solver=solver,
@@ -322,8 +340,9 @@ class NewtonLoss(nn.Module):
         self._reduction_checked = reduction != "auto"
         self._scalar_output = False
         self._chunk_cache: dict = {}
+        self._first_call_done = False
         self.last_diagnostics: Optional[NewtonDiagnostics] = None
-        self.totals = _Totals()
+        self.totals = NewtonTotals()
 
     @property
     def curvature(self) -> Union[str, Callable[..., Any]]:
@@ -348,78 +367,157 @@ class NewtonLoss(nn.Module):
             raise TypeError(f"lam must be a real number; got {type(value).__name__}")
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"lam must be finite and >= 0; got {value!r}")
+        if value == 0 and getattr(self.loss_fn, "shift_invariant", False) and not self._warned_lam0:
+            self._warned_lam0 = True
+            warnings.warn(
+                f"NewtonLoss: lam=0 with {type(self.loss_fn).__name__}, whose per-sample loss does not "
+                "change when a constant is added to all of a sample's outputs: every curvature is "
+                "singular along that all-ones direction, so with no damping the step there is "
+                "undetermined (huge or arbitrary). Use lam > 0, e.g. lam=0.1 with damping='batch'.",
+                RuntimeWarning, stacklevel=3 if "_chunk_cache" in self.__dict__ else 4,  # set or __init__
+            )
         self._lam = float(value)
 
     def extra_repr(self) -> str:
         return f"curvature={self._name!r}, lam={self.lam}, projection={self.projection!r}, solver={self.solver!r}"
 
     # ------------------------------------------------------------------------------------------
-    def forward(self, y: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        """Loss value (mean over the batch) with the Newton gradient for y. y: (N, *shape)."""
-        _check_y(y)
+    def forward(self, y: Any, *args: Any, **kwargs: Any) -> Tensor:
+        """Loss value (mean over the batch) with the Newton gradient for y.
+
+        y: (N, *shape), or a tuple/list/dict (nested too) of such tensors with one N, one dtype
+        and one device — several heads, whose outputs the curvature couples per sample: they are
+        viewed as one (N, Σ m_j) matrix and ``loss_fn`` receives the same structure.
+        """
+        y, fn, layout = self._outputs(y)
         if not (torch.is_grad_enabled() and y.requires_grad):
-            return reduce_loss(self.loss_fn(y, *args, **kwargs), y.shape[0], self.reduction)[0]
-        value, direction = self._newton(y, args, kwargs)
+            return reduce_loss(fn(y, *args, **kwargs), y.shape[0], self.reduction)[0]
+        value, direction = self._newton(y, args, kwargs, fn)
         return _Inject.apply(y, value, direction.reshape(y.shape) / y.shape[0])
 
-    def target(self, y: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        """The detached Newton target ``z* = y − (C + λI)^{-1} ∇ℓ(y)``, shape of y.
+    def direction(self, y: Any, *args: Any, **kwargs: Any) -> Any:
+        """The detached Newton direction ``d_i = (C + λI)^{-1} ∇ℓ_i(y_i)``, shape (and structure)
+        of y — what ``forward`` sends back to y_i, times N. For training loops of your own:
+        ``y.backward(newton.direction(y, t) / len(y))`` gives the network the gradient that
+        ``newton(y, t).backward()`` gives it.
+        """
+        y, fn, layout = self._outputs(y)
+        with torch.enable_grad():
+            _, d = self._newton(y, args, kwargs, fn)
+        d = d.reshape(y.shape).detach()
+        return d if layout is None else layout.unflatten(d)
+
+    def target(self, y: Any, *args: Any, **kwargs: Any) -> Any:
+        """The detached Newton target ``z* = y − (C + λI)^{-1} ∇ℓ(y)``, shape (and structure) of y.
 
         Training with ``0.5 * ((z - y) ** 2).sum() / N`` gives the same gradient as
         ``forward``.
         """
-        _check_y(y)
+        y, fn, layout = self._outputs(y)
         with torch.enable_grad():
-            _, direction = self._newton(y, args, kwargs)
-        return (y.detach() - direction.reshape(y.shape)).detach()
+            _, d = self._newton(y, args, kwargs, fn)
+        z = (y.detach() - d.reshape(y.shape)).detach()
+        return z if layout is None else layout.unflatten(z)
+
+    def _outputs(self, y: Any):
+        """(y as one tensor, the loss as a function of it, the pytree layout or None)."""
+        if isinstance(y, Tensor):
+            _check_y(y)
+            return y, self.loss_fn, None
+        if not isinstance(y, (tuple, list, dict)):
+            raise TypeError(f"y must be a torch.Tensor or a tuple/list/dict of tensors; got {type(y).__name__}")
+        layout = flatten_outputs(y)
+        return layout.flat, layout.wrap(self.loss_fn), layout
 
     # ------------------------------------------------------------------------------------------
-    def _newton(self, y: Tensor, args: tuple, kwargs: dict) -> tuple[Tensor, Tensor]:
-        """(loss value, Newton direction (N, m)) — or a zero direction for a skipped batch."""
+    def _newton(self, y: Tensor, args: tuple, kwargs: dict, fn: Callable[..., Tensor]) -> tuple[Tensor, Tensor]:
+        """(loss value, Newton direction (N, m)) — or a zero direction for a skipped batch.
+        ``fn`` is the loss as a function of y (``loss_fn``, or its pytree wrapper)."""
+        if torch.compiler.is_compiling():
+            return self._newton_traced(y, args, kwargs, fn)
         N, m = y.shape[0], y[0].numel()
         diag = NewtonDiagnostics(curvature=self._name, method="", n_samples=N, m=m, lam=self.lam)
         t0 = time.perf_counter()
         flat = y.detach().reshape(N, m).requires_grad_(True)
         solver = choose_solver(self._provider, self.solver, self.hessian_method, self.damping, m)
         needs_graph = self._provider.needs_graph(solver, self.hessian_method)
-        value, total, g, composite = self._first_order(flat, y.shape, args, kwargs, needs_graph)
+        value, total, g, composite = self._first_order(fn, flat, y.shape, args, kwargs, needs_graph)
         t_grad = time.perf_counter()
         diag.time_gradient_s = t_grad - t0
-        if not self._finite(value, g, "loss value or gradient"):
+        if not self._finite(value, g, "gradient", y.dtype):
             return self._skip(value, flat, diag)
         if self.precision_every and self.totals.calls % self.precision_every == 0:
-            diag.precision = self._check_precision(y, args, kwargs)
+            diag.precision = self._check_precision(fn, y, args, kwargs)
         if needs_graph:
-            self._check_second_order(total, flat, composite, y.shape, args, kwargs)
+            self._check_second_order(fn, total, flat, composite, y.shape, args, kwargs)
         ctx = CurvatureContext(
-            y=flat, g=g, loss_fn=self.loss_fn, shape=y.shape, args=args, kwargs=kwargs,
+            y=flat, g=g, loss_fn=fn, shape=y.shape, args=args, kwargs=kwargs,
             solver=solver, lam=self.lam, chunk_size=self._chunk_spec(*flat.shape),
             hessian_method=self.hessian_method, distributed=self._use_distributed(),
             solve_dtype=self.solve_dtype, composite=composite,
         )
         est = self._provider.estimate(ctx)
         diag.method = est.method or "custom"
-        if est.matrix is not None and not self._finite(value, est.matrix, "curvature matrix"):
+        if est.matrix is not None and not self._finite(value, est.matrix, "curvature matrix", y.dtype):
             return self._skip(value, flat, diag)
         t1 = time.perf_counter()
         direction, info = self._solve(est, g.detach())
         t2 = time.perf_counter()
-        if not self._finite(value, direction, "Newton direction"):
+        if not self._finite(value, direction, "Newton direction", y.dtype):
             return self._skip(value, flat, diag)
         self._record(diag, info, g.detach(), direction, t1 - t_grad, t2 - t1)
         if not self._reduction_checked and self._scalar_output:  # after the step: the loss's caches are used
-            self._check_reduction(flat, g, y.shape, args, kwargs)
+            self._check_reduction(fn, flat, g, y.shape, args, kwargs)
+        self._first_call_done = True
         return value, direction
 
-    def _first_order(self, flat: Tensor, shape: torch.Size, args: tuple, kwargs: dict, needs_graph: bool):
+    def _newton_traced(self, y: Tensor, args: tuple, kwargs: dict, fn: Callable[..., Tensor]):
+        """The step as ``torch.compile`` traces it: the same maths, nothing that needs the host.
+
+        The first call runs the whole eager step once outside the graph (:func:`_first_call`),
+        so the first-call checks (second-order check, reduction probe, chunk-size choice) and
+        the first diagnostics happen as in eager mode; after it no timer, ``.item()`` or
+        NaN/Inf test is traced, and ``last_diagnostics``, ``totals`` and ``precision_every``
+        are not updated (docs/COMPILE.md).
+        """
+        if self._provider.needs_composite:
+            # Gauss-Newton's Jacobian-vector products differentiate the inner map twice, which
+            # AOTAutograd cannot do through compiled code: the step runs eagerly (docs/COMPILE.md).
+            return _eager(_eager_newton)(self, y, args, kwargs, fn)
+        if not self._first_call_done and self._first_call_needed():
+            _eager(_eager_step)(self, y, args, kwargs, fn)
+        N, m = y.shape[0], y[0].numel()
+        # Differentiate with respect to y itself (autograd.grad stops there, the network is not
+        # touched): a detached copy made a leaf by requires_grad_() cannot leave a compiled region.
+        flat = y.reshape(N, m) if y.requires_grad else y.detach().reshape(N, m).requires_grad_(True)
+        solver = choose_solver(self._provider, self.solver, self.hessian_method, self.damping, m)
+        needs_graph = self._provider.needs_graph(solver, self.hessian_method)
+        value, _, g, composite = self._first_order(fn, flat, y.shape, args, kwargs, needs_graph)
+        # One backward pass per row unless asked otherwise: batched passes (vmap over autograd)
+        # do not trace for every loss, and the compiler fuses the unrolled passes anyway.
+        chunk = 1 if self.chunk_size is None else self.chunk_size
+        ctx = CurvatureContext(
+            y=flat, g=g, loss_fn=fn, shape=y.shape, args=args, kwargs=kwargs, solver=solver,
+            lam=self.lam, chunk_size=chunk, hessian_method=self.hessian_method,
+            distributed=self._use_distributed(), solve_dtype=self.solve_dtype, composite=composite,
+        )
+        direction, _ = self._solve(self._provider.estimate(ctx), g.detach())
+        return value, direction
+
+    def _first_call_needed(self) -> bool:
+        """Whether the first call has checks to run (they need the host, so run eagerly)."""
+        return (self._provider.second_order and self.check_hessian != "never") or not self._reduction_checked
+
+    def _first_order(self, fn, flat: Tensor, shape: torch.Size, args: tuple, kwargs: dict, needs_graph: bool):
         """(mean loss (detached), summed loss, g (N, m), CompositeGradient or None)."""
         if self._provider.needs_composite:
-            value, total, g, composite = composite_gradient(self.loss_fn, flat, shape, args, kwargs, self.reduction)
+            value, total, g, composite = composite_gradient(fn, flat, shape, args, kwargs, self.reduction)
             self._scalar_output = composite.scalar
             return value.detach(), total, g, composite
-        out = self.loss_fn(flat.reshape(shape), *args, **kwargs)
+        out = fn(flat.reshape(shape), *args, **kwargs)
         self._scalar_output = isinstance(out, Tensor) and out.ndim == 0
         value, total = reduce_loss(out, flat.shape[0], self.reduction)
+        require_grad(total)
         (g,) = torch.autograd.grad(total, flat, create_graph=needs_graph, allow_unused=True)
         return value.detach(), total, (torch.zeros_like(flat) if g is None else g), None
 
@@ -473,14 +571,11 @@ class NewtonLoss(nn.Module):
         return active if self.distributed is None else (bool(self.distributed) and active)
 
     # ------------------------------------------------------------------------------------------
-    def _finite(self, value: Tensor, t: Tensor, what: str) -> bool:
+    def _finite(self, value: Tensor, t: Tensor, what: str, dtype: torch.dtype) -> bool:
         if bool(torch.isfinite(value).all()) and bool(torch.isfinite(t).all()):
             return True
         if self.on_nonfinite == "raise":
-            raise NonFiniteLossError(
-                f"NewtonLoss: the {what} contains NaN or Inf (loss value {float(value):.6g}). "
-                "No update was produced. Pass on_nonfinite='skip' to skip such batches."
-            )
+            raise NonFiniteLossError(_nonfinite_message(value, t, what, dtype))
         return False
 
     def _skip(self, value: Tensor, flat: Tensor, diag: NewtonDiagnostics):
@@ -513,7 +608,7 @@ class NewtonLoss(nn.Module):
         self.totals.fallback_matrices += info.n_fallback
         self.totals.matrices += info.n_matrices
 
-    def _check_reduction(self, flat: Tensor, g: Tensor, shape: torch.Size, args: tuple, kwargs: dict) -> None:
+    def _check_reduction(self, fn, flat: Tensor, g: Tensor, shape: torch.Size, args: tuple, kwargs: dict) -> None:
         """Is a scalar loss the mean of the per-sample losses, as ``reduction="auto"`` reads it?
 
         Read as a mean, sample i's gradient is the same in the batch and in any subset of k
@@ -524,7 +619,7 @@ class NewtonLoss(nn.Module):
         in tuples or dicts are passed whole).
         """
         self._reduction_checked = True
-        if getattr(self.loss_fn, "stochastic", False):  # evaluating it would draw samples
+        if getattr(fn, "stochastic", False):  # evaluating it would draw samples
             return
         N = flat.shape[0]
         norms = g.detach().norm(dim=1)
@@ -540,7 +635,7 @@ class NewtonLoss(nn.Module):
         ys = flat.detach()[index].clone().requires_grad_(True)
         with torch.enable_grad():
             try:
-                out = self.loss_fn(ys.reshape((k,) + tuple(shape[1:])), *map(sub, args),
+                out = fn(ys.reshape((k,) + tuple(shape[1:])), *map(sub, args),
                                    **{key: sub(v) for key, v in kwargs.items()})
             except Exception:  # noqa: BLE001 — a loss made for one batch size: no evidence either way
                 return
@@ -567,8 +662,8 @@ class NewtonLoss(nn.Module):
                 "step assumes independent samples.", RuntimeWarning, stacklevel=4,
             )
 
-    def _check_precision(self, y: Tensor, args: tuple, kwargs: dict) -> PrecisionReport:
-        report = check_precision(self.loss_fn, y.detach(), *args, **kwargs)
+    def _check_precision(self, fn, y: Tensor, args: tuple, kwargs: dict) -> PrecisionReport:
+        report = check_precision(fn, y.detach(), *args, **kwargs)
         self.totals.precision_checks += 1
         self.totals.precision_sick += int(report.sick.numel())
         if not report.ok and not self._warned_precision:
@@ -578,7 +673,7 @@ class NewtonLoss(nn.Module):
         return report
 
     # ------------------------------------------------------------------------------------------
-    def _check_second_order(self, total, flat, composite: Optional[CompositeGradient], shape, args, kwargs) -> None:
+    def _check_second_order(self, fn, total, flat, composite: Optional[CompositeGradient], shape, args, kwargs) -> None:
         """Raise :class:`NotTwiceDifferentiableError` if autograd's Hessian of the loss is incomplete."""
         mode = self.check_hessian
         if not (mode == "always" or (mode in ("first", "auto") and not self._checked)):
@@ -593,24 +688,24 @@ class NewtonLoss(nn.Module):
                 f"{culprit}, whose backward is marked @once_differentiable. Its second derivative is "
                 "missing from autograd's Hessian, and torch does not say so when the gradient "
                 "flowing into that backward is constant (e.g. F(y).sum() + other terms). Use "
-                "curvature='fisher' (first derivatives only), give the Function a backward built "
+                f"{_first_order_advice(self.loss_fn)}, give the Function a backward built "
                 "from differentiable torch operations, or pass check_hessian='never' if its "
                 "backward does not depend on its input (a linear map)."
             )
         if mode != "auto" or has_custom_function(total, leaf):
-            err = self._probe(flat, composite, shape, args, kwargs)
+            err = self._probe(fn, flat, composite, shape, args, kwargs)
             if err > HVP_MISMATCH_TOL:  # NaN (no converged differences) is no evidence
                 raise NotTwiceDifferentiableError(
                     f"curvature={self._name!r}: the autograd Hessian of the loss disagrees with "
                     f"finite differences of its gradient (relative error {err:.2g} in the worst tenth "
                     f"of the samples, tolerance {HVP_MISMATCH_TOL}). The loss is probably not twice "
                     "differentiable (e.g. a custom autograd.Function whose backward is computed "
-                    "outside autograd). Use curvature='fisher', or check_hessian='never' if the "
-                    "loss is intentionally non-smooth."
+                    f"outside autograd). Use {_first_order_advice(self.loss_fn)}, or "
+                    "check_hessian='never' if the loss is intentionally non-smooth."
                 )
         self._checked = True
 
-    def _probe(self, flat, composite: Optional[CompositeGradient], shape, args, kwargs) -> float:
+    def _probe(self, fn, flat, composite: Optional[CompositeGradient], shape, args, kwargs) -> float:
         """:func:`hvp_mismatch` of the function whose Hessian the provider uses, in float64.
 
         A missing term is structural, so it shows in float64 too, where finite differences
@@ -621,16 +716,16 @@ class NewtonLoss(nn.Module):
         if flat.dtype != torch.float64:
             wide = tuple(to_float64(a) for a in args), {k: to_float64(v) for k, v in kwargs.items()}
             try:
-                return hvp_mismatch(*self._gradient_map(flat, composite, shape, *wide, torch.float64))
+                return hvp_mismatch(*self._gradient_map(fn, flat, composite, shape, *wide, torch.float64))
             except (RuntimeError, TypeError):
                 pass
-        return hvp_mismatch(*self._gradient_map(flat, composite, shape, args, kwargs, None))
+        return hvp_mismatch(*self._gradient_map(fn, flat, composite, shape, args, kwargs, None))
 
-    def _gradient_map(self, flat, composite: Optional[CompositeGradient], shape, args, kwargs, dtype):
+    def _gradient_map(self, loss_fn, flat, composite: Optional[CompositeGradient], shape, args, kwargs, dtype):
         """(x, g(x) with graph, z -> g(z)) for the loss (or a composite's outer), in ``dtype``."""
         N = flat.shape[0]
         if composite is None:
-            fn, x0, view = self.loss_fn, flat, shape
+            fn, x0, view = loss_fn, flat, shape
         else:
             fn, x0, view = composite.outer, composite.a_leaf, composite.a_shape
 
@@ -641,6 +736,92 @@ class NewtonLoss(nn.Module):
         x = x0.detach().to(dtype or x0.dtype).requires_grad_(True)
         gx = grad_at(x, create_graph=True)
         return x, (torch.zeros_like(x) if gx is None else gx), grad_at
+
+
+def _eager(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` run outside the compiled graph. (Wrapped at call time, not decorated:
+    ``torch.compiler.disable`` imports dynamo, which ``import newton_losses`` must not; this is
+    only reached while compiling, with dynamo loaded.)"""
+    return torch.compiler.disable(fn)
+
+
+def _eager_step(newton: NewtonLoss, y: Tensor, args: tuple, kwargs: dict, fn: Callable[..., Tensor]) -> None:
+    """One eager Newton step, for the first call's checks (its direction is not used)."""
+    with torch.enable_grad():
+        newton._newton(y.detach(), args, kwargs, fn)
+    newton._first_call_done = True
+
+
+def _eager_newton(newton: NewtonLoss, y: Tensor, args: tuple, kwargs: dict, fn: Callable[..., Tensor]):
+    """The eager Newton step, (value, direction), for a compiled caller."""
+    with torch.enable_grad():
+        return newton._newton(y.detach(), args, kwargs, fn)
+
+
+def newton_direction(
+    loss_fn: Callable[..., Tensor],
+    y: Any,
+    *args: Any,
+    curvature: Union[str, Callable[..., Any]] = "fisher",
+    lam: float = 1.0,
+    loss_kwargs: Optional[dict] = None,
+    **options: Any,
+) -> Any:
+    """The Newton direction ``d_i = (C + λI)^{-1} ∇ℓ_i(y_i)`` of one batch, as a function.
+
+    For training loops of your own: ``y.backward(d / len(y))`` sends the network the gradient
+    that ``NewtonLoss(loss_fn, curvature, lam)(y, *args).backward()`` sends it, and ``y - d`` is
+    the Newton target. Each call builds a :class:`NewtonLoss` and so repeats its first-call
+    checks (second-order check, reduction probe, chunk-size choice); in a loop, make one
+    ``NewtonLoss`` and call its :meth:`~NewtonLoss.direction`.
+
+    Args:
+        loss_fn: ``loss_fn(y, *args, **loss_kwargs)`` -> (N,) per-sample losses or their mean.
+        y: (N, *shape) outputs, or a tuple/list/dict of them (see :meth:`NewtonLoss.forward`).
+        args, loss_kwargs: the loss's other arguments (targets).
+        curvature, lam, options: as for :class:`NewtonLoss` (``projection``, ``damping``, ...).
+
+    Returns:
+        d: detached, the shape (and structure) of y.
+
+    Example:
+        >>> import torch
+        >>> y = torch.zeros(2, 2)
+        >>> newton_direction(lambda y: 2.0 * ((y - 1.0) ** 2).sum(-1), y, curvature="hessian", lam=0.0)
+        tensor([[-1., -1.],
+                [-1., -1.]])
+    """
+    return NewtonLoss(loss_fn, curvature, lam, **options).direction(y, *args, **(loss_kwargs or {}))
+
+
+def _first_order_advice(loss_fn: Any) -> str:
+    """The curvatures to suggest for a loss autograd cannot differentiate twice."""
+    advice = "curvature='fisher' (first derivatives only)"
+    for name in ("hessian_estimator", "gauss_newton_estimator"):
+        if callable(getattr(loss_fn, name, None)):
+            advice += f" or curvature=loss.{name}() (the loss's own estimator)"
+    return advice
+
+
+def _nonfinite_message(value: Tensor, t: Tensor, what: str, dtype: torch.dtype) -> str:
+    """What was not finite, where, and what to do (:class:`NonFiniteLossError`)."""
+    v = float(value)
+    if not math.isfinite(v):
+        head = f"NewtonLoss: the loss value is {v}"
+    else:
+        head = f"NewtonLoss: the loss value is finite ({v:.6g}) but the {what} contains NaN or Inf"
+        if t.ndim == 2 and what != "curvature matrix":  # per-sample rows: gradient, direction
+            bad = (~torch.isfinite(t)).any(dim=1).nonzero().flatten().tolist()
+            shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+            head += f" in {len(bad)} of {t.shape[0]} samples ({shown})"
+    if dtype == torch.float16:
+        return (
+            f"{head}. The outputs are float16, whose largest value is 65504: the loss or its "
+            "gradient overflowed it. Compute the loss in float32 (loss_fn(y.float(), ...); under "
+            "autocast, outside the autocast region), or use bfloat16, which has float32's range. "
+            "No update was produced."
+        )
+    return f"{head}. No update was produced. Pass on_nonfinite='skip' to skip such batches."
 
 
 def _resolve_curvature(curvature: Any, loss_fn: Callable[..., Any]) -> tuple[str, CurvatureProvider]:

@@ -127,7 +127,7 @@ def build_loss(cfg, generator: Optional[torch.Generator] = None) -> tuple[Compos
     ``CompositeLoss(relaxation, loss on P)``, so that every Newton variant (Gauss-Newton
     included) applies. ``generator`` is unused (the relaxations are deterministic)."""
     ranking = RankingLoss(relaxation(cfg), loss=cfg.method_args.get("loss", _LOSS.default))
-    return CompositeLoss(ranking.inner, ranking.outer), ranking
+    return ranking.composite(), ranking
 
 
 def random_batch(cfg, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -5,6 +5,8 @@ from typing import Any
 
 from torch import Tensor
 
+__all__ = ["REDUCTIONS", "reduce_loss", "require_grad"]
+
 #: How a scalar loss value is read: "mean" of the N per-sample losses, or their "sum". ("auto",
 #: NewtonLoss's default, reads it as the mean and checks that on the first call.)
 REDUCTIONS = ("auto", "mean", "sum")
@@ -15,6 +17,12 @@ def reduce_loss(out: Any, N: int, reduction: str = "mean") -> tuple[Tensor, Tens
     mean, or their sum for ``reduction="sum"``."""
     if not isinstance(out, Tensor):
         raise TypeError(f"loss_fn must return a torch.Tensor; got {type(out).__name__}")
+    if not out.is_floating_point():
+        raise TypeError(
+            f"loss_fn must return a floating-point tensor; got dtype {out.dtype}. A loss built from "
+            "counts, comparisons, argmax or rounding has no gradient: compute it from y with "
+            "differentiable operations (a relaxation) in a floating dtype"
+        )
     if out.ndim == 0:
         return (out / N, out) if reduction == "sum" else (out, out * N)
     if out.ndim == 1 and out.shape[0] == N:
@@ -23,3 +31,13 @@ def reduce_loss(out: Any, N: int, reduction: str = "mean") -> tuple[Tensor, Tens
         f"loss_fn must return N={N} per-sample losses of shape ({N},) or a scalar (their mean, or "
         f"their sum with reduction='sum'); got shape {tuple(out.shape)}"
     )
+
+
+def require_grad(t: Tensor, what: str = "loss_fn's value") -> None:
+    """Raise ``ValueError`` if no gradient can flow from ``t`` back to the outputs y."""
+    if not t.requires_grad:
+        raise ValueError(
+            f"{what} does not depend on y: no gradient flows from it back to the network's outputs. "
+            "Does the loss detach y (.detach(), .item(), .numpy(), .tolist()), run under "
+            "torch.no_grad(), or use only non-differentiable operations (argmax, round, comparisons)?"
+        )

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from ._reduce import reduce_loss
+from ._reduce import reduce_loss, require_grad
 
 __all__ = ["CompositeLoss", "CompositeGradient", "composite_gradient"]
 
@@ -84,10 +84,12 @@ def composite_gradient(loss: CompositeLoss, y: Tensor, shape: torch.Size, args: 
             f"CompositeLoss.inner must return a tensor (N, *a_shape) with N={N}; got "
             f"{tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__}"
         )
+    require_grad(a, "CompositeLoss.inner's output")
     a_flat = a.reshape(N, -1)
     a_leaf = a_flat.detach().requires_grad_(True)
     out = loss.outer(a_leaf.reshape(a.shape), *args, **kwargs)
     value, total = reduce_loss(out, N, reduction)
+    require_grad(total, "CompositeLoss.outer's value")
     (ga,) = torch.autograd.grad(total, a_leaf, create_graph=True, allow_unused=True)
     if ga is None:
         ga = torch.zeros_like(a_leaf)

@@ -14,6 +14,12 @@ __all__ = ["EmpiricalFisher", "all_reduce_sum", "empirical_fisher"]
 LOW_RANK_MIN_M = 512
 
 
+def _dist_active() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 def all_reduce_sum(t: Tensor) -> Tensor:
     """Sum a tensor over all processes when torch.distributed is initialized (else identity).
 
@@ -22,7 +28,7 @@ def all_reduce_sum(t: Tensor) -> Tensor:
     """
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _dist_active():
         return t
     buf = t.detach().to(torch.float64).contiguous()
     dist.all_reduce(buf, op=dist.ReduceOp.SUM)
@@ -38,10 +44,11 @@ def empirical_fisher(g: Tensor, *, distributed: bool = True) -> tuple[Tensor, in
     """
     gw = g.detach().to(torch.float64)
     S = gw.transpose(0, 1) @ gw
+    if not (distributed and _dist_active()):  # the batch size is known: no host sync
+        return S / g.shape[0], g.shape[0]
     n = torch.tensor([float(g.shape[0])], dtype=torch.float64, device=g.device)
-    if distributed:
-        S = all_reduce_sum(S)
-        n = all_reduce_sum(n)
+    S = all_reduce_sum(S)
+    n = all_reduce_sum(n)
     n_total = int(round(float(n.item())))
     return S / n_total, n_total
 

@@ -60,7 +60,10 @@ def check_sampling(sigma: object, n_samples: object, baseline: object) -> tuple[
 
 
 def all_finite(tensor: torch.Tensor) -> bool:
-    """Whether every entry is finite; True where it cannot be evaluated (inside torch.func)."""
+    """Whether every entry is finite; True where it cannot be evaluated (inside torch.func, or
+    while torch.compile traces: reading a value would break the graph; the eager call checks)."""
+    if torch.compiler.is_compiling():
+        return True
     try:
         return bool(torch.isfinite(tensor).all())
     except RuntimeError:
@@ -68,6 +71,8 @@ def all_finite(tensor: torch.Tensor) -> bool:
 
 
 def _any_negative(tensor: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling():
+        return False
     try:
         return bool((tensor < 0).any())
     except RuntimeError:

@@ -215,6 +215,9 @@ def relaxed_shortest_path(
     wf = w.reshape(B, m)
     shape = (height, width)
     is_while = mode == "while"
+    # While torch.compile traces, the While loop runs its whole cap: finished rows are frozen by
+    # the masks below, so the result is the same, and the early exits would need the host.
+    early_exit = is_while and not torch.compiler.is_compiling()
 
     # 1. Distances.
     d = wf
@@ -234,7 +237,7 @@ def relaxed_shortest_path(
             d_new = torch.where(done.unsqueeze(1), d, d_new)
             done = done | now_done
             d = d_new
-            if bool(done.all()):
+            if early_exit and bool(done.all()):
                 break
         else:
             d = d_new
@@ -262,7 +265,7 @@ def relaxed_shortest_path(
         if is_while:
             with torch.no_grad():
                 traced = traced | ((mass * not_source).sum(1) <= tol)
-            if bool(traced.all()):
+            if early_exit and bool(traced.all()):
                 break
     converged = dist_converged & traced if is_while else dist_converged
 
@@ -283,6 +286,8 @@ def relaxed_shortest_path(
 
 def _for_loop_problem(w: torch.Tensor, beta: float, result: RelaxedPathResult) -> Optional[str]:
     """Why a For-loop result is not meaningful (None if it is, or if it cannot be checked)."""
+    if torch.compiler.is_compiling():
+        return None
     try:
         with torch.no_grad():
             n_bad = int((~result.converged).sum())
@@ -314,7 +319,7 @@ class RelaxedBellmanFord(torch.nn.Module):
 
     ``RelaxedBellmanFord(beta, mode="for", n_iter=None, max_iter=None, tol=None)`` wraps
     :func:`relaxed_shortest_path` (see there and the module docstring for the formulas) and
-    returns its ``path``; ``last_result`` keeps the whole :class:`RelaxedPathResult` of the last
+    returns its ``path``; ``last_result`` keeps the whole :class:`RelaxedPathResult` (detached) of the last
     call (distances, predecessors, iterations, convergence), and ``converged`` its (B,) bool
     ``converged``. A For loop whose result is not meaningful (``converged`` False somewhere, or
     ``β · min w ≤ log 8``) gives a ``RuntimeWarning`` once per module.
@@ -352,7 +357,9 @@ class RelaxedBellmanFord(torch.nn.Module):
             costs, self.beta, mode=self.mode, n_iter=self.n_iter, max_iter=self.max_iter, tol=self.tol,
             warn=False,
         )
-        self.last_result = res
+        # Detached: diagnostics only; keeping the graph alive would hold its memory (and a
+        # tensor with a graph stored on the module cannot leave a compiled region).
+        self.last_result = RelaxedPathResult(*(t.detach() if isinstance(t, torch.Tensor) else t for t in res))
         if self.mode == "for" and not self._warned:
             message = _for_loop_problem(costs, self.beta, res)
             if message is not None:

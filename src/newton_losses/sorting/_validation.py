@@ -42,6 +42,14 @@ def _inside_torch_func(tensor: torch.Tensor) -> bool:
     return bool(check(tensor)) if check is not None else False
 
 
+def _traced(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s values cannot be read here: while ``torch.compile`` traces (reading
+    one would break the graph) or inside a ``torch.func`` transform (:func:`_inside_torch_func`).
+    Value checks are skipped then (the untransformed, eager call makes them) and the layers
+    take their plain-torch form."""
+    return torch.compiler.is_compiling() or _inside_torch_func(tensor)
+
+
 def _holds(condition: torch.Tensor) -> bool:
     """Whether every entry of the boolean ``condition`` is True; True where it cannot be evaluated.
 
@@ -58,7 +66,7 @@ def _holds(condition: torch.Tensor) -> bool:
 def all_finite(tensor: torch.Tensor) -> bool:
     """Whether every entry of ``tensor`` is finite; True where the check cannot be evaluated
     (inside ``torch.func`` transforms, see :func:`_holds`)."""
-    if _inside_torch_func(tensor):  # skipped without computing it: the check costs under vmap
+    if _traced(tensor):  # skipped without computing it: the check costs under vmap
         return True
     return _holds(torch.isfinite(tensor))
 
@@ -66,7 +74,7 @@ def all_finite(tensor: torch.Tensor) -> bool:
 def all_in_unit_interval(tensor: torch.Tensor) -> bool:
     """Whether every entry of ``tensor`` lies in [0, 1] (so no NaN or ±Inf); True where the check
     cannot be evaluated (inside ``torch.func`` transforms, see :func:`_holds`)."""
-    if _inside_torch_func(tensor):
+    if _traced(tensor):
         return True
     return _holds((tensor >= 0) & (tensor <= 1))
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._validation import _inside_torch_func, all_finite, all_in_unit_interval, check_positive
+from ._validation import _traced, all_finite, all_in_unit_interval, check_positive
 
 DEFAULT_EPS = 1e-12
 #: ε of :func:`ranking_bce_clamped`: P is clamped to [ε, 1 − ε] (1 − 1e-6 is representable in float32).
@@ -185,7 +185,7 @@ def _sums_to_one(P: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _check_stochastic(P: torch.Tensor, dim: int) -> None:
     """Raise ``ValueError`` unless P sums to 1 along ``dim`` (skipped under torch.func)."""
-    if _inside_torch_func(P) or bool(_sums_to_one(P, dim).all()):
+    if _traced(P) or bool(_sums_to_one(P, dim).all()):
         return
     sums = P.detach().sum(dim)
     what = "rows" if dim == -1 else "columns"
@@ -225,12 +225,12 @@ def _ranking_bce_per_matrix(P: torch.Tensor, target: torch.Tensor, eps: float) -
     (not known, so False, under torch.func). Each sample's loss depends on its own P only."""
     P = P.clamp(0.0, 1.0)
     rows = _sums_to_one(P, -1)
-    if not _inside_torch_func(P) and bool(rows.all()):
+    if not _traced(P) and bool(rows.all()):
         return _bce(P, _complement(P, -1), target, eps), False
     cols = _sums_to_one(P, -2)
     complement = torch.where(rows[..., None, None], _complement(P, -1),
                              torch.where(cols[..., None, None], _complement(P, -2), 1.0 - P))
-    neither = False if _inside_torch_func(P) else not bool((rows | cols).all())
+    neither = False if _traced(P) else not bool((rows | cols).all())
     return _bce(P, complement, target, eps), neither
 
 
@@ -284,8 +284,17 @@ class RankingLoss(torch.nn.Module):
     that is neither it computes ``"bce"`` (warning once).
 
     Composite form for Gauss-Newton: ``inner`` = the relaxation, scores (N, n) -> P (N, n, n);
-    ``outer`` = h, (P, P_true) -> (N,), convex in P. With the core:
-    ``CompositeLoss(loss.inner, loss.outer)``.
+    ``outer`` = h, (P, P_true) -> (N,), convex in P: ``NewtonLoss(loss.composite(),
+    curvature="gauss_newton")``.
+
+    Targets: the true permutation matrices P_true (..., n, n) in this package's convention —
+    ``P_true[i, k] = 1`` if item k is at position i of the ascending order, so that
+    ``P_true @ values`` is sorted (:func:`permutation_matrix`) — or the true values or ranks
+    themselves (..., n), from which :func:`permutation_matrix` builds them. diffsort's and
+    difftopk's training code builds the transpose (``one_hot(argsort(labels)).transpose(-2,
+    -1)``); passed here it would train the network towards the inverse permutation, and no
+    check can tell a transposed permutation matrix from a true one. Pass the values or ranks
+    and the convention cannot go wrong.
 
     Args:
         relaxation: callable scores (..., n) -> P (..., n, n), e.g. :class:`NeuralSort`,
@@ -299,7 +308,8 @@ class RankingLoss(torch.nn.Module):
             the other cure for ``"bce"``'s float32 failure (docs/SORTING.md, Precision); the
             per-sample losses are then returned in this dtype.
 
-    Forward: scores (..., n), P_true (..., n, n) -> (...,) per-sample losses.
+    Forward: scores (..., n), target (..., n, n) permutation matrices or (..., n) values or
+    ranks -> (...,) per-sample losses.
     """
 
     def __init__(self, relaxation: Callable[[torch.Tensor], torch.Tensor], eps: float | None = None,
@@ -333,7 +343,11 @@ class RankingLoss(torch.nn.Module):
         return self.relaxation(scores.to(self.dtype) if isinstance(scores, torch.Tensor) else scores)
 
     def outer(self, P: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
-        """The loss of P against the targets: (..., n, n), (..., n, n) -> (...,)."""
+        """The loss of P against the targets: (..., n, n), (..., n, n) or values/ranks (..., n)
+        -> (...,)."""
+        if isinstance(P, torch.Tensor) and isinstance(P_true, torch.Tensor) and P.dim() >= 2 \
+                and P_true.shape == P.shape[:-1]:  # values or ranks: the matrices in this package's convention
+            P_true = permutation_matrix(P_true, dtype=P.dtype if P.is_floating_point() else None)
         if self.dtype is not None and isinstance(P_true, torch.Tensor):
             P_true = P_true.to(self.dtype)
         if self.loss != "bce_exact":
@@ -349,15 +363,32 @@ class RankingLoss(torch.nn.Module):
                 "entries near 1). Pass loss='bce' to choose it explicitly.", RuntimeWarning, stacklevel=2)
         return out
 
-    def forward(self, scores: torch.Tensor, P_true: torch.Tensor) -> torch.Tensor:
-        if isinstance(scores, torch.Tensor) and isinstance(P_true, torch.Tensor):
-            expected = (*scores.shape, scores.shape[-1]) if scores.dim() else None
-            if P_true.shape != expected:
+    @property
+    def shift_invariant(self) -> bool:
+        """Whether each sample's loss is unchanged by adding a constant to its scores (true for
+        every relaxation of this package; a relaxation of your own says so with a
+        ``shift_invariant = True`` attribute)."""
+        return bool(getattr(self.relaxation, "shift_invariant", False))
+
+    def composite(self):
+        """This loss as ``CompositeLoss(inner, outer)``, for ``NewtonLoss(...,
+        curvature="gauss_newton")``; called with (scores, target) like the loss itself."""
+        from ..curvature import CompositeLoss
+
+        composite = CompositeLoss(self.inner, self.outer)
+        composite.shift_invariant = self.shift_invariant
+        return composite
+
+    def forward(self, scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(scores, torch.Tensor) and isinstance(target, torch.Tensor) and scores.dim():
+            expected = (*scores.shape, scores.shape[-1])
+            if target.shape not in (expected, scores.shape):
                 raise ValueError(
-                    f"P_true must have shape (*scores.shape, n) = {expected} for scores of shape "
-                    f"{tuple(scores.shape)}, got {tuple(P_true.shape)}"
+                    f"the target must be the true permutation matrices, shape (*scores.shape, n) = "
+                    f"{expected}, or the true values or ranks, shape {tuple(scores.shape)}, for scores "
+                    f"of shape {tuple(scores.shape)}; got {tuple(target.shape)}"
                 )
-        return self.outer(self.inner(scores), P_true)
+        return self.outer(self.inner(scores), target)
 
     def extra_repr(self) -> str:
         return f"loss={self.loss!r}, eps={self.eps}" + (f", dtype={self.dtype}" if self.dtype is not None else "")

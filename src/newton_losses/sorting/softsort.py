@@ -71,6 +71,10 @@ class SoftSort(torch.nn.Module):
     tensor([1., 2., 3.])
     """
 
+    #: P depends on score differences only: adding a constant to a sample's scores changes
+    #: nothing (NewtonLoss warns about lam=0 for losses built on such relaxations).
+    shift_invariant = True
+
     def __init__(self, tau: float = 1.0, power: float = 1.0) -> None:
         super().__init__()
         self.tau = check_positive("tau", tau)

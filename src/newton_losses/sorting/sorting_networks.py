@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from ._validation import _inside_torch_func, check_in_unit_interval, check_positive, check_scores, check_size
+from ._validation import _traced, check_in_unit_interval, check_positive, check_scores, check_size
 from .network_layouts import NETWORKS, Layout, network_layout
 
 SIGMOIDS = ("logistic", "logistic_phi", "cauchy")
@@ -216,6 +216,10 @@ class DiffSortNet(torch.nn.Module):
     tensor([1., 2., 3.])
     """
 
+    #: P depends on score differences only: adding a constant to a sample's scores changes
+    #: nothing (NewtonLoss warns about lam=0 for losses built on such relaxations).
+    shift_invariant = True
+
     def __init__(
         self,
         network: str,
@@ -264,7 +268,7 @@ class DiffSortNet(torch.nn.Module):
         partners, sides = self._partners.to(device), self._sides.to(device)
         eye = torch.eye(self.n, dtype=scores.dtype, device=device)
         x, perm = scores, eye
-        fused = self.n >= _FUSED_FROM_N and not _inside_torch_func(scores)
+        fused = self.n >= _FUSED_FROM_N and not _traced(scores)
         last = len(partners) - 1
         for index in range(len(partners)):
             partner = partners[index]
