@@ -248,3 +248,42 @@ def test_totals_is_a_public_type():
     assert isinstance(newton.totals, NewtonTotals)
     newton(torch.randn(3, 3, requires_grad=True), torch.zeros(3, 3)).backward()
     assert newton.totals.calls == 1 and newton.totals.matrices == 1
+
+
+# --- samples coupled by the loss -----------------------------------------------------------------
+@pytest.mark.parametrize("coupled", [
+    lambda y, t: ((torch.softmax(y, dim=0) - t) ** 2).sum(-1),                     # softmax over the batch
+    lambda y, t: (((y - y.mean(0)) / (y.std(0) + 1e-5) - t) ** 2).sum(-1),          # batch normalization
+])
+def test_per_sample_losses_that_couple_samples_warn(coupled):
+    torch.manual_seed(6)
+    y = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    t = torch.randn(6, 3, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="depend on the other samples"):
+        NewtonLoss(coupled, curvature="fisher", lam=0.1, check_samples=True)(y, t)
+    with warnings.catch_warnings():  # opt-in: the probe calls the loss on two samples
+        warnings.simplefilter("error")
+        NewtonLoss(coupled, curvature="fisher", lam=0.1)(y, t)
+
+
+def test_independent_per_sample_losses_do_not_warn_and_are_probed_once():
+    calls = []
+
+    def loss(y, t):
+        calls.append(y.shape[0])
+        return _quartic(y, t)
+
+    y = torch.randn(6, 3, requires_grad=True)
+    t = torch.randn(6, 3)
+    newton = NewtonLoss(loss, curvature="hessian", lam=0.1, check_samples=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        newton(y, t)
+        newton(y, t)
+    assert calls.count(2) == 1  # one probe, on two samples, on the first call only
+    calls.clear()
+    NewtonLoss(loss, curvature="fisher", lam=0.1, reduction="mean", check_samples=True)(y, t)
+    assert calls.count(2) == 1  # per-sample losses: probed whatever the reduction
+    calls.clear()
+    NewtonLoss(loss, curvature="fisher", lam=0.1)(y, t)
+    assert 2 not in calls  # not asked for: not probed

@@ -251,7 +251,7 @@ def markdown_table(rows: list[dict]) -> str:
     return head + body
 
 
-SECTIONS = ("loss", "step", "dense", "synthetic")
+SECTIONS = ("loss", "step", "dense", "synthetic", "compile")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -265,7 +265,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--section", action="append", choices=SECTIONS, default=None,
                    help="run only these sections (repeatable; default: loss, step, dense). "
                         "'synthetic' is the stand-alone pairwise/softmin-grid table with every "
-                        "solver option")
+                        "solver option; 'compile' times eager against torch.compile'd steps "
+                        "(minutes: it compiles every variant)")
     p.add_argument("--no-paper", action="store_true",
                    help="§2 without the paper networks (seconds per step on a CPU)")
     p.add_argument("--quick", action="store_true", help="fewer cases and repeats (a smoke run)")
@@ -309,6 +310,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\nMarkdown (ratio to plain forward+backward of the same loss):\n")
         print(markdown_table(synthetic))
         rows += [{**r, "section": "synthetic"} for r in synthetic]
+    if "compile" in sections:
+        from newton_lab import bench_compile as bc
+
+        compiled = bc.run_compile(bc.compile_cases(args.quick), args.repeats or (3 if args.quick else 20),
+                                  lam=args.lam)
+        print("\nMarkdown (eager and torch.compile'd training steps, in one process):\n")
+        print(bc.compile_table(compiled))
+        rows += compiled
     targets = bs.check_targets(rows, dense)
     if targets:
         print("\nIssue-6 targets, from the figures above:")

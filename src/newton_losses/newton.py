@@ -259,7 +259,13 @@ class NewtonLoss(nn.Module):
             more evaluation of the loss on two of the samples: a loss that returns the batch sum
             raises ``ValueError`` (pass ``reduction="sum"``), one that is neither — samples
             coupled, e.g. by batch statistics — gives a ``RuntimeWarning``. Per-sample outputs
-            (N,) need none of this and are not probed.
+            (N,) are not probed unless ``check_samples=True``. ``"mean"`` / ``"sum"`` skip it.
+        check_samples: also probe per-sample losses (N,) on the first call: two samples
+            evaluated alone must keep the losses and gradients they had in the batch, else a
+            ``RuntimeWarning`` (the loss couples samples: a softmax or normalization over the
+            batch). Off by default because the probe calls the loss on those two samples, and a
+            loss that records its last batch (``RelaxedShortestPathLoss.last_result``, a
+            BatchNorm in training mode) would then hold the probe's.
         precision_every: every k-th call (the first included) also evaluates the batch's
             per-sample gradients in float64 (:func:`~newton_losses.check_precision`: two more
             passes of the loss) and records the report in ``last_diagnostics.precision`` and
@@ -301,6 +307,7 @@ class NewtonLoss(nn.Module):
         check_hessian: str = "auto",
         precision_every: int = 0,
         reduction: str = "auto",
+        check_samples: bool = False,
     ) -> None:
         super().__init__()
         if not callable(loss_fn):
@@ -337,8 +344,12 @@ class NewtonLoss(nn.Module):
         self._warned_precision = False
         _check_choice("reduction", reduction, REDUCTIONS)
         self.reduction = reduction
-        self._reduction_checked = reduction != "auto"
+        if not isinstance(check_samples, bool):
+            raise TypeError(f"check_samples must be True or False; got {check_samples!r}")
+        self.check_samples = check_samples
+        self._reduction_checked = reduction != "auto" and not check_samples
         self._scalar_output = False
+        self._probe_values: Optional[Tensor] = None
         self._chunk_cache: dict = {}
         self._first_call_done = False
         self.last_diagnostics: Optional[NewtonDiagnostics] = None
@@ -466,8 +477,9 @@ class NewtonLoss(nn.Module):
         if not self._finite(value, direction, "Newton direction", y.dtype):
             return self._skip(value, flat, diag)
         self._record(diag, info, g.detach(), direction, t1 - t_grad, t2 - t1)
-        if not self._reduction_checked and self._scalar_output:  # after the step: the loss's caches are used
+        if not self._reduction_checked:  # after the step: the loss's caches are used
             self._check_reduction(fn, flat, g, y.shape, args, kwargs)
+            self._probe_values = None
         self._first_call_done = True
         return value, direction
 
@@ -516,6 +528,8 @@ class NewtonLoss(nn.Module):
             return value.detach(), total, g, composite
         out = fn(flat.reshape(shape), *args, **kwargs)
         self._scalar_output = isinstance(out, Tensor) and out.ndim == 0
+        if self.check_samples and not self._reduction_checked and isinstance(out, Tensor) and out.ndim == 1:
+            self._probe_values = out.detach()  # for the first call's sample-independence probe
         value, total = reduce_loss(out, flat.shape[0], self.reduction)
         require_grad(total)
         (g,) = torch.autograd.grad(total, flat, create_graph=needs_graph, allow_unused=True)
@@ -610,10 +624,12 @@ class NewtonLoss(nn.Module):
 
     def _check_reduction(self, fn, flat: Tensor, g: Tensor, shape: torch.Size, args: tuple, kwargs: dict) -> None:
         """Is a scalar loss the mean of the per-sample losses, as ``reduction="auto"`` reads it?
+        Are per-sample losses independent of the other samples?
 
         Read as a mean, sample i's gradient is the same in the batch and in any subset of k
         samples holding it (``k ∂ℓ_subset/∂y_i``); a sum gives N/k times it in the batch, and a
-        loss coupling samples anything else. Runs once, for a scalar loss only, on the sample
+        loss coupling samples anything else. Per-sample losses must keep their values and
+        gradients (:meth:`_check_per_sample`). Runs once, on the sample
         with the largest gradient and (for N ≥ 3) one other: the loss is called once more on
         them, with its tensor arguments of first dimension N sliced to them (arguments nested
         in tuples or dicts are passed whole).
@@ -621,6 +637,10 @@ class NewtonLoss(nn.Module):
         self._reduction_checked = True
         if getattr(fn, "stochastic", False):  # evaluating it would draw samples
             return
+        if self._scalar_output and self.reduction != "auto":
+            return  # the reduction was given; check_samples asked about per-sample losses only
+        if not self._scalar_output and self._probe_values is None:
+            return  # per-sample losses without check_samples (or a composite's): not probed
         N = flat.shape[0]
         norms = g.detach().norm(dim=1)
         order = torch.argsort(norms, descending=True)
@@ -639,9 +659,12 @@ class NewtonLoss(nn.Module):
                                    **{key: sub(v) for key, v in kwargs.items()})
             except Exception:  # noqa: BLE001 — a loss made for one batch size: no evidence either way
                 return
-            if not isinstance(out, Tensor) or out.ndim != 0 or not out.requires_grad:
-                return  # per-sample losses: nothing to misread
-            (gs,) = torch.autograd.grad(out, ys, allow_unused=True)
+            if not isinstance(out, Tensor) or not out.requires_grad or out.ndim not in (0, 1):
+                return
+            (gs,) = torch.autograd.grad(out.sum(), ys, allow_unused=True)
+        if out.ndim == 1:
+            self._check_per_sample(out.detach(), gs, index, g, N)
+            return
         if gs is None or not float(gs[0].norm()) > 0:
             return
         ratio = float(norms[order[0]] / (k * gs[0].norm()))
@@ -660,6 +683,28 @@ class NewtonLoss(nn.Module):
                 f"(sample {i}'s gradient in the batch of N = {N} is {ratio:.3g}× its gradient among {k}): "
                 "does the loss couple samples (batch statistics, a softmax over the batch)? The Newton "
                 "step assumes independent samples.", RuntimeWarning, stacklevel=4,
+            )
+
+    def _check_per_sample(self, out: Tensor, gs: Optional[Tensor], index: Tensor, g: Tensor, N: int) -> None:
+        """Per-sample losses: the k samples alone must give the values and gradients they had in
+        the batch (up to rounding), else the loss couples samples."""
+        full = self._probe_values
+        if full is None or out.shape != index.shape:
+            return
+        ref_g = g.detach()[index]
+        gs = torch.zeros_like(ref_g) if gs is None else gs
+        tol = 1e-3 if out.dtype in (torch.float16, torch.bfloat16) else 1e-4
+        v_err = float(((out - full[index]).abs() / full[index].abs().clamp_min(1e-12)).max())
+        g_err = float((gs - ref_g).norm() / ref_g.norm().clamp_min(1e-30))
+        if v_err > tol or g_err > tol:
+            i = int(index[0])
+            warnings.warn(
+                f"NewtonLoss: loss_fn's per-sample losses depend on the other samples of the batch "
+                f"(sample {i} evaluated alone with {len(index) - 1} other sample(s) changes its loss by "
+                f"{v_err:.2g} and its gradient by {g_err:.2g}, relative, against the batch of N = {N}): "
+                "does the loss couple samples (batch statistics, a softmax or normalization over the "
+                "batch)? The Newton step assumes sample i's loss depends on y_i only.",
+                RuntimeWarning, stacklevel=4,
             )
 
     def _check_precision(self, fn, y: Tensor, args: tuple, kwargs: dict) -> PrecisionReport:
