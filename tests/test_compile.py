@@ -4,7 +4,7 @@ and no graph break comes from this package — counted with ``torch._dynamo.expl
 PyTorch's own limit: with its default configuration dynamo does not trace ``torch.autograd.grad``
 (a graph break per call, reason "trace_autograd_ops=False"); with
 ``torch._dynamo.config.trace_autograd_ops = True`` it does, and the built-in dense curvatures
-compile with ``fullgraph=True``. docs/COMPILE.md says which configuration does what.
+compile with ``fullgraph=True``. docs/INTEGRATION.md says which configuration does what.
 """
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def test_compiled_step_with_default_options_matches_eager(trace_autograd):
 def test_gauss_newton_runs_its_step_eagerly_and_gives_the_eager_gradients(trace_autograd):
     """Gauss-Newton's Jacobian-vector products differentiate the inner map twice, which
     AOTAutograd cannot do through compiled code ("does not currently support double backward"):
-    its step runs outside the graph (docs/COMPILE.md), and the result is the eager one."""
+    its step runs outside the graph (docs/INTEGRATION.md), and the result is the eager one."""
     loss, net, x, t = _problem("odd_even")
     options = dict(curvature="gauss_newton", lam=0.1, check_hessian="never", reduction="mean")
     value, eager = _grads(NewtonLoss(loss.composite(), **options), net, x, t)

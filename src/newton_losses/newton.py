@@ -490,11 +490,11 @@ class NewtonLoss(nn.Module):
         so the first-call checks (second-order check, reduction probe, chunk-size choice) and
         the first diagnostics happen as in eager mode; after it no timer, ``.item()`` or
         NaN/Inf test is traced, and ``last_diagnostics``, ``totals`` and ``precision_every``
-        are not updated (docs/COMPILE.md).
+        are not updated (docs/INTEGRATION.md).
         """
         if self._provider.needs_composite:
             # Gauss-Newton's Jacobian-vector products differentiate the inner map twice, which
-            # AOTAutograd cannot do through compiled code: the step runs eagerly (docs/COMPILE.md).
+            # AOTAutograd cannot do through compiled code: the step runs eagerly (docs/INTEGRATION.md).
             return _eager(_eager_newton)(self, y, args, kwargs, fn)
         if not self._first_call_done and self._first_call_needed():
             _eager(_eager_step)(self, y, args, kwargs, fn)
