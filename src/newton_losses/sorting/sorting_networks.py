@@ -42,18 +42,16 @@ def swap_probabilities(d: torch.Tensor, steepness: float, sigmoid: str, art_lamb
 
     ``1 − α`` is computed as f(−d) (f(d) + f(−d) = 1 for every swap relaxation), never as a
     difference, so a probability within 10⁻⁸ of 0 keeps its digits in float32 where 1 − α would
-    round to 0. For the Cauchy swap, arctan(x)/π + ½ itself cancels for x = βd ≪ 0; there
-    α = arctan(1/|x|)/π (the same value: arctan(x) + π/2 = arctan(−1/x) for x < 0).
+    round to 0. For the Cauchy swap, arctan(x)/π + ½ itself cancels for x = βd ≪ 0; it is
+    computed as α = atan2(1, −x)/π and 1 − α = atan2(1, x)/π (the same values: atan2(1, −x) =
+    π/2 + arctan(x) for every real x), whose small ends atan2 returns to full relative precision.
     """
     if sigmoid != "cauchy":
         x = steepness * d if sigmoid == "logistic" else steepness * d / (d.abs() + _ART_EPS).pow(art_lambda)
         return torch.sigmoid(x), torch.sigmoid(-x)
     x = steepness * d
-    near = torch.atan(x) / math.pi
-    # arctan(1/|x|)/π for |x| ≥ 1: the small one of the two probabilities there (the clamp keeps
-    # the unused branch away from 1/0).
-    tail = torch.atan(1.0 / x.abs().clamp_min(1.0)) / math.pi
-    return torch.where(x <= -1.0, tail, near + 0.5), torch.where(x >= 1.0, tail, 0.5 - near)
+    one = torch.ones_like(x)
+    return torch.atan2(one, -x) / math.pi, torch.atan2(one, x) / math.pi
 
 
 class _PermuteRows(torch.autograd.Function):
