@@ -166,6 +166,12 @@ class PerturbedBase(torch.nn.Module):
         """The forward pass's check of the input (e.g. non-negative costs), for fresh draws."""
         return y
 
+    def _noise(self, n_samples: int, y: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """ε (S, N, *shape) for the S perturbations of y: :func:`~.stein.gaussian_noise` (drawn in
+        float64, sample-major). A subclass may draw the same distribution another way (the PyEPO
+        integration reproduces PyEPO's stream)."""
+        return gaussian_noise(n_samples, y, generator)
+
     def normalize_args(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """The extra arguments as the forward pass stores them: ``((target,), {})`` for the losses
         with a target (given by position or as ``target=``), unchanged otherwise."""
@@ -204,7 +210,7 @@ class PerturbedBase(torch.nn.Module):
         gen = self.generator if generator is None else generator
         y = y.detach()
         N, S = y.shape[0], self.n_samples
-        eps = gaussian_noise(S, y, gen)
+        eps = self._noise(S, y, gen)
         points = (y.unsqueeze(0) + self.sigma * eps).reshape(S * N, *y.shape[1:])
         K = S
         if with_center:

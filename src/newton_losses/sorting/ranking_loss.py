@@ -211,7 +211,8 @@ def _complement(P: torch.Tensor, dim: int) -> torch.Tensor:
 def _bce(P: torch.Tensor, complement: torch.Tensor, target: torch.Tensor, eps: float) -> torch.Tensor:
     log_p = torch.log((P + eps) / (1.0 + eps))
     log_q = torch.log((complement + eps) / (1.0 + eps))
-    return -(target * log_p + (1.0 - target) * log_q).mean(dim=(-2, -1))
+    # T log p + (1 − T) log q in one pass; exact at T = 0 and T = 1, so ℓ(T, T) stays exactly 0.
+    return -torch.lerp(log_q, log_p, target).mean(dim=(-2, -1))
 
 
 def _ranking_bce_exact(P: torch.Tensor, target: torch.Tensor, eps: float, dim: int) -> torch.Tensor:
