@@ -1,6 +1,8 @@
 # The two commands of the README: `make demo` (main job: a short real ranking run, then the
 # free-score optimization demo) and `make test` (test suite).
 # Both create a virtual environment in .venv on first use; only Python >= 3.10 and make are needed.
+# The venv holds the library with its [pyepo] extra (so the PyEPO integration tests run), the
+# harness and the test dependencies.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +13,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml lab/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e . -e "./lab[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[pyepo]" -e "./lab[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
