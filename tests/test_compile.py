@@ -52,6 +52,8 @@ def _problem(name):
     if name == "path":  # costs ≥ 1 and β = 5: the relaxed Bellman-Ford converges
         return (RelaxedShortestPathLoss(beta=5.0), _Costs(), torch.randn(6, 5, generator=g),
                 (torch.rand(6, 3, 3, generator=g) > 0.5).float())
+    if name == "values":  # the target as values, from which RankingLoss builds the matrices
+        return RankingLoss(NeuralSort()), torch.nn.Linear(4, 4), torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
     relaxation = {"neuralsort": NeuralSort(), "softsort": SoftSort(),
                   "odd_even": DiffSortNet("odd_even", 4, sigmoid="logistic")}[name]
     P = permutation_matrix(torch.randn(8, 4, generator=g))
@@ -73,7 +75,7 @@ def _break_reasons(fn, *args):
     return ex.graph_break_count, [r.reason for r in ex.break_reasons]
 
 
-PROBLEMS = ["quartic", "neuralsort", "softsort", "odd_even", "path"]
+PROBLEMS = ["quartic", "neuralsort", "softsort", "odd_even", "path", "values"]
 DENSE = ["fisher", "hessian", "hessian_batch"]
 
 
@@ -95,7 +97,8 @@ def test_no_graph_break_after_the_first_call(trace_autograd, problem, curvature)
 # Every (problem, curvature) pair compiles twice (about 5 s each): a spread in the default suite,
 # the whole matrix with the slow tests.
 FAST_PAIRS = {("quartic", "fisher"), ("quartic", "hessian"), ("quartic", "hessian_batch"),
-              ("neuralsort", "hessian"), ("odd_even", "fisher"), ("path", "hessian_batch")}
+              ("neuralsort", "hessian"), ("odd_even", "fisher"), ("path", "hessian_batch"),
+              ("values", "hessian")}
 FULLGRAPH_CASES = [pytest.param(p, c, marks=() if (p, c) in FAST_PAIRS else pytest.mark.slow)
                    for p in PROBLEMS for c in DENSE]
 

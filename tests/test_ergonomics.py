@@ -287,3 +287,121 @@ def test_independent_per_sample_losses_do_not_warn_and_are_probed_once():
     calls.clear()
     NewtonLoss(loss, curvature="fisher", lam=0.1)(y, t)
     assert 2 not in calls  # not asked for: not probed
+
+
+# --- review of issue 24: the probe that cannot run, fixed leaves, loss state, targets with grad ---
+def test_a_summed_loss_over_closure_targets_is_not_read_silently():
+    torch.manual_seed(7)
+    y, t = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    per = lambda y, t: torch.nn.functional.softplus(5 * (t - y)).sum(-1)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="could not check.*reduction='mean'") as record:
+        newton_direction(lambda y: per(y, t).sum(), y, curvature="hessian", lam=0.1)
+    assert record[0].filename == __file__
+    with pytest.warns(RuntimeWarning, match="could not check"):  # targets nested in a tuple
+        newton_direction(lambda y, tt: per(y, tt[0]).sum(), y, (t,), curvature="hessian", lam=0.1)
+    with warnings.catch_warnings():  # stated: no probe, no warning, and the sum read as a sum
+        warnings.simplefilter("error")
+        d_sum = newton_direction(lambda y: per(y, t).sum(), y, curvature="hessian", lam=0.1, reduction="sum")
+    torch.testing.assert_close(d_sum, newton_direction(per, y, t, curvature="hessian", lam=0.1))
+
+
+def test_check_samples_that_cannot_run_says_so():
+    y, t = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    coupled = lambda y: ((torch.softmax(y, dim=0) - t) ** 2).sum(-1)  # noqa: E731
+    with pytest.warns(RuntimeWarning, match="could not check.*per-sample losses do not depend"):
+        NewtonLoss(coupled, curvature="fisher", lam=0.1, check_samples=True).target(y)
+
+
+def test_a_pytree_leaf_without_grad_is_held_fixed():
+    torch.manual_seed(8)
+    A = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, 2, dtype=torch.float64)  # a fixed input of the loss
+    loss = lambda ab: _quartic(torch.cat(ab, 1), torch.zeros(4, 4, dtype=torch.float64))  # noqa: E731
+    NewtonLoss(loss, curvature="hessian", lam=0.1)((A, b)).backward()
+    alone = A.detach().clone().requires_grad_()
+    NewtonLoss(lambda a: loss((a, b)), curvature="hessian", lam=0.1)(alone).backward()
+    torch.testing.assert_close(A.grad, alone.grad)
+    newton = NewtonLoss(loss, curvature="hessian", lam=0.1)
+    dA, db = newton.direction((A, b))
+    assert torch.equal(db, torch.zeros_like(b)) and torch.allclose(dA, 4 * alone.grad)
+    zA, zb = newton.target((A, b))
+    assert torch.equal(zb, b)
+
+
+def test_the_reduction_probe_leaves_a_stateful_loss_as_it_was():
+    class BatchNormed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm1d(3, affine=False)
+            self.last = None
+
+        def forward(self, y):
+            self.last = y.shape[0]
+            return (self.bn(y) ** 2).sum(-1).mean()
+
+    loss = BatchNormed()
+    y = torch.randn(8, 3, dtype=torch.float32) * 3 + 2
+    ref = BatchNormed()
+    ref(y.detach())  # what one call on the batch leaves behind
+    with pytest.warns(RuntimeWarning, match="couple samples"):
+        NewtonLoss(loss, curvature="fisher", lam=0.1)(y.requires_grad_())
+    torch.testing.assert_close(loss.bn.running_mean, ref.bn.running_mean)
+    assert loss.bn.num_batches_tracked.item() == 1 and loss.last == 8
+
+
+def test_trainable_loss_parameters_and_targets_with_grad_warn():
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(2.0))
+
+        def forward(self, y, t):
+            return self.scale * ((y - t) ** 2).sum(-1)
+
+    with pytest.warns(RuntimeWarning, match="trainable parameters \\(scale\\)"):
+        NewtonLoss(Scaled(), curvature="fisher")
+    t = torch.randn(3, 2, requires_grad=True)
+    newton = NewtonLoss(lambda y, t: ((y - t) ** 2).sum(-1), curvature="fisher")
+    with pytest.warns(RuntimeWarning, match="requires grad.*targets"):
+        newton(torch.randn(3, 2, requires_grad=True), t)
+
+
+def test_newton_direction_points_to_loss_kwargs():
+    with pytest.raises(TypeError, match="loss_kwargs"):
+        newton_direction(_quartic, torch.zeros(2, 3), target=torch.zeros(2, 3), curvature="fisher")
+
+
+def test_lam_zero_is_seen_through_wrappers():
+    import functools
+
+    loss = RankingLoss(NeuralSort())
+    from newton_losses import CompositeLoss
+
+    for wrapped in (CompositeLoss(loss.inner, loss.outer), functools.partial(loss)):
+        with pytest.warns(RuntimeWarning, match="lam=0") as record:
+            NewtonLoss(wrapped, curvature="fisher", lam=0.0)
+        assert record[0].filename == __file__
+    scores = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="lam=0") as record:
+        newton_direction(loss, scores, scores, curvature="fisher", lam=0.0)
+    assert record[0].filename == __file__
+
+
+def test_fenchel_young_advice_leads_with_its_estimator_only():
+    from newton_losses.shortest_path import FenchelYoungLoss
+
+    theta = torch.rand(2, 3, 3).add(0.1).requires_grad_()
+    with pytest.raises(NotTwiceDifferentiableError) as exc:
+        NewtonLoss(FenchelYoungLoss(n_samples=4), curvature="hessian", lam=0.1)(theta, torch.zeros(2, 3, 3))
+    assert str(exc.value).index("hessian_estimator") < str(exc.value).index("'fisher'")
+    assert "check_hessian='never'" not in str(exc.value)
+
+
+def test_values_targets_work_under_vmap_hessians():
+    torch.manual_seed(9)
+    scores = torch.randn(5, 4, dtype=torch.float64)
+    values = torch.randn(5, 4, dtype=torch.float64)
+    loss = RankingLoss(NeuralSort())
+    by_rows = NewtonLoss(loss, curvature="hessian", lam=0.1).direction(scores, values)
+    by_vmap = NewtonLoss(loss, curvature="hessian", lam=0.1, hessian_method="vmap").direction(scores, values)
+    torch.testing.assert_close(by_vmap, by_rows)

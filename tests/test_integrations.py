@@ -43,8 +43,28 @@ def test_autocast_outputs_get_the_float32_newton_gradient(dtype, rtol, loss_in_f
             assert y.dtype == dtype
             return newton(y.float() if loss_in_float32 else y, t)
 
-    got = _grad(net, amp)
+    if loss_in_float32:
+        got = _grad(net, amp)
+    else:  # the loss in half precision: warned about (the next test measures why)
+        with pytest.warns(RuntimeWarning, match="computed the loss in"):
+            got = _grad(net, amp)
     assert (got - ref).abs().max() <= rtol * ref.abs().max()
+
+
+def test_a_half_precision_loss_warns_and_the_float32_loss_is_accurate():
+    """The measurement quoted in docs/INTEGRATION.md: a saturated softplus loss."""
+    from newton_losses import newton_direction
+
+    torch.manual_seed(0)
+    y, t = torch.randn(16, 4) * 2, torch.randn(16, 4)
+    per = lambda y, t: torch.nn.functional.softplus(5 * (t - y)).sum(-1)  # noqa: E731
+    ref = newton_direction(per, y.double(), t.double(), curvature="hessian", lam=0.1)
+    for dtype in (torch.bfloat16, torch.float16):
+        with pytest.warns(RuntimeWarning, match=f"computed the loss in {dtype}"):
+            half = newton_direction(per, y.to(dtype), t.to(dtype), curvature="hessian", lam=0.1)
+        in32 = newton_direction(per, y.to(dtype).float(), t, curvature="hessian", lam=0.1)
+        err = lambda d: float((d.double() - ref).abs().max() / ref.abs().max())  # noqa: E731
+        assert err(in32) < 0.01 < err(half)
 
 
 def test_grad_scaler_scales_and_unscales_the_newton_gradient():

@@ -132,8 +132,10 @@ class RunConfig:
         self.lam = _number("lam", self.lam, minimum=0.0)
         if self.variant != "none" and self.lam == 0.0:
             raise ValueError(
-                f"lam must be > 0 for variant {self.variant!r}: every sorting/path curvature is "
-                "singular (e.g. along the all-ones vector); got lam=0"
+                f"lam must be > 0 for variant {self.variant!r} (the harness trains Newton variants "
+                "with damping: the built-in tasks' curvatures are singular, e.g. along the all-ones "
+                "vector of a ranking, and an undamped step on a task of your own can be arbitrarily "
+                "large); got lam=0. Use e.g. lam=0.1 with damping='batch'"
             )
         _choice("damping", self.damping, DAMPINGS)
         _choice("projection", self.projection, PROJECTIONS)

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import sys
 
-__all__ = ["check_positive"]
+__all__ = ["check_positive", "user_stacklevel"]
 
 
 def check_positive(name: str, value: object) -> float:
@@ -15,3 +17,20 @@ def check_positive(name: str, value: object) -> float:
     if not (math.isfinite(value) and value > 0.0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return value
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_TORCH_MODULE = os.path.join("torch", "nn", "modules", "module.py")
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning raised here point at the first frame outside
+    this package (and outside torch.nn.Module's attribute and call machinery): the user's line,
+    however deep inside the package the warning is raised."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None:
+        name = os.path.abspath(frame.f_code.co_filename)
+        if not (name.startswith(_PACKAGE + os.sep) or name.endswith(_TORCH_MODULE)):
+            return level
+        frame, level = frame.f_back, level + 1
+    return level

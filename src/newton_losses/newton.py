@@ -12,6 +12,7 @@ is, and only with respect to its m inputs per sample.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 from . import curvature as _curv
 from .curvature._reduce import REDUCTIONS, reduce_loss, require_grad
-from .curvature.composite import CompositeGradient, composite_gradient
+from .curvature.composite import CompositeGradient, CompositeLoss, composite_gradient
 from .curvature.estimate import CurvatureEstimate
 from .curvature.provider import CurvatureContext, CurvatureProvider, UserCurvature
 from .curvature.registry import BUILTIN_CURVATURES, get_curvature
@@ -34,7 +35,8 @@ from .curvature.second_order import (
     hvp_mismatch,
 )
 from .linalg import DAMPINGS, PROJECTIONS, SolveInfo, conjugate_gradient, damped_solve, low_rank_damped_solve
-from ._pytree import flatten_outputs
+from ._checks import user_stacklevel as _user_stacklevel
+from ._pytree import flatten_outputs, subset_loss
 from .precision import PrecisionReport, check_precision, to_float64
 
 __all__ = ["NewtonLoss", "NewtonDiagnostics", "NewtonTotals", "NonFiniteLossError", "CURVATURES", "choose_solver",
@@ -314,6 +316,17 @@ class NewtonLoss(nn.Module):
             raise TypeError(f"loss_fn must be callable; got {type(loss_fn).__name__}")
         self.loss_fn = loss_fn
         self._warned_lam0 = False
+        self._warned_target_grad = False
+        self._warned_half = False
+        trainable = [n for n, p in loss_fn.named_parameters() if p.requires_grad] if isinstance(loss_fn, nn.Module) else []
+        if trainable:
+            warnings.warn(
+                f"NewtonLoss: loss_fn has trainable parameters ({', '.join(trainable[:4])}"
+                f"{', ...' if len(trainable) > 4 else ''}), which get no gradient from a Newton loss: it "
+                "differentiates with respect to the outputs y only. Freeze them (requires_grad_(False)) "
+                "or train them with a separate term, e.g. loss_fn(y.detach(), ...).mean().",
+                RuntimeWarning, stacklevel=_user_stacklevel(),
+            )
         self.curvature = curvature  # resolved and checked by the property setter
         self.lam = lam  # validated by the property setter
         _check_options(projection=projection, fallback=fallback, damping=damping, solver=solver,
@@ -378,14 +391,14 @@ class NewtonLoss(nn.Module):
             raise TypeError(f"lam must be a real number; got {type(value).__name__}")
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"lam must be finite and >= 0; got {value!r}")
-        if value == 0 and getattr(self.loss_fn, "shift_invariant", False) and not self._warned_lam0:
+        if value == 0 and _shift_invariant(self.loss_fn) and not self._warned_lam0:
             self._warned_lam0 = True
             warnings.warn(
                 f"NewtonLoss: lam=0 with {type(self.loss_fn).__name__}, whose per-sample loss does not "
                 "change when a constant is added to all of a sample's outputs: every curvature is "
                 "singular along that all-ones direction, so with no damping the step there is "
                 "undetermined (huge or arbitrary). Use lam > 0, e.g. lam=0.1 with damping='batch'.",
-                RuntimeWarning, stacklevel=3 if "_chunk_cache" in self.__dict__ else 4,  # set or __init__
+                RuntimeWarning, stacklevel=_user_stacklevel(),
             )
         self._lam = float(value)
 
@@ -398,25 +411,61 @@ class NewtonLoss(nn.Module):
 
         y: (N, *shape), or a tuple/list/dict (nested too) of such tensors with one N, one dtype
         and one device — several heads, whose outputs the curvature couples per sample: they are
-        viewed as one (N, Σ m_j) matrix and ``loss_fn`` receives the same structure.
+        viewed as one (N, Σ m_j) matrix and ``loss_fn`` receives the same structure. If some
+        leaves require grad, the others are held fixed (constants of the loss, not variables of
+        the Newton step).
+
+        Only y is differentiated: parameters of ``loss_fn`` and targets get no gradient from a
+        Newton loss (a warning says so when they require grad).
         """
         y, fn, layout = self._outputs(y)
         if not (torch.is_grad_enabled() and y.requires_grad):
             return reduce_loss(fn(y, *args, **kwargs), y.shape[0], self.reduction)[0]
+        if not self._warned_target_grad and not torch.compiler.is_compiling():
+            self._warn_target_grad(args, kwargs)
         value, direction = self._newton(y, args, kwargs, fn)
         return _Inject.apply(y, value, direction.reshape(y.shape) / y.shape[0])
+
+    def _warn_half(self, dtype: torch.dtype) -> None:
+        """Once: a loss computed in half precision gives its curvature in half precision."""
+        self._warned_half = True
+        bits = 8 if dtype == torch.bfloat16 else 11
+        warnings.warn(
+            f"NewtonLoss: loss_fn computed the loss in {dtype} ({bits} significant bits), so its gradient "
+            "and curvature are that coarse too (only the solve runs in solve_dtype): a saturated "
+            "sample's Hessian can round to 0 and the Newton step be off by tens of percent. Compute "
+            "the loss in float32 — newton(y.float(), ...), outside the autocast region; the gradient "
+            "reaches the half-precision outputs through the cast (docs/INTEGRATION.md).",
+            RuntimeWarning, stacklevel=_user_stacklevel(),
+        )
+
+    def _warn_target_grad(self, args: tuple, kwargs: dict) -> None:
+        """Once: tensor arguments that require grad get none through a Newton loss."""
+        self._warned_target_grad = True
+        grads = [i for i, a in enumerate(list(args) + list(kwargs.values()))
+                 if isinstance(a, Tensor) and a.requires_grad]
+        if grads:
+            warnings.warn(
+                "NewtonLoss: a tensor argument of the loss requires grad, but a Newton loss sends a "
+                "gradient to the outputs y only; the targets (and anything they were computed from) "
+                "get none. Detach them, or train what produced them with a separate term.",
+                RuntimeWarning, stacklevel=_user_stacklevel(),
+            )
 
     def direction(self, y: Any, *args: Any, **kwargs: Any) -> Any:
         """The detached Newton direction ``d_i = (C + λI)^{-1} ∇ℓ_i(y_i)``, shape (and structure)
         of y — what ``forward`` sends back to y_i, times N. For training loops of your own:
         ``y.backward(newton.direction(y, t) / len(y))`` gives the network the gradient that
-        ``newton(y, t).backward()`` gives it.
+        ``newton(y, t).backward()`` gives it; for a tuple or dict y, with N the batch size,
+        ``torch.autograd.backward(leaves(y), [d_j / N for d_j in leaves(d)])`` with
+        ``leaves = torch.utils._pytree.tree_leaves``. Leaves of y that do not require grad (when
+        some do) are held fixed: their direction is zero.
         """
         y, fn, layout = self._outputs(y)
         with torch.enable_grad():
             _, d = self._newton(y, args, kwargs, fn)
         d = d.reshape(y.shape).detach()
-        return d if layout is None else layout.unflatten(d)
+        return d if layout is None else layout.unflatten(d, fill="zeros")
 
     def target(self, y: Any, *args: Any, **kwargs: Any) -> Any:
         """The detached Newton target ``z* = y − (C + λI)^{-1} ∇ℓ(y)``, shape (and structure) of y.
@@ -527,6 +576,8 @@ class NewtonLoss(nn.Module):
             self._scalar_output = composite.scalar
             return value.detach(), total, g, composite
         out = fn(flat.reshape(shape), *args, **kwargs)
+        if not self._warned_half and isinstance(out, Tensor) and out.dtype in (torch.float16, torch.bfloat16):
+            self._warn_half(out.dtype)
         self._scalar_output = isinstance(out, Tensor) and out.ndim == 0
         if self.check_samples and not self._reduction_checked and isinstance(out, Tensor) and out.ndim == 1:
             self._probe_values = out.detach()  # for the first call's sample-independence probe
@@ -653,13 +704,17 @@ class NewtonLoss(nn.Module):
             return a[index] if isinstance(a, Tensor) and a.ndim >= 1 and a.shape[0] == N else a
 
         ys = flat.detach()[index].clone().requires_grad_(True)
-        with torch.enable_grad():
+        call = subset_loss(fn, index)
+        with torch.enable_grad(), _state_kept(self.loss_fn):
             try:
-                out = fn(ys.reshape((k,) + tuple(shape[1:])), *map(sub, args),
-                                   **{key: sub(v) for key, v in kwargs.items()})
-            except Exception:  # noqa: BLE001 — a loss made for one batch size: no evidence either way
+                out = call(ys.reshape((k,) + tuple(shape[1:])), *map(sub, args),
+                           **{key: sub(v) for key, v in kwargs.items()})
+            except Exception as exc:  # noqa: BLE001 — a loss made for one batch size: no evidence
+                self._unchecked(N, k, f"{type(exc).__name__}: {exc}")
                 return
             if not isinstance(out, Tensor) or not out.requires_grad or out.ndim not in (0, 1):
+                self._unchecked(N, k, "it returned " + (f"shape {tuple(out.shape)}" if isinstance(out, Tensor)
+                                                        else type(out).__name__))
                 return
             (gs,) = torch.autograd.grad(out.sum(), ys, allow_unused=True)
         if out.ndim == 1:
@@ -682,8 +737,26 @@ class NewtonLoss(nn.Module):
                 f"NewtonLoss: loss_fn's scalar is neither the mean nor the sum of per-sample losses "
                 f"(sample {i}'s gradient in the batch of N = {N} is {ratio:.3g}× its gradient among {k}): "
                 "does the loss couple samples (batch statistics, a softmax over the batch)? The Newton "
-                "step assumes independent samples.", RuntimeWarning, stacklevel=4,
+                "step assumes independent samples.", RuntimeWarning, stacklevel=_user_stacklevel(),
             )
+
+    def _unchecked(self, N: int, k: int, why: str) -> None:
+        """The first-call probe could not run: say so, and how to state the convention instead."""
+        if self._scalar_output:
+            what, cure = ("that loss_fn's scalar is the mean of the per-sample losses (NewtonLoss reads a "
+                          "scalar as their mean; a batch sum would make every step N times too large)",
+                          "pass reduction='mean' (or 'sum' if it returns the batch sum) to state the "
+                          "convention and skip the check")
+        else:
+            what, cure = ("that loss_fn's per-sample losses do not depend on the other samples "
+                          "(check_samples=True)", "pass the per-sample targets as tensor arguments, or "
+                          "check_samples=False")
+        warnings.warn(
+            f"NewtonLoss: could not check {what}: calling it on {k} of the N = {N} samples, with its tensor "
+            f"arguments of first dimension N sliced to them, failed ({why}). A loss that closes over "
+            f"per-sample targets or takes them nested in a tuple, dict or object cannot be sliced; {cure}.",
+            RuntimeWarning, stacklevel=_user_stacklevel(),
+        )
 
     def _check_per_sample(self, out: Tensor, gs: Optional[Tensor], index: Tensor, g: Tensor, N: int) -> None:
         """Per-sample losses: the k samples alone must give the values and gradients they had in
@@ -704,7 +777,7 @@ class NewtonLoss(nn.Module):
                 f"{v_err:.2g} and its gradient by {g_err:.2g}, relative, against the batch of N = {N}): "
                 "does the loss couple samples (batch statistics, a softmax or normalization over the "
                 "batch)? The Newton step assumes sample i's loss depends on y_i only.",
-                RuntimeWarning, stacklevel=4,
+                RuntimeWarning, stacklevel=_user_stacklevel(),
             )
 
     def _check_precision(self, fn, y: Tensor, args: tuple, kwargs: dict) -> PrecisionReport:
@@ -714,7 +787,7 @@ class NewtonLoss(nn.Module):
         if not report.ok and not self._warned_precision:
             self._warned_precision = True
             warnings.warn(f"NewtonLoss (precision check, call {self.totals.calls}): {report.advice()}",
-                          RuntimeWarning, stacklevel=4)
+                          RuntimeWarning, stacklevel=_user_stacklevel())
         return report
 
     # ------------------------------------------------------------------------------------------
@@ -733,9 +806,11 @@ class NewtonLoss(nn.Module):
                 f"{culprit}, whose backward is marked @once_differentiable. Its second derivative is "
                 "missing from autograd's Hessian, and torch does not say so when the gradient "
                 "flowing into that backward is constant (e.g. F(y).sum() + other terms). Use "
-                f"{_first_order_advice(self.loss_fn)}, give the Function a backward built "
-                "from differentiable torch operations, or pass check_hessian='never' if its "
-                "backward does not depend on its input (a linear map)."
+                f"{_first_order_advice(self.loss_fn)}"
+                + ("" if _own_estimators(self.loss_fn) else
+                   ", give the Function a backward built from differentiable torch operations, or "
+                   "pass check_hessian='never' if its backward does not depend on its input (a linear map)")
+                + "."
             )
         if mode != "auto" or has_custom_function(total, leaf):
             err = self._probe(fn, flat, composite, shape, args, kwargs)
@@ -836,16 +911,60 @@ def newton_direction(
         tensor([[-1., -1.],
                 [-1., -1.]])
     """
-    return NewtonLoss(loss_fn, curvature, lam, **options).direction(y, *args, **(loss_kwargs or {}))
+    try:
+        newton = NewtonLoss(loss_fn, curvature, lam, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise TypeError(
+            f"newton_direction: {exc}. Its keyword arguments are NewtonLoss's options "
+            "(projection, damping, solver, ...); pass the loss's own keyword arguments as "
+            "loss_kwargs={...}"
+        ) from None
+    return newton.direction(y, *args, **(loss_kwargs or {}))
+
+
+class _state_kept:
+    """Context manager: a probe call of the loss leaves no trace on it — the buffers (BatchNorm
+    running statistics) and attributes (a recorded last batch) of the loss's modules are put
+    back as they were. Plain functions have nothing to restore."""
+
+    def __init__(self, loss_fn: Any) -> None:
+        parts = [loss_fn, getattr(loss_fn, "inner", None), getattr(loss_fn, "outer", None)]
+        self.modules = list(dict.fromkeys(m for p in parts if isinstance(p, nn.Module) for m in p.modules()))
+
+    def __enter__(self) -> None:
+        self.saved = [(m, dict(m.__dict__), {k: b.detach().clone() for k, b in m._buffers.items() if b is not None})
+                      for m in self.modules]
+
+    def __exit__(self, *exc: Any) -> None:
+        with torch.no_grad():
+            for m, attrs, buffers in self.saved:
+                m.__dict__.clear()
+                m.__dict__.update(attrs)
+                for k, b in buffers.items():
+                    m._buffers[k].copy_(b)
+
+
+def _shift_invariant(loss_fn: Any) -> bool:
+    """Whether the loss declares itself unchanged by adding a constant to a sample's outputs —
+    itself, through a CompositeLoss's inner map (a relaxation), or through functools.partial."""
+    while isinstance(loss_fn, functools.partial):
+        loss_fn = loss_fn.func
+    if getattr(loss_fn, "shift_invariant", False):
+        return True
+    return isinstance(loss_fn, CompositeLoss) and bool(getattr(loss_fn.inner, "shift_invariant", False))
+
+
+def _own_estimators(loss_fn: Any) -> list:
+    return [name for name in ("hessian_estimator", "gauss_newton_estimator") if callable(getattr(loss_fn, name, None))]
 
 
 def _first_order_advice(loss_fn: Any) -> str:
-    """The curvatures to suggest for a loss autograd cannot differentiate twice."""
-    advice = "curvature='fisher' (first derivatives only)"
-    for name in ("hessian_estimator", "gauss_newton_estimator"):
-        if callable(getattr(loss_fn, name, None)):
-            advice += f" or curvature=loss.{name}() (the loss's own estimator)"
-    return advice
+    """The curvatures to suggest for a loss autograd cannot differentiate twice: the loss's own
+    estimators first, when it has them."""
+    own = [f"curvature=loss.{name}() (the loss's own estimator)" for name in _own_estimators(loss_fn)]
+    return " or ".join(own + ["curvature='fisher' (first derivatives only)"])
 
 
 def _nonfinite_message(value: Tensor, t: Tensor, what: str, dtype: torch.dtype) -> str:

@@ -27,9 +27,13 @@ def reduce_loss(out: Any, N: int, reduction: str = "mean") -> tuple[Tensor, Tens
         return (out / N, out) if reduction == "sum" else (out, out * N)
     if out.ndim == 1 and out.shape[0] == N:
         return out.mean(), out.sum()
+    hint = ""
+    if out.ndim >= 1 and out.shape[0] == N:
+        hint = (" (one loss per sample: squeeze the trailing dimension, .squeeze(-1))" if out[0].numel() == 1
+                else " (per-element losses: sum or average them per sample, e.g. .sum(-1))")
     raise ValueError(
         f"loss_fn must return N={N} per-sample losses of shape ({N},) or a scalar (their mean, or "
-        f"their sum with reduction='sum'); got shape {tuple(out.shape)}"
+        f"their sum with reduction='sum'); got shape {tuple(out.shape)}{hint}"
     )
 
 

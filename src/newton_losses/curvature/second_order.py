@@ -45,7 +45,8 @@ def require_graph(g: Tensor, what: str) -> None:
         raise NotTwiceDifferentiableError(
             f"{what}: the gradient of the loss does not depend differentiably on y, so autograd "
             "cannot give its Hessian (a custom autograd.Function whose backward is not itself "
-            "differentiable, .detach()/numpy inside the loss, or a piecewise-linear loss). "
+            "differentiable, .detach()/numpy inside the loss, or a loss linear in y, whose Hessian "
+            "is zero: the Newton step would be the gradient divided by λ). "
             "Use curvature='fisher', which needs first derivatives only."
         )
 

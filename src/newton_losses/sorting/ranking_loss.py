@@ -42,7 +42,7 @@ def permutation_matrix(values: torch.Tensor, dtype: torch.dtype | None = None) -
         raise TypeError(f"values must be a real integer or floating tensor, got dtype {values.dtype}")
     if values.dim() == 0:
         raise ValueError("values must have shape (..., n), got a 0-d tensor")
-    if values.is_floating_point() and bool(torch.isnan(values).any()):
+    if values.is_floating_point() and not _traced(values) and bool(torch.isnan(values).any()):
         raise ValueError("values must not contain NaN (NaN has no position in a sort)")
     if dtype is None:
         dtype = values.dtype if values.is_floating_point() else torch.get_default_dtype()
@@ -50,8 +50,9 @@ def permutation_matrix(values: torch.Tensor, dtype: torch.dtype | None = None) -
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
     n = values.shape[-1]
     order = torch.argsort(values.detach(), dim=-1, stable=True)
-    target = torch.zeros(*values.shape, n, dtype=dtype, device=values.device)
-    return target.scatter_(-1, order.unsqueeze(-1), 1.0)
+    # A comparison, not an in-place scatter: the same matrix, and it works under torch.func
+    # transforms (vmap) and torch.compile.
+    return (order.unsqueeze(-1) == torch.arange(n, device=values.device)).to(dtype)
 
 
 def ranking_bce(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
@@ -291,7 +292,9 @@ class RankingLoss(torch.nn.Module):
     Targets: the true permutation matrices P_true (..., n, n) in this package's convention —
     ``P_true[i, k] = 1`` if item k is at position i of the ascending order, so that
     ``P_true @ values`` is sorted (:func:`permutation_matrix`) — or the true values or ranks
-    themselves (..., n), from which :func:`permutation_matrix` builds them. diffsort's and
+    themselves (..., n) — values, or ranks ``argsort(argsort(values))`` (item k's place in the
+    ascending order; not the order ``argsort(values)`` itself, which is the inverse permutation
+    and would be taken as ranks) — from which :func:`permutation_matrix` builds them. diffsort's and
     difftopk's training code builds the transpose (``one_hot(argsort(labels)).transpose(-2,
     -1)``); passed here it would train the network towards the inverse permutation, and no
     check can tell a transposed permutation matrix from a true one. Pass the values or ranks
