@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
+from torch.utils import _pytree as pytree
 
 from . import curvature as _curv
 from .curvature._reduce import REDUCTIONS, reduce_loss, require_grad
@@ -473,11 +474,8 @@ class NewtonLoss(nn.Module):
         Training with ``0.5 * ((z - y) ** 2).sum() / N`` gives the same gradient as
         ``forward``.
         """
-        y, fn, layout = self._outputs(y)
-        with torch.enable_grad():
-            _, d = self._newton(y, args, kwargs, fn)
-        z = (y.detach() - d.reshape(y.shape)).detach()
-        return z if layout is None else layout.unflatten(z)
+        d = self.direction(y, *args, **kwargs)
+        return pytree.tree_map(lambda yi, di: yi.detach() - di, y, d)
 
     def _outputs(self, y: Any):
         """(y as one tensor, the loss as a function of it, the pytree layout or None)."""
@@ -865,17 +863,16 @@ def _eager(fn: Callable[..., Any]) -> Callable[..., Any]:
     return torch.compiler.disable(fn)
 
 
-def _eager_step(newton: NewtonLoss, y: Tensor, args: tuple, kwargs: dict, fn: Callable[..., Tensor]) -> None:
-    """One eager Newton step, for the first call's checks (its direction is not used)."""
-    with torch.enable_grad():
-        newton._newton(y.detach(), args, kwargs, fn)
-    newton._first_call_done = True
-
-
 def _eager_newton(newton: NewtonLoss, y: Tensor, args: tuple, kwargs: dict, fn: Callable[..., Tensor]):
     """The eager Newton step, (value, direction), for a compiled caller."""
     with torch.enable_grad():
         return newton._newton(y.detach(), args, kwargs, fn)
+
+
+def _eager_step(newton: NewtonLoss, y: Tensor, args: tuple, kwargs: dict, fn: Callable[..., Tensor]) -> None:
+    """One eager Newton step, for the first call's checks (its direction is not used)."""
+    _eager_newton(newton, y, args, kwargs, fn)
+    newton._first_call_done = True
 
 
 def newton_direction(
