@@ -130,3 +130,29 @@ def test_inputs_the_check_handles_or_refuses_clearly():
         check_precision(lambda s: lin(s).squeeze(-1), y)
     with pytest.raises(TypeError, match="precision_every must be an int"):
         NewtonLoss(lambda s: s.sum(-1), precision_every=2.0)
+
+
+def test_a_sample_with_a_negligible_gradient_is_not_sick_for_its_relative_error():
+    # A saturated set (its true gradient 10⁻¹² of the batch's) whose float32 gradient is off by
+    # 50% of itself: harmless, and not flagged — unless floor=0 judges it against itself alone.
+    def loss_fn(y, scale):
+        return (scale * y.sin()).sum(-1)
+
+    y = torch.zeros(3, 4)
+    scale32 = torch.tensor([[1.0], [1.0], [1e-12]])
+
+    def wobbly(y, scale):  # float32 rounding stand-in: the third sample's gradient 1.5× in float32
+        bump = torch.tensor([[1.0], [1.0], [1.5]], dtype=y.dtype) if y.dtype == torch.float32 else 1.0
+        return loss_fn(y, scale * bump)
+
+    report = check_precision(wobbly, y, scale32)
+    assert report.ok and report.worst < 1e-9
+    strict = check_precision(wobbly, y, scale32, floor=0)
+    assert strict.sick.tolist() == [2] and abs(strict.worst - 0.5) < 1e-6
+    assert abs(float(report.ratio[2]) - 1.5) < 1e-6   # the ratio stays the sample's own
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.0, "0.1", True])
+def test_floor_must_be_a_fraction(floor):
+    with pytest.raises(ValueError, match="floor"):
+        check_precision(lambda y: y.sum(-1), torch.zeros(2, 3), floor=floor)

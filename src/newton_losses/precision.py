@@ -23,6 +23,12 @@ __all__ = ["PrecisionReport", "check_precision"]
 #: failures give (docs/SORTING.md, Precision).
 DEFAULT_RTOL = 0.1
 
+#: Errors are measured against at least this fraction of the batch's mean float64 gradient norm,
+#: so that a sample whose true gradient is negligible (a saturated relaxation: 10⁻⁶ of the batch's
+#: and less) is not "sick" for a large relative error that moves nothing
+#: (``scripts/precision_sick_samples.py``; RESULTS §2, "The exact float32 loss").
+DEFAULT_FLOOR = 1e-3
+
 
 @dataclass
 class PrecisionReport:
@@ -30,8 +36,8 @@ class PrecisionReport:
 
     Attributes:
         dtype: the dtype checked (the inputs').
-        error: (N,) per-sample ``‖g_i − g64_i‖ / ‖g64_i‖`` (0 where both are 0; inf where only
-            g64_i is 0).
+        error: (N,) per-sample ``‖g_i − g64_i‖ / max(‖g64_i‖, floor · mean_j ‖g64_j‖)`` (0 where
+            both are 0; inf where the reference is 0 and the difference is not).
         ratio: (N,) per-sample ``‖g_i‖ / ‖g64_i‖`` — how many times too large (or small) the
             gradient is.
         sick: indices of the samples with ``error > rtol``.
@@ -73,7 +79,7 @@ class PrecisionReport:
 
 
 def check_precision(loss_fn: Callable[..., Tensor], y: Tensor, *args: Any, rtol: float = DEFAULT_RTOL,
-                    **kwargs: Any) -> PrecisionReport:
+                    floor: float = DEFAULT_FLOOR, **kwargs: Any) -> PrecisionReport:
     """Per-sample gradients of ``loss_fn`` at ``y`` in y's dtype against float64.
 
     Args:
@@ -82,7 +88,11 @@ def check_precision(loss_fn: Callable[..., Tensor], y: Tensor, *args: Any, rtol:
         y: (N, *shape) floating outputs (detached here).
         *args, **kwargs: the loss's other arguments; floating tensors among them are cast to
             float64 for the reference.
-        rtol: a sample is sick when ``‖g_i − g64_i‖ > rtol · ‖g64_i‖``.
+        rtol: a sample is sick when ``‖g_i − g64_i‖ > rtol · max(‖g64_i‖, floor · mean_j ‖g64_j‖)``.
+        floor: the error's reference is at least this fraction of the batch's mean float64
+            gradient norm (default 10⁻³), so that samples with a negligible gradient are not
+            flagged for a relative error that changes nothing; ``floor=0`` judges every sample
+            against its own gradient alone.
 
     Returns:
         a :class:`PrecisionReport`. Cost: two forward and backward passes of the loss (one in
@@ -107,6 +117,8 @@ def check_precision(loss_fn: Callable[..., Tensor], y: Tensor, *args: Any, rtol:
         raise ValueError(f"y must have a batch dimension, (N, ...) with N >= 1; got shape {tuple(y.shape)}")
     if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not rtol > 0:
         raise ValueError(f"rtol must be a positive number; got {rtol!r}")
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor < 1:
+        raise ValueError(f"floor must be a number in [0, 1); got {floor!r}")
     if getattr(loss_fn, "stochastic", False):
         raise ValueError(
             f"{type(loss_fn).__name__} draws random samples on every call: its two evaluations "
@@ -125,8 +137,9 @@ def check_precision(loss_fn: Callable[..., Tensor], y: Tensor, *args: Any, rtol:
     N = y.shape[0]
     diff = (g.to(torch.float64) - g64).reshape(N, -1).norm(dim=1)
     ref = g64.reshape(N, -1).norm(dim=1)
+    scale = torch.maximum(ref, floor * ref.mean())  # at least `floor` of the batch's mean norm
     norm = g.to(torch.float64).reshape(N, -1).norm(dim=1)
-    error = torch.where(ref > 0, diff / ref.clamp_min(torch.finfo(torch.float64).tiny),
+    error = torch.where(scale > 0, diff / scale.clamp_min(torch.finfo(torch.float64).tiny),
                         torch.where(diff > 0, torch.inf, 0.0))
     ratio = torch.where(ref > 0, norm / ref.clamp_min(torch.finfo(torch.float64).tiny),
                         torch.where(norm > 0, torch.inf, 1.0))
