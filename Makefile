@@ -1,19 +1,19 @@
 # The two commands of the README: `make demo` (main job: a short real ranking run, then the
 # free-score optimization demo) and `make test` (test suite).
 # Both create a virtual environment in .venv on first use; only Python >= 3.10 and make are needed.
-# The venv holds the library with its [pyepo] extra (so the PyEPO integration tests run), the
-# harness and the test dependencies.
+# The venv holds the library with its [pyepo] extra (so the PyEPO integration tests run) and its
+# [docs] extra (tests/test_docs.py builds the site), the harness and the test dependencies.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-all bench study results venv clean
+.PHONY: demo test test-slow test-all bench study results venv docs clean
 
 $(STAMP): pyproject.toml lab/pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[pyepo]" -e "./lab[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[pyepo,docs]" -e "./lab[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -30,6 +30,13 @@ test-slow: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
+
+# The documentation site (mkdocs.yml, docs/DOCS.md): static HTML in site/, built offline and
+# strictly (a warning is an error). A venv made before the [docs] extra existed gets it here.
+docs: $(STAMP)
+	@$(PY) -c "import mkdocs, material, mkdocstrings_handlers.python, black, mathjax" 2>/dev/null || \
+	  $(PY) -m pip install --quiet -c constraints.txt -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(PY) -m newton_lab bench
@@ -78,4 +85,4 @@ results: $(STAMP)
 	$(PY) -m newton_lab report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:
-	rm -rf $(VENV) build dist lab/build src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist lab/build src/*.egg-info .pytest_cache .hypothesis site

@@ -38,7 +38,7 @@ from .sorting import (
     ranking_bce_exact,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "NewtonLoss",

@@ -5,6 +5,7 @@ import math
 import numbers
 import os
 import sys
+from types import FrameType
 
 __all__ = ["check_positive", "user_stacklevel"]
 
@@ -27,7 +28,8 @@ def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a warning raised here point at the first frame outside
     this package (and outside torch.nn.Module's attribute and call machinery): the user's line,
     however deep inside the package the warning is raised."""
-    frame, level = sys._getframe(1), 1
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
     while frame is not None:
         name = os.path.abspath(frame.f_code.co_filename)
         if not (name.startswith(_PACKAGE + os.sep) or name.endswith(_TORCH_MODULE)):

@@ -620,6 +620,8 @@ class NewtonLoss(nn.Module):
                 est.matrix, g, self.lam, projection=self.projection, fallback=self.fallback,
                 damping=self.damping, dtype=self.solve_dtype,
             )
+        if est.matvec is None:  # not reached: CurvatureEstimate checks that it holds one of the three
+            raise ValueError("CurvatureEstimate holds neither matrix=, low_rank= nor matvec=")
         if self.damping != "absolute":
             raise ValueError(f"damping={self.damping!r} needs a dense curvature; got a matrix-free one")
         return conjugate_gradient(
@@ -940,7 +942,11 @@ class _state_kept:
                 m.__dict__.clear()
                 m.__dict__.update(attrs)
                 for k, b in buffers.items():
-                    m._buffers[k].copy_(b)
+                    current = m._buffers[k]
+                    if current is None:  # the probe set the buffer to None: put the saved copy back
+                        m._buffers[k] = b
+                    else:
+                        current.copy_(b)
 
 
 def _shift_invariant(loss_fn: Any) -> bool:

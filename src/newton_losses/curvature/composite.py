@@ -34,6 +34,10 @@ class CompositeLoss:
         tensor([0.7500, 0.7500])
     """
 
+    #: Optional, set on an instance (e.g. by ``RankingLoss.composite()``): each sample's loss is
+    #: unchanged by adding a constant to its outputs. Read with ``getattr(..., False)``.
+    shift_invariant: bool
+
     def __init__(self, inner: Callable[..., Tensor], outer: Callable[..., Tensor]) -> None:
         if not callable(inner):
             raise TypeError(f"inner must be callable; got {type(inner).__name__}")

@@ -94,6 +94,8 @@ class GaussNewton(CurvatureProvider):
 
     def estimate(self, ctx: CurvatureContext) -> CurvatureEstimate:
         c = ctx.composite
+        if c is None:  # set by NewtonLoss for providers with needs_composite
+            raise TypeError("curvature 'gauss_newton' needs ctx.composite: the loss must be a CompositeLoss")
         if ctx.solver == "cg":
             return CurvatureEstimate(matvec=gauss_newton_matvec(c.a, ctx.y, c.ga, c.a_leaf), psd=True, method="cg")
         G = gauss_newton_blocks(c.a, ctx.y, c.ga, c.a_leaf, chunk_size=ctx.chunk_size)

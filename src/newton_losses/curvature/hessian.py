@@ -106,7 +106,7 @@ class HessianBlocks(CurvatureProvider):
     """``"hessian"``: per-sample blocks ``C_i = ∇²ℓ_i(y_i)``, dense (m passes) or matrix-free."""
 
     second_order = True
-    solvers = ("dense", "cg")
+    solvers: tuple[str, ...] = ("dense", "cg")
 
     def needs_graph(self, solver: str, hessian_method: str) -> bool:
         return not (hessian_method == "vmap" and solver == "dense")

@@ -70,7 +70,7 @@ class CurvatureProvider:
     second_order: bool = False
     needs_composite: bool = False
     psd: bool = False
-    solvers: tuple = ("dense",)
+    solvers: tuple[str, ...] = ("dense",)
 
     def needs_graph(self, solver: str, hessian_method: str) -> bool:
         """Whether ``ctx.g`` must be built with ``create_graph=True``."""

@@ -112,7 +112,7 @@ def find_once_differentiable(t: Tensor, leaf: Optional[Tensor] = None) -> Option
     for fn in _graph_nodes(t, leaf):
         cls = getattr(fn, "_forward_cls", None)
         backward = getattr(cls, "backward", None)
-        if getattr(backward, "__code__", None) is _ONCE_DIFFERENTIABLE_CODE:
+        if cls is not None and getattr(backward, "__code__", None) is _ONCE_DIFFERENTIABLE_CODE:
             return cls.__name__
     return None
 

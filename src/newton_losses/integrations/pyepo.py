@@ -293,6 +293,7 @@ class _PyEPOLoss:
 
     def _noise(self, n_samples: int, y: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
         if self.noise == "float64":
+            # A mixin: _noise is the sampler's, the class after this one in the MRO.
             return super()._noise(n_samples, y, generator)  # type: ignore[misc]
         # PyEPO: torch.randn((N, S, d), generator, dtype of the costs), on the generator's device
         shape = (y.shape[0], n_samples) + tuple(y.shape[1:])
@@ -356,7 +357,7 @@ class DPOLoss(_PyEPOLoss, SmoothedAlgorithmLoss):
         self._setup(optmodel, solver, noise)
         self.oracle = self.solver
 
-    def forward(self, costs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, costs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         costs = self._check_point(costs)
         target = check_target(target, costs)
         samples = self._forward_samples(costs, (target,), {})
@@ -405,7 +406,7 @@ class PFYLoss(_PyEPOLoss, FenchelYoungLoss):
         self.oracle = self.solver
         self._sign = 1.0 if self.sense == "min" else -1.0
 
-    def forward(self, costs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, costs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         costs = self._check_point(costs)
         target = check_target(target, costs)
         samples = self._forward_samples(costs, (target,), {})
@@ -460,8 +461,14 @@ def from_pyepo(
     if generator is None:
         generator = torch.Generator().manual_seed(int(module.seed))
     S = int(module.n_samples)
-    common = dict(sigma=float(module.sigma), n_samples=S, generator=generator, solver=solver, noise="pyepo")
+    sigma = float(module.sigma)
     if isinstance(module, func.perturbedOpt):
         baseline = "loo" if module.variance_reduction and S > 1 else "none"
-        return DPOLoss(module.optmodel, loss, baseline=baseline, delta=delta, **common)
-    return PFYLoss(module.optmodel, baseline="loo" if S > 1 else "none", **common)
+        return DPOLoss(
+            module.optmodel, loss, baseline=baseline, delta=delta, sigma=sigma, n_samples=S,
+            generator=generator, solver=solver, noise="pyepo",
+        )
+    return PFYLoss(
+        module.optmodel, baseline="loo" if S > 1 else "none", sigma=sigma, n_samples=S,
+        generator=generator, solver=solver, noise="pyepo",
+    )

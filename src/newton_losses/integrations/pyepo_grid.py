@@ -32,7 +32,7 @@ of generated data sets, tests/test_pyepo_grid.py against enumeration of all path
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Iterable, NamedTuple, cast
 
 import torch
 
@@ -57,12 +57,13 @@ class GridPathResult(NamedTuple):
 
 def _check_grid(grid: object) -> tuple[int, int]:
     try:
-        dims = tuple(grid)  # type: ignore[arg-type]
+        dims = tuple(cast(Iterable[object], grid))  # a non-iterable raises TypeError here
     except TypeError:
         raise TypeError(f"grid must be a pair (h, w) of ints, got {grid!r}") from None
-    if len(dims) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in dims):
+    ints = [v for v in dims if isinstance(v, int) and not isinstance(v, bool)]
+    if len(dims) != 2 or len(ints) != 2:
         raise TypeError(f"grid must be a pair (h, w) of ints, got {grid!r}")
-    h, w = dims
+    h, w = ints
     if h < 1 or w < 1 or h * w < 2:
         raise ValueError(f"grid must have h, w >= 1 and at least 2 nodes, got {grid!r}")
     return int(h), int(w)
@@ -177,7 +178,10 @@ class GridShortestPath:
         grid: (h, w), default (5, 5) — PyEPO's experiments.
 
     Attributes:
-        grid, arcs (PyEPO's order), num_cost (d), sense (``"min"``).
+        grid: (h, w).
+        arcs: the d arcs ``(u, v)`` in PyEPO's order.
+        num_cost: d, the number of arcs.
+        sense: ``"min"``.
     """
 
     sense = "min"

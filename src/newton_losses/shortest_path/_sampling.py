@@ -221,9 +221,8 @@ class PerturbedBase(torch.nn.Module):
         with torch.no_grad():
             out = self._evaluate(points, targs, tkw)
         out = out.reshape(K, N, *out.shape[1:])
-        center = out[S] if with_center else None
         return PerturbationSamples(
-            y=y, eps=eps, outputs=out[:S], center=center, sigma=self.sigma,
+            y=y, eps=eps, outputs=out[:S], center=out[S] if with_center else None, sigma=self.sigma,
             args=tuple(_detach(a) for a in args), kwargs={k: _detach(v) for k, v in kwargs.items()},
         )
 

@@ -114,13 +114,13 @@ def _masks(height: int, width: int, device: torch.device) -> tuple[list[torch.Te
     if key not in _MASKS:
         ii, jj = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
         ring = torch.maximum(ii, jj).flatten()
-        in_grid = []
+        neighbours = []
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
                 ok = (ii + dy >= 0) & (ii + dy < height) & (jj + dx >= 0) & (jj + dx < width)
                 ok = ok & ~torch.tensor(dy == 0 and dx == 0)
-                in_grid.append(ok.flatten())
-        in_grid = torch.stack(in_grid)  # (9, HW)
+                neighbours.append(ok.flatten())
+        in_grid = torch.stack(neighbours)  # (9, HW)
         ring_pad = F.pad(ring.view(1, 1, height, width).double(), (1, 1, 1, 1), value=1e9)
         nb_ring = F.unfold(ring_pad, 3).view(9, height * width).long()  # ring of each neighbour
         last = max(height, width) - 1
@@ -359,7 +359,9 @@ class RelaxedBellmanFord(torch.nn.Module):
         )
         # Detached: diagnostics only; keeping the graph alive would hold its memory (and a
         # tensor with a graph stored on the module cannot leave a compiled region).
-        self.last_result = RelaxedPathResult(*(t.detach() if isinstance(t, torch.Tensor) else t for t in res))
+        self.last_result = RelaxedPathResult(
+            res.path.detach(), res.distances.detach(), res.predecessors.detach(), res.n_iter, res.converged.detach()
+        )
         if self.mode == "for" and not self._warned:
             message = _for_loop_problem(costs, self.beta, res)
             if message is not None:

@@ -163,7 +163,7 @@ class SmoothedLoss(GaussianSmoothing):
     def _check_point(self, y: torch.Tensor) -> torch.Tensor:
         return check_costs(y)
 
-    def forward(self, costs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, costs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         costs = check_costs(costs)
         return super().forward(costs, check_target(target, costs))
 

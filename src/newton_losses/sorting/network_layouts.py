@@ -74,7 +74,7 @@ def _bitonic(n: int) -> Layout:
                 layers.append(layer)
             span //= 2
         block *= 2
-    output = slot_on[pad:]
-    if any(slot is None for slot in output):
+    output = [slot for slot in slot_on[pad:] if slot is not None]
+    if len(output) != n:
         raise RuntimeError(f"bitonic layout for n={n} left padding on an output wire: {slot_on}")
     return Layout(n, layers, output)

@@ -98,7 +98,7 @@ def ranking_bce(P: torch.Tensor, P_true: torch.Tensor, eps: float = DEFAULT_EPS)
     return _ranking_bce(P, P_true.to(P.dtype), eps)
 
 
-def _check_matrices(P: object, P_true: object, eps: float) -> None:
+def _check_matrices(P: torch.Tensor, P_true: torch.Tensor, eps: float) -> None:
     for name, value in (("P", P), ("P_true", P_true)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")

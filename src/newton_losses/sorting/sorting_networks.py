@@ -218,6 +218,12 @@ class DiffSortNet(torch.nn.Module):
     #: nothing (NewtonLoss warns about lam=0 for losses built on such relaxations).
     shift_invariant = True
 
+    # Non-persistent buffers registered in __init__ (declared for type checkers).
+    _partners: torch.Tensor
+    _sides: torch.Tensor
+    _output: torch.Tensor
+    _output_inverse: torch.Tensor
+
     def __init__(
         self,
         network: str,
