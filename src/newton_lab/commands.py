@@ -65,6 +65,11 @@ def train_parser() -> argparse.ArgumentParser:
                                               for t in tasks) + " (default: the protocol's)")
     p.add_argument("--arg", action="append", metavar="KEY=VALUE",
                    help="a method argument, e.g. --arg tau=0.5 --arg sigmoid=cauchy")
+    argful = [t for t in tasks if t.args]
+    if argful:
+        p.add_argument("--task-arg", action="append", metavar="KEY=VALUE",
+                       help="a task argument, e.g. --task-arg deg=4 --task-arg problem=knapsack ("
+                            + "; ".join(f"{t.cli_name}: {', '.join(t.args)}" for t in argful) + ")")
     p.add_argument("--variant", help=f"Newton variant: {', '.join(registry.variants())} (default: none = "
                                      "the baseline); every curvature registered with newton_losses")
     p.add_argument("--lam", type=float, help="λ, required (> 0) for a Newton variant, e.g. --lam 0.1 "
@@ -123,6 +128,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     fields.update({k: v for k, v in direct.items() if v is not None})
     if args.arg:
         fields["method_args"] = {**fields.get("method_args", {}), **_pairs(args.arg, "--arg")}
+    if getattr(args, "task_arg", None):
+        fields["task_args"] = {**fields.get("task_args", {}), **_pairs(args.task_arg, "--task-arg")}
     fields.update(_pairs(args.set, "--set"))
     if args.method and "method_args" not in fields:
         fields["method_args"] = {}

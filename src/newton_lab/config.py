@@ -39,8 +39,9 @@ class RunConfig:
     """Everything that determines one training run.
 
     Attributes (grouped):
-        task: ``"ranking"`` or ``"shortest_path"``; protocol: the named protocol the defaults
-            came from (``"paper"``, ``"quick"``, ``"tiny"``; recorded, not interpreted).
+        task: ``"ranking"``, ``"shortest_path"`` or ``"pto"`` (a registered task); protocol: the
+            named protocol the defaults came from (``"paper"``, ``"quick"``, ``"tiny"``, ...;
+            recorded, not interpreted).
         method, method_args: the relaxation / algorithm and its parameters (see
             ``newton-losses train --help`` and :mod:`newton_lab.registry`; missing arguments get
             defaults).
@@ -74,6 +75,10 @@ class RunConfig:
             float64 (:func:`newton_losses.check_precision`, two more passes of the loss) and log
             the checks, sick samples and worst relative error per interval in metrics.jsonl
             (``"precision"``); 0 = off. It does not change training.
+        task_args: the task's own settings (``registry.Task.args``; predict-then-optimize:
+            ``problem``, ``deg``, ``noise``, ``features``, ``solver``, ...; see
+            docs/PYEPO.md); completed with the task's defaults by :meth:`validate`. ``{}`` for
+            the tasks without any (ranking, shortest path), and then left out of :meth:`digest`.
 
     Fields added after run ids were first committed (:data:`LATER_DEFAULTS`) are left out of
     :meth:`digest` while they hold their default, so adding one keeps every existing run id.
@@ -110,6 +115,7 @@ class RunConfig:
     clip_grad_norm: float = 0.0
     loss_dtype: str = ""
     precision_every: int = 0
+    task_args: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------------------------------
     def validate(self) -> "RunConfig":
@@ -120,6 +126,7 @@ class RunConfig:
         """
         task = registry.task(self.task)
         _choice("protocol", self.protocol, tuple(task.protocols))
+        self.task_args = task.resolve_args(self.task_args)
         method = registry.method(task.name, self.method)
         self.method_args = method.resolve_args(self.method_args)
         _choice("variant", self.variant, registry.variants())
@@ -229,11 +236,14 @@ class RunConfig:
 
     def identity(self) -> dict:
         """The fields that identify the run: :meth:`to_dict` without the later-added fields
-        (:data:`LATER_DEFAULTS`) that hold their default."""
+        (:data:`LATER_DEFAULTS`) that hold their default, and without ``task_args`` when it is
+        empty (the tasks without arguments)."""
         d = self.to_dict()
         for key, default in LATER_DEFAULTS.items():
             if d[key] == default:
                 del d[key]
+        if not d["task_args"]:  # a task without arguments: ids as before the field existed
+            del d["task_args"]
         return d
 
     def digest(self) -> str:
@@ -251,7 +261,10 @@ class RunConfig:
         parts = [self.task, self.method]
         # Arguments with a legacy value name the run when they differ from it (ranking: the loss).
         parts += [str(v) for k, v in self.method_args.items() if k in method.args and method.args[k].named_in_id(v)]
-        parts += [f"{col}{getattr(self, col)}" for col in task.columns]
+        if task.id_parts is not None:
+            parts += list(task.id_parts(self))
+        else:
+            parts += [f"{col}{registry.column_value(self, col)}" for col in task.columns]
         parts.append(self.variant)
         if self.variant != "none":
             parts.append(f"lam{self.lam:g}" + {"relative": "r", "batch": "b"}.get(self.damping, ""))
@@ -284,10 +297,19 @@ def protocol_config(task: str, protocol: str, **overrides: Any) -> RunConfig:
           10 epochs of the 10,000 maps (1,430 steps), lr ×0.1 at epochs 6 and 8, evaluation
           every epoch on 500 validation and 500 test maps.
         - ``tiny``: a seconds-long smoke test on a few synthetic maps.
+
+    Predict-then-optimize (``pto``, PyEPO's problems; docs/PYEPO.md, "The harness task"):
+        - ``pyepo``: PyEPO's tutorial settings — linear model, Adam 10^-2, batch 32, 20 epochs
+          of 1,000 training instances, 200 validation and 1,000 test instances.
+        - ``quick``: the same with 5 epochs and 500 test instances.
+        - ``tiny``: a seconds-long smoke test (64 training instances).
     """
     spec = registry.task(task)
     _choice("protocol", protocol, tuple(spec.protocols))
     base = dict(spec.protocols[protocol])
+    if isinstance(base.get("task_args"), dict) and isinstance(overrides.get("task_args"), dict):
+        # task arguments override one by one (a protocol's own settings stay unless named)
+        overrides = {**overrides, "task_args": {**base["task_args"], **overrides["task_args"]}}
     return RunConfig.from_dict({"task": spec.name, "protocol": protocol, **base, **overrides}).validate()
 
 

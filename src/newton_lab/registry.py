@@ -6,7 +6,7 @@ the benchmarks, the demos, ``plot gradients``, run ids and report labels — so 
 task, a relaxation or a loss is one registration, and one name means the same thing in
 ``train``, ``sweep``, ``plot``, ``demo``, ``bench`` and the reports.
 
-- A :class:`Task` (``"ranking"``, ``"shortest_path"``) builds the data, network and metrics of a
+- A :class:`Task` (``"ranking"``, ``"shortest_path"``, ``"pto"``) builds the data, network and metrics of a
   run; its protocols are named sets of :class:`~newton_lab.config.RunConfig` defaults.
 - A :class:`Method` belongs to one task: a relaxation or algorithmic loss with typed arguments
   (:class:`Arg`) and a ``build`` function that returns the loss module.
@@ -50,6 +50,7 @@ __all__ = [
     "Method",
     "Task",
     "Variant",
+    "column_value",
     "format_spec",
     "import_extensions",
     "is_percent",
@@ -135,11 +136,15 @@ class BuildContext:
         variant: the Newton variant the loss is built for (a loss may offer another form for
             Gauss-Newton, e.g. ``RelaxedShortestPathLoss.composite()``).
         generator: the noise generator of stochastic losses (checkpointed by the task).
+        problem: what the task's losses solve, for tasks whose methods need it (predict-then-
+            optimize: a :class:`~newton_lab.tasks.pyepo.Problem`, PyEPO's optModel and a
+            batched solver), or None.
     """
 
     n: Optional[int] = None
     variant: str = "none"
     generator: Any = None
+    problem: Any = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,9 @@ class Method:
             ``scores (N, n) -> P (N, n, n)``; shortest path: a loss ``(costs, paths) -> (N,)``).
         variants: the Newton variants it supports (None: all registered).
         stochastic: draws Monte-Carlo samples from the task's noise generator; its
-            ``"hessian"`` variant uses the module's own estimator (``module.hessian_estimator()``).
+            ``"hessian"`` variant uses the module's own estimator (``module.hessian_estimator()``),
+            and its ``"gauss_newton"`` variant, where the method supports it, the module's
+            ``gauss_newton_estimator()``.
         check: ``check(cfg)`` raises ``ValueError`` for combinations the arguments alone do not
             rule out (e.g. a variant with a damping this method cannot use).
     """
@@ -219,6 +226,17 @@ class Task:
         random_batch: ``random_batch(cfg, N, generator) -> (y, target)``: random network outputs
             and targets of the loss's shapes, for benchmarks and tests without data.
         output_size: ``output_size(cfg) -> m``, the network's outputs per sample.
+        args: name -> :class:`Arg`, the task's own configuration (``RunConfig.task_args``: e.g.
+            the predict-then-optimize problem and its data generator's degree); defaults filled
+            in and values checked by ``RunConfig.validate``. Names must not be RunConfig fields.
+            ``columns`` may name them.
+        lower_is_better: the metrics for which lower is better (an error, a regret); the best
+            evaluation of a run is then the one with the *lowest* validation primary metric, and
+            the reports say so. Every other metric: higher is better.
+        id_parts: ``id_parts(cfg) -> [str, ...]``: the parts of a run id between the method and
+            the variant (default: ``f"{column}{value}"`` for each of ``columns``).
+        requires: modules the task needs beyond the harness's dependencies (``("pyepo",)``);
+            tests skip the task where one is missing.
     """
 
     name: str
@@ -237,10 +255,30 @@ class Task:
     min_eval_sets: int = 1
     epoch_size: Optional[Callable[[Any], int]] = None
     check: Optional[Callable[[Any], None]] = None
+    args: Mapping[str, Arg] = field(default_factory=dict, hash=False)
+    lower_is_better: tuple = ()
+    id_parts: Optional[Callable[[Any], list]] = None
+    requires: tuple = ()
 
     @property
     def cli_name(self) -> str:
         return self.name.replace("_", "-")
+
+    def resolve_args(self, given: Mapping[str, Any]) -> dict:
+        """``given`` task arguments completed with defaults, coerced and checked; unknown names
+        are an error (a task without arguments takes none: ``{}``)."""
+        if not isinstance(given, Mapping):
+            raise ValueError(f"task_args must be a dict; got {type(given).__name__}")
+        unknown = sorted(set(given) - set(self.args))
+        if unknown:
+            takes = f"it takes {sorted(self.args)}" if self.args else "it takes none (use {})"
+            raise ValueError(f"task_args: unknown argument(s) {unknown} for task {self.name!r}; {takes}")
+        return {k: a.coerce(f"task_args.{k}", given.get(k, a.default)) for k, a in self.args.items()}
+
+    def better(self, metric: str, new: float, old: float) -> bool:
+        """Whether ``new`` is strictly better than ``old`` for ``metric`` (lower for the metrics
+        in ``lower_is_better``, higher for the others)."""
+        return new < old if metric in self.lower_is_better else new > old
 
 
 @dataclass(frozen=True)
@@ -284,6 +322,9 @@ def register_task(spec: Task, *, replace: bool = False) -> Task:
     if not isinstance(spec, Task):
         raise TypeError(f"register_task takes a registry.Task; got {type(spec).__name__}")
     _check_name("task", spec.name)
+    for k, a in spec.args.items():
+        _check_name("task argument", k)
+        a.coerce(f"{spec.name}: default of task_args.{k}", a.default)
     if spec.name in _REG.tasks and not replace:
         raise ValueError(f"task {spec.name!r} is already registered (pass replace=True to override)")
     _REG.tasks[spec.name] = spec
@@ -373,10 +414,24 @@ def variant(name: str) -> Variant:
 def curvature(spec: Method, module: Any, variant_name: str) -> Any:
     """The ``NewtonLoss`` curvature argument of a variant for a loss built by ``spec``: a
     stochastic method's ``"hessian"`` is its module's own estimator (``hessian_estimator()``),
-    every other variant its registered curvature name (None for ``"none"``)."""
+    and its ``"gauss_newton"`` the module's ``gauss_newton_estimator()`` where it has one; every
+    other variant its registered curvature name (None for ``"none"``)."""
     if spec.stochastic and variant_name == "hessian":
         return module.hessian_estimator()
+    if spec.stochastic and variant_name == "gauss_newton" and hasattr(module, "gauss_newton_estimator"):
+        return module.gauss_newton_estimator()
     return variant(variant_name).curvature
+
+
+def column_value(config: Any, name: str) -> Any:
+    """The value of a report column / run-id part ``name`` of a configuration (a ``RunConfig`` or
+    its dict): a task argument (``task_args[name]``) if the configuration has one of that name,
+    else the field ``name``."""
+    if isinstance(config, Mapping):
+        task_args = config.get("task_args") or {}
+        return task_args[name] if name in task_args else config[name]
+    task_args = getattr(config, "task_args", None) or {}
+    return task_args[name] if name in task_args else getattr(config, name)
 
 
 def is_percent(metric: str) -> bool:

@@ -50,7 +50,7 @@ class Group:
 
     def label(self) -> str:
         c = self.config
-        more = "".join(f", {k}={_short(c[k])}" for k in self.extra)
+        more = "".join(f", {k}={_short(registry.column_value(c, k))}" for k in self.extra)
         return registry.method(c["task"], c["method"]).label(c["method_args"]) + more
 
     def variant_label(self) -> str:
@@ -146,6 +146,8 @@ def group_runs(runs: list[tuple[Path, dict]]) -> list[Group]:
         seed = cfg.pop("seed")
         for key in _ROW_OMITS[1:]:
             cfg.pop(key)
+        if not cfg["task_args"]:  # tasks without arguments: groups (and summaries) as before
+            del cfg["task_args"]
         key = json.dumps(cfg, sort_keys=True)
         group = groups.setdefault(key, Group(key, cfg))
         twin = next((d for s, d, _ in group.runs if s == seed), None)
@@ -165,9 +167,13 @@ def group_runs(runs: list[tuple[Path, dict]]) -> list[Group]:
     for task in {g.task for g in groups.values()}:
         same_task = [g for g in groups.values() if g.task == task]
 
+        columns = set(registry.task(task).columns)
+
         def varying(gs):
-            return {k for k in gs[0].config if k not in shown
-                    and len({json.dumps(g.config.get(k), sort_keys=True) for g in gs}) > 1}
+            # configuration fields, and the task's own arguments one by one (task_args)
+            keys = [k for k in gs[0].config if k != "task_args"] + list(gs[0].config.get("task_args", {}))
+            return {k for k in keys if k not in shown and k not in columns
+                    and len({json.dumps(_field(g.config, k), sort_keys=True) for g in gs}) > 1}
 
         extra = varying(same_task)
         if "protocol" in extra:  # then name the protocol and what differs within one protocol
@@ -177,9 +183,21 @@ def group_runs(runs: list[tuple[Path, dict]]) -> list[Group]:
             extra = {"protocol"}.union(*(varying(gs) for gs in by_protocol.values()))
         for g in same_task:
             g.extra = tuple(sorted(extra, key=lambda k: (k != "protocol", k)))
-    return sorted(groups.values(), key=lambda g: (g.task, g.label(), g.config.get("n", 0),
+    return sorted(groups.values(), key=lambda g: (g.task, g.label(), g.config.get("n", 0), _columns(g),
                                                    g.config["variant"] != "none", g.config["variant"],
                                                    g.config["lam"]))
+
+
+def _field(config: dict, key: str):
+    """A group configuration's field or task argument ``key`` (None where it has neither)."""
+    if key in config.get("task_args", {}):
+        return config["task_args"][key]
+    return config.get(key)
+
+
+def _columns(g: "Group") -> tuple:
+    """The values of the task's report columns for a group (fields or task arguments)."""
+    return tuple(registry.column_value(g.config, c) for c in registry.task(g.task).columns)
 
 
 def _short(v) -> str:
@@ -285,6 +303,8 @@ def _baseline_key(cfg: dict) -> str:
     base = base.validate().to_dict()
     for key in _ROW_OMITS:
         base.pop(key)
+    if not base["task_args"]:  # as group_runs keys the groups
+        del base["task_args"]
     return json.dumps(base, sort_keys=True)
 
 
@@ -364,6 +384,9 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
         primary, second = metrics[0], (metrics[1] if len(metrics) > 1 else None)
         named, unit = _named(primary), _unit(primary)
         columns = "".join(f"{c} | " for c in spec.columns)
+        # only for a task whose primary metric is an error, so other tables read as before
+        lower = (f" Lower {named} is better: a negative Δ is an improvement, and the best validation "
+                 f"is the lowest." if primary in spec.lower_is_better else "")
         lines += [f"### {spec.title}", "",
                   f"Test {named}{unit}{f' (test {second}{_unit(second)})' if second else ''} at the best "
                   f"validation {named}, mean ± std over seeds; p: Welch t-test of {named} against the baseline "
@@ -376,7 +399,7 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                   f"{spec.column_note}ms/step: the runs' "
                   f"mean wall time per training step (in parentheses, the Newton loss's part of it), "
                   f"including whatever else loaded the machine then (e.g. parallel sweep workers) — "
-                  f"a rough cost, not a benchmark (docs/PERFORMANCE.md has those)." + _extra_notes(extra)
+                  f"a rough cost, not a benchmark (docs/PERFORMANCE.md has those)." + lower + _extra_notes(extra)
                   + _legacy_note(task_groups),
                   "",
                   f"| method | {columns}variant | seeds | {primary}{unit}"
@@ -400,7 +423,7 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
             sig = "*" if (not math.isnan(p) and p < alpha) else ""
             cell = _fmt(vals[primary], primary) + (f" ({_fmt(vals[second], second)})" if second else "")
             cell += "".join(f", {m.replace('_', ' ')} {_fmt(vals[m], m)}" for m in metrics[2:])
-            cells = "".join(f"{g.config[c]} | " for c in spec.columns)
+            cells = "".join(f"{_short(registry.column_value(g.config, c))} | " for c in spec.columns)
             lines.append(
                 f"| {g.label()} | {cells}{g.variant_label()} "
                 f"| {len(g.runs)} | {cell} | {'' if math.isnan(delta) else f'{delta:+.{_digits(primary)}f}'} "
@@ -523,6 +546,8 @@ def _run_rows(runs) -> list[dict]:
                "cg_max_iter": c.get("cg_max_iter", 0), "clip_grad_norm": c.get("clip_grad_norm", 0.0),
                "loss_dtype": c.get("loss_dtype", ""), "seed": c["seed"],
                "best_step": r["best"]["step"]}
+        if c.get("task_args"):  # tasks with arguments only (the other tables keep their columns)
+            row["task_args"] = json.dumps(c["task_args"], sort_keys=True)
         row.update({f"test_{k}": v for k, v in r["best"]["test"].items()})
         row.update({f"val_{k}": v for k, v in r["best"]["val"].items()})
         row.update({"step_ms": 1e3 * r["time"]["step_s"], "newton_ms": 1e3 * r["time"]["newton_s"],
@@ -551,13 +576,13 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
     files = []
     panels: dict = {}
     for g in groups:
-        panels.setdefault((g.task, g.label(), g.config.get("n")), []).append(g)
+        panels.setdefault((g.task, g.label(), g.config.get("n"), _columns(g)), []).append(g)
     cols = min(3, len(panels))
     rows_ = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows_, cols, figsize=(5.5 * cols, 4 * rows_), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    for ax, ((task, label, n), gs) in zip(axes.flat, panels.items()):
+    for ax, ((task, label, n, _), gs) in zip(axes.flat, panels.items()):
         primary = registry.task(task).metrics[0]
         for g in gs:
             curves = [[(rec["step"], rec["test"][primary]) for rec in read_metrics(d)] for _, d, _ in g.runs]
@@ -571,7 +596,8 @@ def _plots(groups: list[Group], by_key: dict, out: Path) -> list[Path]:
             low, high = (mean - half, mean + half) if not registry.is_percent(primary) else \
                 (np.clip(mean - half, 0, 100), np.clip(mean + half, 0, 100))
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-        ax.set_title(label + "".join(f", {c}={gs[0].config[c]}" for c in registry.task(task).columns))
+        ax.set_title(label + "".join(f", {c}={_short(registry.column_value(gs[0].config, c))}"
+                                     for c in registry.task(task).columns))
         ax.set_xlabel("step")
         ax.set_ylabel(f"test {_named(primary)}{_unit(primary)} (95% band)")
         ax.grid(alpha=0.3)

@@ -16,6 +16,10 @@ machine and thread count, reaches bit-identical metrics: the data generator's st
 the checkpoint and everything random is drawn from seeded generators. Timings are the only
 non-reproducible numbers and live under the ``"time"`` key of each record.
 
+The best evaluation (the checkpoint's ``best``, the result's test metrics) is the one with the
+highest validation primary metric, or the lowest where the task says lower is better
+(``registry.Task.lower_is_better``: the predict-then-optimize regret).
+
 Per evaluation the metrics line holds the mean training loss since the previous evaluation,
 validation and test metrics, the learning rate, Newton diagnostics counts, and the time per
 step split into network time (data, forward, backward, optimizer) and Newton-step time
@@ -415,7 +419,9 @@ class _Trainer:
             if a["precision_checks"]:
                 record["precision"] = {"checks": a["precision_checks"], "sick": a["precision_sick"],
                                        "worst": a["precision_worst"]}
-            if self.best is None or val[p] > self.best["val"][p]:
+            # the best validation of the primary metric: the highest, or the lowest for a task
+            # whose primary metric is an error (registry.Task.lower_is_better: regret)
+            if self.best is None or registry.task(self.cfg.task).better(p, val[p], self.best["val"][p]):
                 self.best = {"step": self.step, "val": val, "test": test}
             record["time"] = {
                 "step_s": a["step_s"] / k,

@@ -15,6 +15,10 @@ A sweep configuration is JSON::
       ]
     }
 
+A grid (or ``base``) key ``"task_args.KEY"`` sets one of the task's own arguments
+(``RunConfig.task_args``), e.g. ``{"task_args.deg": [1, 2, 4, 6]}`` for the predict-then-optimize
+task; the others keep their defaults (or ``base``'s).
+
 ``imports`` names modules (importable by this Python, e.g. installed or on ``PYTHONPATH``) that
 register tasks, methods or variants of your own (:mod:`newton_lab.registry`); they are imported
 before the grid is validated and in every worker process.
@@ -127,7 +131,7 @@ class SweepSpec:
         for g in self.grid:
             keys = list(g)
             for values in itertools.product(*(g[k] for k in keys)):
-                fields: dict[str, Any] = {**self.base, **dict(zip(keys, values))}
+                fields: dict[str, Any] = _fold_task_args({**self.base, **dict(zip(keys, values))})
                 try:
                     cfg = protocol_config(self.task, self.protocol, **fields)
                 except ValueError as exc:
@@ -135,6 +139,20 @@ class SweepSpec:
                     raise ValueError(f"grid combination ({combo}): {exc}") from None
                 configs.setdefault(cfg.run_id(), cfg)
         return list(configs.values())
+
+
+def _fold_task_args(fields: dict) -> dict:
+    """``{"task_args.deg": 4, ...}`` (a grid over one task argument) folded into ``task_args``
+    (over any ``task_args`` dict given as well)."""
+    dotted = {k: v for k, v in fields.items() if k.startswith("task_args.")}
+    if not dotted:
+        return fields
+    out = {k: v for k, v in fields.items() if k not in dotted}
+    given = out.get("task_args", {})
+    if not isinstance(given, dict):
+        raise ValueError(f"task_args must be an object of task arguments; got {given!r}")
+    out["task_args"] = {**given, **{k.split(".", 1)[1]: v for k, v in dotted.items()}}
+    return out
 
 
 def _die_with_parent() -> None:

@@ -4,4 +4,4 @@ and the task's registration (its protocols and methods) in :mod:`newton_lab.regi
 Importing this package registers the built-in tasks; :mod:`newton_lab.config` does so, hence
 ``import newton_lab``.
 """
-from newton_lab.tasks import ranking, shortest_path  # noqa: F401  (registration)
+from newton_lab.tasks import ranking, shortest_path, pyepo  # noqa: F401  (registration)
