@@ -91,8 +91,8 @@ def test_every_page_has_title_and_nav(site):
         page = _parse(p)
         assert page.title.strip().endswith("newton-losses"), p
         assert page.has_nav, p
-    for must in ("index.html", "GUIDE/index.html", "TROUBLESHOOTING/index.html", "examples/index.html",
-                 "api/newton_losses/index.html", "study/index.html", "results/reports/index.html"):
+    for must in ("index.html", "GUIDE.html", "TROUBLESHOOTING.html", "examples.html",
+                 "api/newton_losses.html", "study.html", "results/reports.html"):
         assert (site / must).is_file(), must
 
 
@@ -111,24 +111,24 @@ def test_nothing_is_loaded_from_elsewhere(site):
 
 
 def test_api_reference_has_newton_loss(site):
-    html = (site / "api/newton_losses/index.html").read_text(encoding="utf-8")
-    text = " ".join(_parse(site / "api/newton_losses/index.html").text)
+    html = (site / "api/newton_losses.html").read_text(encoding="utf-8")
+    text = " ".join(_parse(site / "api/newton_losses.html").text)
     assert 'id="newton_losses.NewtonLoss"' in html
     assert "Wrap a loss so that the network is trained with the regularized Newton step" in text
     # the signature, with its parameters
     assert re.search(r"NewtonLoss\s*\(", text) and "loss_fn" in text and "projection" in text
     # Sphinx roles became cross-references, not literal ":class:" text
     assert ":class:`" not in text and ":func:`" not in text
-    assert 'href="../curvature/#newton_losses.curvature.CompositeLoss"' in html
+    assert 'href="curvature.html#newton_losses.curvature.CompositeLoss"' in html
     for module in ("curvature", "sorting", "shortest_path", "precision", "integrations", "newton_lab"):
-        assert (site / f"api/{module}/index.html").is_file(), module
-    assert 'id="newton_losses.sorting.RankingLoss"' in (site / "api/sorting/index.html").read_text(encoding="utf-8")
-    lab = (site / "api/newton_lab/index.html").read_text(encoding="utf-8")
+        assert (site / f"api/{module}.html").is_file(), module
+    assert 'id="newton_losses.sorting.RankingLoss"' in (site / "api/sorting.html").read_text(encoding="utf-8")
+    lab = (site / "api/newton_lab.html").read_text(encoding="utf-8")
     assert 'id="newton_lab.register_custom_task"' in lab and 'id="newton_lab.registry"' in lab
 
 
 def test_maths_is_mathjax_served_locally(site):
-    page = _parse(site / "METHOD/index.html")
+    page = _parse(site / "METHOD.html")
     assert "arithmatex" in page.classes
     scripts = [u for u in page.assets if "mathjax" in u.lower()]
     assert any(u.endswith("assets/mathjax/tex-mml-chtml.js") for u in scripts), scripts
@@ -137,7 +137,7 @@ def test_maths_is_mathjax_served_locally(site):
 
 
 def test_examples_page_shows_every_example(site):
-    text = "".join(_parse(site / "examples/index.html").text)
+    text = "".join(_parse(site / "examples.html").text)
     squeezed = re.sub(r"\s+", "", text)  # highlighting splits the code into many text nodes
     for script in sorted((ROOT / "examples").glob("*.py")):
         assert script.name in text, script.name
@@ -155,8 +155,8 @@ def test_repository_links_become_site_links(site):
     for p in site.rglob("*.html"):
         html = p.read_text(encoding="utf-8")
         assert not re.search(r'href="(\.\./)*(docs/|README\.md|RESULTS\.md)', html), p
-    study = (site / "study/index.html").read_text(encoding="utf-8")
-    assert "results/reports/" in study  # RESULTS.md's docs/results/
+    study = (site / "study.html").read_text(encoding="utf-8")
+    assert "results/reports.html" in study  # RESULTS.md's docs/results/
 
 
 def _hooks():

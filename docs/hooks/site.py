@@ -93,7 +93,11 @@ def _summary(source: str) -> tuple[str, str]:
 
 
 def examples_markdown() -> str:
-    scripts = sorted((ROOT / "examples").glob("*.py"))
+    # The order of examples/README.md's list (quickstart first), then any script it misses.
+    listed = (ROOT / "examples" / "README.md")
+    order = re.findall(r"`([A-Za-z0-9_]+)\.py`", listed.read_text(encoding="utf-8")) if listed.is_file() else []
+    rank = {name: i for i, name in enumerate(dict.fromkeys(["quickstart", *order]))}
+    scripts = sorted((ROOT / "examples").glob("*.py"), key=lambda s: (rank.get(s.stem, len(rank)), s.name))
     out = [
         "# Examples\n",
         "Short scripts to copy from, in `examples/` of the repository. Each runs in under a "

@@ -11,7 +11,10 @@ the regularized Newton step of the loss::
 Public API: :class:`NewtonLoss` and its functional form :func:`newton_direction`,
 :class:`NewtonTotals`, :class:`CompositeLoss` (for Gauss-Newton),
 :class:`CurvatureEstimate` (custom curvature), :class:`NewtonDiagnostics`,
-:class:`NonFiniteLossError`, :class:`NotTwiceDifferentiableError`; the sorting relaxations and
+:class:`NonFiniteLossError`, :class:`NotTwiceDifferentiableError`; the curvature registry
+(:func:`register_curvature`, :func:`available_curvatures`, :class:`CurvatureProvider`,
+:class:`CurvatureContext`); the precision check (:func:`check_precision`,
+:class:`PrecisionReport`); the sorting relaxations and
 ranking loss (:mod:`newton_losses.sorting`); the shortest-path solver and losses
 (:mod:`newton_losses.shortest_path`). The library needs torch and numpy only; the experiment
 harness (data sets, training runs, sweeps, reports, the ``newton-losses`` command) is the separate
