@@ -184,3 +184,16 @@ def test_sorting_doc_first_snippet_runs_as_written():
     exec(compile(code, "docs/SORTING.md", "exec"), namespace)
     grad = namespace["scores"].grad
     assert grad is not None and bool(grad.isfinite().all()) and float(grad.abs().max()) > 0
+
+
+def test_precision_doc_snippet_runs_and_flags_the_naive_loss():
+    text = (ROOT / "docs" / "PRECISION.md").read_text(encoding="utf-8")
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/PRECISION.md", "exec"), namespace)
+    cp, RankingLoss, NeuralSort = namespace["check_precision"], namespace["RankingLoss"], namespace["NeuralSort"]
+    scores, values = namespace["scores"], namespace["values"]
+    naive = cp(RankingLoss(NeuralSort(tau=1.0), loss="bce"), scores, values)
+    exact = cp(RankingLoss(NeuralSort(tau=1.0)), scores, values)
+    assert not naive.ok and float(naive.ratio.max()) > 1e3   # printed: 104 sick, ×9.5e+04
+    assert exact.ok
