@@ -137,7 +137,8 @@ def test_report_labels_come_from_the_registry():
 
 def test_committed_run_ids_are_unchanged():
     """Every committed run's directory name is the id its config.json computes now."""
-    configs = sorted((ROOT / "results").rglob("config.json"))
+    # scripts/pto_anchor.py names its runs by their anchor cell (method-degree-seed), not by id.
+    configs = sorted(f for f in (ROOT / "results").rglob("config.json") if "pto_anchor" not in f.parts)
     assert len(configs) > 100
     wrong = [(f.parent.name, cfg.run_id()) for f in configs
              for cfg in [RunConfig.from_dict(json.loads(f.read_text())).validate()]
