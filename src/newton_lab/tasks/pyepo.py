@@ -71,6 +71,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from newton_lab import registry
+from newton_lab.tasks._stream import EpochNoiseState
 
 __all__ = ["PTOTask", "Problem", "problem_of", "load_data", "regret_metrics", "build_loss", "random_batch",
            "TwoStageLoss", "SPOPlusLoss", "DBBLoss", "PerturbedLoss", "DPOTaskLoss", "LinearCosts", "MLPCosts"]
@@ -303,7 +304,7 @@ def build_network(cfg) -> nn.Module:
 
 # ----------------------------------------------------------------------------------------------
 # The task
-class PTOTask:
+class PTOTask(EpochNoiseState):
     """Data, network and loss of one predict-then-optimize run (see the module docstring).
 
     Attributes:
@@ -337,18 +338,9 @@ class PTOTask:
         train = self._data["train"]
         self.target = pack_targets(torch.from_numpy(train["c"]).double(), torch.from_numpy(train["w"]),
                                    torch.from_numpy(train["z"]))
-        # One noise stream per data-parallel rank (rank 0: the single-process stream); checkpointed.
-        self.noise = torch.Generator().manual_seed(cfg.seed * 7919 + 17 + rank * 1_000_003)
-        self._buffer = torch.empty(0, dtype=torch.long)
+        self._init_stream(cfg.seed, rank)  # per-rank noise stream and epoch buffer (checkpointed)
         self.method = registry.method("pto", cfg.method)
         self.loss_fn, self._loss = build_loss(cfg, self.noise)
-
-    def state_dict(self) -> dict:
-        return {"buffer": self._buffer.clone(), "noise": self.noise.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._buffer = state["buffer"].clone()
-        self.noise.set_state(state["noise"])
 
     def curvature(self, variant: str):
         """The ``NewtonLoss`` curvature argument of a variant (``dpo``/``pfyl``: their own

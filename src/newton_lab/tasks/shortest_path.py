@@ -26,6 +26,7 @@ from newton_losses import shortest_path as sp
 from newton_lab import registry
 from newton_lab.data import generate_terrain, load_terrain, maps_to_tensor
 from newton_lab.models import build_model
+from newton_lab.tasks._stream import EpochNoiseState
 
 __all__ = ["ShortestPathTask", "path_metrics", "build_loss", "random_batch"]
 
@@ -42,7 +43,7 @@ def path_metrics(pred_costs: Tensor, weights: Tensor, paths: Tensor) -> dict[str
     return {"exact": exact, "cost_optimal": optimal, "cost_ratio": cost_pred / cost_opt}
 
 
-class ShortestPathTask:
+class ShortestPathTask(EpochNoiseState):
     """Data, network and loss of one shortest-path run (see the module docstring)."""
 
     primary = "exact"
@@ -58,22 +59,9 @@ class ShortestPathTask:
         self.paths = {s: torch.from_numpy(d.paths.copy()) for s, d in splits.items()}
         grid = tuple(self.weights["train"].shape[1:])
         self.model = build_model(cfg.model, hidden=cfg.hidden, grid=grid)
-        # Under data parallelism each process perturbs its own slice of the batch: its noise
-        # stream must differ from the other ranks' (rank 0 keeps the single-process stream), or
-        # the Monte-Carlo samples would repeat across the global batch. The global run is then
-        # equal in distribution to one process, not bit-identical.
-        self.noise = torch.Generator().manual_seed(cfg.seed * 7919 + 17 + rank * 1_000_003)
-        self._buffer = torch.empty(0, dtype=torch.long)
+        self._init_stream(cfg.seed, rank)  # per-rank noise stream and epoch buffer (checkpointed)
         self.method = registry.method("shortest_path", cfg.method)
         self.loss_fn, self._loss = build_loss(cfg, self.noise)
-
-    # Checkpointed state: the epoch permutation stream and the noise generator.
-    def state_dict(self) -> dict:
-        return {"buffer": self._buffer.clone(), "noise": self.noise.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._buffer = state["buffer"].clone()
-        self.noise.set_state(state["noise"])
 
     def curvature(self, variant: str):
         """The ``NewtonLoss`` curvature argument for a Newton variant (a stochastic method's
