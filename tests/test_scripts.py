@@ -564,3 +564,24 @@ def test_float64_loss_cost_times_every_relaxation(tmp_path):
     assert all(float(c) > 0 for r in rows for c in r[2:])
     with pytest.raises(SystemExit):
         cost.main(["--n", "1"])
+
+
+def test_seed_split_separates_the_tuning_seed():
+    """On the committed §4 runs (seeds 0-2): the tuning seed's values and the other seeds' means
+    are the runs' own test accuracies, recomputed here from result.json."""
+    split = _load("seed_split")
+    table = split.split_table([str(ROOT / "configs/study/shortest_path_quoted_cells.json")], tuning_seed=0)
+    rows = [r for r in table.splitlines() if r.startswith("| bf_for(beta=10,iterations=0,loss=l2)")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    acc = {}
+    for f in (ROOT / "results/study/shortest_path").glob("shortest_path-bf_for-*-s*/result.json"):
+        r = json.loads(f.read_text())
+        c = r["config"]
+        if c["method_args"].get("loss") == "l2" and (c["variant"] == "none" or c.get("lam") == 10.0):
+            acc[(c["variant"], c["seed"])] = 100 * r["best"]["test"]["exact"]
+    b0, n0 = acc[("none", 0)], acc[("fisher", 0)]
+    assert cells[7] == f"{b0:.1f} → {n0:.1f} ({n0 - b0:+.1f})"
+    rest_b = statistics.mean(acc[("none", s)] for s in (1, 2))
+    rest_n = statistics.mean(acc[("fisher", s)] for s in (1, 2))
+    assert cells[8] == "2" and cells[11] == f"{rest_n - rest_b:+.1f}"
