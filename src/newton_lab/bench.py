@@ -258,8 +258,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(
         prog="newton-losses bench",
         description="Newton-step cost, in one process: §1 on the package's losses relative to a plain "
-                    "backward pass, §2 whole training steps relative to the baseline step (quick and "
-                    "paper networks), §3 our Hessian path against a dense (N·m)² reference; then the "
+                    "backward pass, §2 whole training steps relative to the baseline step and the Newton "
+                    "step's share of them (quick and paper networks; predict-then-optimize where PyEPO is "
+                    "installed), §3 our Hessian path against a dense (N·m)² reference; then the "
                     "issue-6 targets checked against the measurements. docs/PERFORMANCE.md records "
                     "the output.")
     p.add_argument("--section", action="append", choices=SECTIONS, default=None,
@@ -300,9 +301,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\nMarkdown (the Newton loss's forward+backward relative to the plain loss's; in parentheses its curvature + solve part alone relative to the plain pass; cg: solved by CG):\n")
         print(bs.loss_table(rows))
     if "step" in sections:
+        missing = bs.pto_missing()
+        if missing:
+            print(f"\n{missing}")
         rows += bs.run_steps(bs.step_cases(args.quick, paper=not args.no_paper), step_repeats, lam=args.lam)
         print("\nMarkdown (whole training step, ratio to the baseline step):\n")
         print(bs.step_table(rows))
+        print("\nMarkdown (the Newton step's share of each variant's training step: curvature + solve over "
+              "the whole step; in parentheses the step relative to the baseline's):\n")
+        print(bs.share_table(rows))
     if "dense" in sections:
         dense = run_dense_reference(loss_repeats, lam=args.lam)
     if "synthetic" in sections:

@@ -7,8 +7,12 @@ Two sections of ``newton-losses bench`` (see :mod:`newton_lab.bench`):
   batch 100 with n ∈ {5, 10, 32}, relaxed Bellman-Ford on 12×12 grids at batch 70, and the
   stochastic losses (smoothing, perturbed optimizer + Fenchel-Young) with 10 samples.
 - :func:`run_steps` — the whole training step (forward through the network, loss or Newton
-  loss, backward, Adam) of each Newton variant relative to the baseline's step, for the quick
-  and the paper networks of the ranking (n = 5, 10) and shortest-path protocols.
+  loss, backward, Adam) of each Newton variant relative to the baseline's step, and the Newton
+  step's share of it (curvature + solve over the variant's whole step), for the quick and the
+  paper networks of the ranking (n = 5, 10) and shortest-path protocols, and for
+  predict-then-optimize (task ``pto``: PyEPO's 5×5 grid shortest path, its linear model, batch 32;
+  SPO+ and PFYL with Fisher, PFYL and DPO with their Stein Hessian estimators, DPO with
+  Gauss-Newton — left out, with a note, where PyEPO is not installed).
 
 Both use the experiment runner's own construction of the loss and of the Newton loss
 (:func:`~newton_lab.runner.newton_loss_for`), so they time what training runs.
@@ -32,8 +36,8 @@ from newton_lab import registry
 from newton_lab.config import RunConfig, protocol_config
 from newton_lab.runner import build_task, newton_loss_for
 
-__all__ = ["LossCase", "StepCase", "loss_cases", "step_cases", "run_losses", "run_steps", "loss_table",
-           "step_table", "check_targets"]
+__all__ = ["LossCase", "StepCase", "loss_cases", "step_cases", "pto_step_cases", "pto_missing", "run_losses",
+           "run_steps", "loss_table", "step_table", "share_table", "check_targets"]
 
 
 
@@ -102,9 +106,10 @@ def loss_cases(quick: bool = False) -> list[LossCase]:
     return cases
 
 
-def step_cases(quick: bool = False, paper: bool = True) -> list[StepCase]:
+def step_cases(quick: bool = False, paper: bool = True, pto: bool = True) -> list[StepCase]:
     """The training steps of issue 6 §2: quick and paper networks (``paper=False`` drops the
-    paper networks, which take seconds per step on a CPU)."""
+    paper networks, which take seconds per step on a CPU), and, with ``pto`` and PyEPO
+    installed, the predict-then-optimize steps of :func:`pto_step_cases` (issue 25)."""
     ranking = [("neuralsort", 5), ("neuralsort", 10), ("odd_even", 10)]
     paths = ["bf_for", "smoothed_loss", "perturbed_fy"]
     protocols = [("quick", "MLP 14x56", "small CNN")]
@@ -124,6 +129,43 @@ def step_cases(quick: bool = False, paper: bool = True) -> list[StepCase]:
             extra = (TRUNCATED_CG,) if method == "bf_for" else ()
             cases.append(StepCase(f"shortest path {protocol} ({pnet}), {_name(cfg)}, batch 70", cfg,
                                   ("none",) + _variants(cfg) + extra))
+    if pto and pto_missing() is None:
+        cases += pto_step_cases(quick)
+    return cases
+
+
+#: The predict-then-optimize step cases: method -> the variants timed against its baseline
+#: (issue 25: SPO+ and PFYL with Fisher; PFYL and DPO with their Stein Hessian estimators; DPO
+#: with Gauss-Newton).
+PTO_VARIANTS = {"spo_plus": ("fisher",), "pfyl": ("fisher", "hessian"), "dpo": ("hessian", "gauss_newton")}
+
+
+def pto_missing() -> Optional[str]:
+    """Why the ``pto`` cases cannot run here (PyEPO or OR-Tools not installed), else None."""
+    from newton_lab.tasks.pyepo import INSTALL_HINT, installed
+
+    missing = [m for m in ("pyepo", "ortools") if not installed(m)]
+    if missing:
+        return f"predict-then-optimize (pto) steps left out: {' and '.join(missing)} not installed ({INSTALL_HINT})"
+    return None
+
+
+def pto_step_cases(quick: bool = False) -> list[StepCase]:
+    """Predict-then-optimize training steps (task ``pto``, protocol ``pyepo``): PyEPO's 5×5 grid
+    shortest path (40 arcs, degree 4, noise 0.5, 1,000 training instances, the exact grid solver
+    the study uses), its linear model, batch 32, PyEPO's defaults for DPO and PFYL (σ = 1, 10
+    samples). Every batch is full (``last_batch="full"``: the bench draws more batches than an
+    epoch has). ``quick``: PFYL only. Needs PyEPO (see :func:`pto_missing`)."""
+    cases = []
+    for method, variants in PTO_VARIANTS.items():
+        if quick and method != "pfyl":
+            continue
+        cfg = protocol_config("pto", "pyepo", method=method, val_sets=32, test_sets=32,
+                              task_args={"problem": "shortest_path", "deg": 4, "noise": 0.5,
+                                         "last_batch": "full"})
+        spec = registry.format_spec("pto", cfg.method, cfg.method_args)
+        cases.append(StepCase(f"pto shortest path 5x5 (linear), {spec}, batch {cfg.batch_size}", cfg,
+                              ("none",) + variants))
     return cases
 
 
@@ -147,24 +189,28 @@ def _interleaved(fns: dict, repeats: int, warmup: int = 1, newtons: Optional[dic
     machine; ``parts[k]`` holds, for a callable with a Newton loss in
     ``newtons``, the medians over the timed calls of the Newton loss's own split — ``grad_s``
     (the loss's forward and per-sample gradient inside it) and ``step_s`` (curvature + solve:
-    what the Newton step adds) — read from ``last_diagnostics`` after every call.
+    what the Newton step adds) — read from ``last_diagnostics`` after every call — and ``share``,
+    the median over the timed calls of each call's curvature + solve time over its whole time.
     """
     newtons = newtons or {}
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict = {k: [] for k in fns}
-    split: dict = {k: ([], []) for k in fns if newtons.get(k) is not None}
+    split: dict = {k: ([], [], []) for k in fns if newtons.get(k) is not None}
     for _ in range(repeats):
         for k, fn in fns.items():
             t0 = time.perf_counter()
             fn()
-            times[k].append(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            times[k].append(elapsed)
             if k in split:
                 d = newtons[k].last_diagnostics
                 split[k][0].append(d.time_gradient_s)
                 split[k][1].append(d.time_curvature_s + d.time_solve_s)
-    parts = {k: dict(grad_s=statistics.median(g), step_s=statistics.median(c)) for k, (g, c) in split.items()}
+                split[k][2].append(split[k][1][-1] / elapsed if elapsed > 0 else 0.0)
+    parts = {k: dict(grad_s=statistics.median(g), step_s=statistics.median(c), share=statistics.median(f))
+             for k, (g, c, f) in split.items()}
     medians = {k: statistics.median(v) for k, v in times.items()}
     spreads = {k: (max(v) - min(v)) / (2 * medians[k]) if medians[k] > 0 else 0.0 for k, v in times.items()}
     return medians, parts, spreads
@@ -231,7 +277,8 @@ def run_steps(cases: list[StepCase], repeats: int, lam: float = 0.1, out=sys.std
     its own copy of one initialization on the same batches.
     """
     print("\n§2 Whole training step (forward, loss or Newton loss, backward, Adam) relative to the "
-          f"baseline step (λ={lam}; the batch is drawn outside the timed region)", file=out)
+          f"baseline step (λ={lam}; the batch is drawn outside the timed region); Newton share: the "
+          "curvature + solve part of the variant's own step (median over the timed steps)", file=out)
     rows = []
     for case in cases:
         torch.manual_seed(0)
@@ -266,18 +313,18 @@ def run_steps(cases: list[StepCase], repeats: int, lam: float = 0.1, out=sys.std
         t_base = times["none"]
         print(f"\n{case.name}", file=out)
         print(f"  {'variant':<16} {'ms/step':>9} {'± %':>5} {'× baseline':>11}  {'curv+solve ms':>13} "
-              f"{'1 + c+s/base':>12}  how", file=out)
+              f"{'1 + c+s/base':>12} {'Newton share':>12}  how", file=out)
         for v, t in times.items():
-            p = parts.get(v, dict(grad_s=0.0, step_s=0.0))
+            p = parts.get(v, dict(grad_s=0.0, step_s=0.0, share=0.0))
             rows.append(dict(section="step", case=case.name, variant=v, seconds=t, ratio=t / t_base,
                              spread=spreads[v], base_spread=spreads["none"],
-                             added_ratio=1.0 + p["step_s"] / t_base,
+                             added_ratio=1.0 + p["step_s"] / t_base, newton_share=p["share"],
                              newton_s=p["step_s"], grad_s=p["grad_s"], how=_how(newtons[v]),
                              protocol=case.cfg.protocol, task=case.cfg.task, method=case.cfg.method,
                              n=case.cfg.n if "n" in registry.task(case.cfg.task).columns else None))
             print(f"  {('baseline' if v == 'none' else v):<16} {1e3 * t:>9.1f} {100 * spreads[v]:>5.1f} "
-                  f"{t / t_base:>11.3f}  {1e3 * p['step_s']:>13.2f} {rows[-1]['added_ratio']:>12.4f}  "
-                  f"{rows[-1]['how']}", file=out)
+                  f"{t / t_base:>11.3f}  {1e3 * p['step_s']:>13.2f} {rows[-1]['added_ratio']:>12.4f} "
+                  f"{100 * p['share']:>11.1f}%  {rows[-1]['how']}", file=out)
         out.flush()
     return rows
 
@@ -300,6 +347,23 @@ def step_table(rows: list[dict]) -> str:
     for case in dict.fromkeys(r["case"] for r in rows if r["section"] == "step"):
         sel = {r["variant"]: r for r in rows if r["case"] == case and r["section"] == "step"}
         cells = [f"{sel[v]['ratio']:.3f}" if v in sel else "n/a" for v in variants]
+        body += f"| {case} | {1e3 * sel['none']['seconds']:.1f} | " + " | ".join(cells) + " |\n"
+    return head + body
+
+
+def share_table(rows: list[dict]) -> str:
+    """Markdown: one row per step case, one column per variant: the Newton step's share of the
+    variant's training step (curvature + solve over the whole step, median over the timed
+    steps), and in parentheses the variant's step relative to the baseline step; the baseline's
+    ms in its own column."""
+    variants = _measured_variants(rows, "step")
+    head = ("| training step | baseline ms | " + " | ".join(variants) + " |\n|---|---|"
+            + "---|" * len(variants) + "\n")
+    body = ""
+    for case in dict.fromkeys(r["case"] for r in rows if r["section"] == "step"):
+        sel = {r["variant"]: r for r in rows if r["case"] == case and r["section"] == "step"}
+        cells = [f"{100 * sel[v].get('newton_share', math.nan):.1f}% ({sel[v]['ratio']:.3f}×)" if v in sel
+                 else "n/a" for v in variants]
         body += f"| {case} | {1e3 * sel['none']['seconds']:.1f} | " + " | ".join(cells) + " |\n"
     return head + body
 
