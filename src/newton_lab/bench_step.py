@@ -337,18 +337,23 @@ def _measured_variants(rows: list[dict], section: str) -> list[str]:
     return sorted(seen, key=lambda v: (order.get(_parse_variant(v)[0], len(order)), v))
 
 
-def step_table(rows: list[dict]) -> str:
-    """Markdown: one row per step case, one column per variant (ratio to the baseline step,
-    baseline ms in its own column)."""
+def _variant_table(rows: list[dict], cell) -> str:
+    """Markdown: one row per step case, the baseline's ms, then ``cell(row)`` per variant."""
     variants = _measured_variants(rows, "step")
     head = ("| training step | baseline ms | " + " | ".join(variants) + " |\n|---|---|"
             + "---|" * len(variants) + "\n")
     body = ""
     for case in dict.fromkeys(r["case"] for r in rows if r["section"] == "step"):
         sel = {r["variant"]: r for r in rows if r["case"] == case and r["section"] == "step"}
-        cells = [f"{sel[v]['ratio']:.3f}" if v in sel else "n/a" for v in variants]
+        cells = [cell(sel[v]) if v in sel else "n/a" for v in variants]
         body += f"| {case} | {1e3 * sel['none']['seconds']:.1f} | " + " | ".join(cells) + " |\n"
     return head + body
+
+
+def step_table(rows: list[dict]) -> str:
+    """Markdown: one row per step case, one column per variant (ratio to the baseline step,
+    baseline ms in its own column)."""
+    return _variant_table(rows, lambda r: f"{r['ratio']:.3f}")
 
 
 def share_table(rows: list[dict]) -> str:
@@ -356,16 +361,7 @@ def share_table(rows: list[dict]) -> str:
     variant's training step (curvature + solve over the whole step, median over the timed
     steps), and in parentheses the variant's step relative to the baseline step; the baseline's
     ms in its own column."""
-    variants = _measured_variants(rows, "step")
-    head = ("| training step | baseline ms | " + " | ".join(variants) + " |\n|---|---|"
-            + "---|" * len(variants) + "\n")
-    body = ""
-    for case in dict.fromkeys(r["case"] for r in rows if r["section"] == "step"):
-        sel = {r["variant"]: r for r in rows if r["case"] == case and r["section"] == "step"}
-        cells = [f"{100 * sel[v].get('newton_share', math.nan):.1f}% ({sel[v]['ratio']:.3f}×)" if v in sel
-                 else "n/a" for v in variants]
-        body += f"| {case} | {1e3 * sel['none']['seconds']:.1f} | " + " | ".join(cells) + " |\n"
-    return head + body
+    return _variant_table(rows, lambda r: f"{100 * r.get('newton_share', math.nan):.1f}% ({r['ratio']:.3f}×)")
 
 
 def loss_table(rows: list[dict]) -> str:
