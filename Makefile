@@ -47,7 +47,7 @@ bench: $(STAMP)
 # configs' 2 worker processes (one torch thread each).
 STUDY := table_neuralsort_n5 lambda_ablation shortest_path sensitivity controls \
          table_settings table_n5_methods table_gauss_newton controls_float64 table_n10 \
-         controls_float64_n10 gn_lambda10 exact_loss
+         controls_float64_n10 gn_lambda10 exact_loss shortest_path_seeds pto_shortest_path
 
 study: $(STAMP)
 	for c in $(STUDY); do \
@@ -69,6 +69,9 @@ FLOAT64 := configs/study/controls_float64.json \
 # The same control at n = 10, beside the float32 n = 10 baselines and Newton rows (table_n10.json).
 FLOAT64_N10 := configs/study/controls_float64_n10.json configs/study/table_n10.json
 
+# RESULTS §4's quoted shortest-path cells on 10 seeds: seeds 0-2 (a view of the first sweep) and 3-9.
+SP_SEEDS := configs/study/shortest_path_quoted_cells.json configs/study/shortest_path_seeds.json
+
 results: $(STAMP)
 	$(PY) scripts/grad_norms.py results/study/controls/*/ --out results/study/analysis/grad_norms_controls.md
 	$(PY) scripts/grad_norms.py --by-row $(TABLE) --out results/study/analysis/grad_norms_table.md
@@ -82,6 +85,7 @@ results: $(STAMP)
 	$(PY) scripts/stability.py $(FLOAT64) --out results/study/analysis/stability_float64.md
 	$(PY) scripts/grad_norms.py --by-row $(FLOAT64_N10) --out results/study/analysis/grad_norms_float64_n10.md
 	$(PY) scripts/stability.py $(FLOAT64_N10) --out results/study/analysis/stability_float64_n10.md
+	$(PY) scripts/seed_split.py $(SP_SEEDS) --out results/study/analysis/seed_split_shortest_path.md
 	$(PY) -m newton_lab report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:
