@@ -86,6 +86,7 @@ results: $(STAMP)
 	$(PY) scripts/grad_norms.py --by-row $(FLOAT64_N10) --out results/study/analysis/grad_norms_float64_n10.md
 	$(PY) scripts/stability.py $(FLOAT64_N10) --out results/study/analysis/stability_float64_n10.md
 	$(PY) scripts/seed_split.py $(SP_SEEDS) --out results/study/analysis/seed_split_shortest_path.md
+	$(PY) scripts/pto_tables.py configs/study/pto_shortest_path.json --out results/study/analysis/pto_shortest_path.md
 	$(PY) -m newton_lab report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:
