@@ -47,7 +47,7 @@ bench: $(STAMP)
 # configs' 2 worker processes (one torch thread each).
 STUDY := table_neuralsort_n5 lambda_ablation shortest_path sensitivity controls \
          table_settings table_n5_methods table_gauss_newton controls_float64 table_n10 \
-         controls_float64_n10 gn_lambda10 exact_loss shortest_path_seeds pto_shortest_path
+         controls_float64_n10 gn_lambda10 exact_loss shortest_path_seeds pto_shortest_path pto_knapsack
 
 study: $(STAMP)
 	for c in $(STUDY); do \
