@@ -377,7 +377,7 @@ def tables(paths: list, *, metric: str = "regret", tie: float = 0.1, alpha: floa
 
     head = setting.header()
     constant = ", ".join(f"{k} {_short(v)}" for k, v in setting.constant.items())
-    lines = [f"## Predict-then-optimize: Newton rows at the λ the rule chose ({metric})", "",
+    lines = [f"#### Predict-then-optimize: Newton rows at the λ the rule chose ({metric})", "",
              f"Test {name} at each run's best-validation checkpoint, mean ± std over seeds"
              + (f" ({constant} in every row)" if constant else "") + f". {better.capitalize()} is better: "
              + (f"a negative Δ vs baseline is an improvement. " if lower else "a positive Δ is an improvement. ")
@@ -419,7 +419,7 @@ def tables(paths: list, *, metric: str = "regret", tie: float = 0.1, alpha: floa
 
     # all-λ table
     grid = sorted({lam for r in rows for lam in r.lams})
-    lines += [f"## Every λ ({metric}, validation / test)", "",
+    lines += [f"#### Every λ ({metric}, validation / test)", "",
               f"Mean validation / test {name} over the seeds (in parentheses, how many); bold: the rule's "
               f"choice. The choice compares the λ's validation means over the seeds every λ of the row "
               f"has finished — for a complete row all expected seeds; for an incomplete one the 'chosen "
@@ -450,7 +450,7 @@ def tables(paths: list, *, metric: str = "regret", tie: float = 0.1, alpha: floa
     lines.append("")
 
     # verdicts
-    lines += [f"## What curvature did, per row (α = {alpha:g}, after Holm)", ""]
+    lines += [f"#### What curvature did, per row (α = {alpha:g}, after Holm)", ""]
     for r in ordered_rows:
         where = ", ".join(f"{h} {c}" for h, c in zip(head, setting.cells(r.config)))
         lam = "" if r.choice is None else f" (λ = {r.choice:g})"
@@ -461,7 +461,7 @@ def tables(paths: list, *, metric: str = "regret", tie: float = 0.1, alpha: floa
     # incomplete rows
     missing_bases = [b["base"] for b in ordered if b["base"] is not None and b["base"].missing() and not b["rows"]]
     if n_incomplete or missing_bases or failed:
-        lines += [f"## Incomplete ({n_incomplete} of {len(rows)} Newton rows)", ""]
+        lines += [f"#### Incomplete ({n_incomplete} of {len(rows)} Newton rows)", ""]
         for r in ordered_rows:
             if r.incomplete:
                 where = ", ".join(f"{h} {c}" for h, c in zip(head, setting.cells(r.config)))

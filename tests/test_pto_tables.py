@@ -216,7 +216,7 @@ def test_incomplete_rows_are_flagged_and_choose_on_common_seeds(tmp_path):
     assert pf.incomplete == ["baseline: seed(s) 4 missing"] and len(pf.base_test) == 4
     assert ph.incomplete == ["λ=10: no finished run", "baseline: seed(s) 4 missing"]
     assert ph.choice == 1.0  # among the λ that ran (a tie at 25.0: the larger), provisionally
-    assert "## Incomplete (3 of 3 Newton rows)" in text
+    assert "#### Incomplete (3 of 3 Newton rows)" in text
     assert "- deg 2, train 64, spo_plus, NL-fisher batch: λ=10: seed(s) 3, 4 missing." in text
     assert "| 2 | 64 | pfyl | baseline | — | 4 of 5 |" in text
     assert sum("provisional — " in x for x in text.splitlines()) == 3
@@ -247,7 +247,7 @@ def test_run_directories_without_a_sweep_file_and_the_command_line(tmp_path, cap
                                   "λ=10: no finished run", "baseline: seed(s) 3, 4 missing"]
     target = tmp_path / "tables" / "pto.md"
     assert pt.main([str(out / "*"), "--out", str(target)]) == 0
-    assert target.read_text().startswith("## Predict-then-optimize")
+    assert target.read_text().startswith("#### Predict-then-optimize")
     assert "written:" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         pt.main([str(tmp_path / "nothing-here")])
