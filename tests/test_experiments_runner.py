@@ -9,6 +9,8 @@ import textwrap
 import pytest
 import torch
 
+from _runs import interrupt_at
+
 from newton_lab import RunFailed, protocol_config, read_metrics, run_status, train
 from newton_lab.tasks.ranking import ranking_metrics
 
@@ -130,16 +132,7 @@ def test_nan_loss_stops_with_state_saved(tmp_path, monkeypatch):
 
 def test_resume_refuses_a_modified_run_directory(tmp_path):
     cfg = _cfg(steps=20)
-
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        if step == 15:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(cfg, tmp_path / "r", progress=False, on_step=stop)
+    interrupt_at(cfg, tmp_path / "r", 15)
     (tmp_path / "r" / "metrics.jsonl").unlink()
     with pytest.raises(ValueError, match="run directory was modified"):
         train(cfg, tmp_path / "r", progress=False)

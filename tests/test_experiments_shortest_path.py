@@ -3,6 +3,8 @@ synthetic terrain for the relaxed and stochastic methods (with resume equality).
 import pytest
 import torch
 
+from _runs import interrupt_at, without_time
+
 from newton_lab import protocol_config, read_metrics, run_status, train
 from newton_lab.tasks.shortest_path import path_metrics
 
@@ -38,19 +40,9 @@ def test_tiny_shortest_path_runs(tmp_path, method, variant):
 def test_stochastic_run_resumes_identically(tmp_path):
     cfg = protocol_config("shortest_path", "tiny", method="perturbed_fy", variant="hessian", lam=0.1)
     reference = train(cfg, tmp_path / "ref", progress=False)
-
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        if step == 4:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(cfg, tmp_path / "cut", progress=False, on_step=stop)
+    interrupt_at(cfg, tmp_path / "cut", 4)
     resumed = train(cfg, tmp_path / "cut", progress=False)
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "time"} for r in rs]  # noqa: E731
-    assert strip(read_metrics(tmp_path / "cut")) == strip(read_metrics(tmp_path / "ref"))
+    assert without_time(read_metrics(tmp_path / "cut")) == without_time(read_metrics(tmp_path / "ref"))
     assert resumed["best"] == reference["best"]
 
 

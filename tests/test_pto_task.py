@@ -10,6 +10,8 @@ import math
 import pytest
 import torch
 
+from _runs import interrupt_at
+
 pyepo = pytest.importorskip("pyepo")
 pytest.importorskip("ortools")
 
@@ -235,16 +237,7 @@ def test_resume_is_bit_identical_with_a_short_last_batch(tmp_path):
     cfg = protocol_config("pto", "tiny", method="pfyl", variant="hessian", lam=1.0, train_size=40,
                           steps=9, eval_every=3)
     reference = train(cfg, tmp_path / "ref", progress=False)
-
-    class Stop(Exception):
-        pass
-
-    def stop(step):
-        if step == 5:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(cfg, tmp_path / "cut", progress=False, on_step=stop)
+    interrupt_at(cfg, tmp_path / "cut", 5)
     resumed = train(cfg, tmp_path / "cut", progress=False)
     assert strip(read_metrics(tmp_path / "cut")) == strip(read_metrics(tmp_path / "ref"))
     assert resumed["best"] == reference["best"]
