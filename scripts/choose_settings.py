@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from newton_lab.report import control_label, find_runs, group_runs
-from newton_lab.io import write_or_print
+from newton_lab.io import emit_table
 
 TOL = 1e-4  # points; accuracies are float32 means
 
@@ -98,12 +98,8 @@ def main(argv=None) -> int:
         ap.error(f"--margin must be >= 0, got {args.margin}")
     keep = _pairs(args.keep, float, "--keep") or {"fisher": 0.1, "hessian_batch": 0.1, "gauss_newton": 1.0}
     grid = _pairs(args.grid, lambda v: [float(x) for x in v.split(",")], "--grid")
-    try:
-        text = table(args.runs, seed=args.seed, margin=args.margin, keep=keep, grid=grid)
-    except ValueError as exc:  # no such directory, a pattern matching nothing, an unreadable run
-        ap.error(str(exc))
-    write_or_print(text, args.out)
-    return 0
+    return emit_table(ap, lambda: table(args.runs, seed=args.seed, margin=args.margin, keep=keep, grid=grid),
+                      args.out)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from typing import Optional
 import numpy as np
 
 from newton_lab import registry
-from newton_lab.io import write_or_print
+from newton_lab.io import emit_table
 from newton_lab.report import _baseline_key, find_runs, group_runs, holm, welch
 
 TASK = "pto"
@@ -500,13 +500,8 @@ def main(argv=None) -> int:
         ap.error(f"--tie must be >= 0, got {args.tie}")
     if not 0 < args.alpha < 1:
         ap.error(f"--alpha must be in (0, 1), got {args.alpha}")
-    try:
-        text, _ = tables(args.runs, metric=args.metric, tie=args.tie, alpha=args.alpha, seeds=args.seeds,
-                         lams=args.lams)
-    except ValueError as exc:  # no such directory, a pattern matching nothing, an unreadable run
-        ap.error(str(exc))
-    write_or_print(text, args.out)
-    return 0
+    return emit_table(ap, lambda: tables(args.runs, metric=args.metric, tie=args.tie, alpha=args.alpha,
+                                         seeds=args.seeds, lams=args.lams)[0], args.out)
 
 
 if __name__ == "__main__":

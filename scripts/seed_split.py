@@ -28,7 +28,7 @@ import sys
 import numpy as np
 
 from newton_lab import registry
-from newton_lab.io import write_or_print
+from newton_lab.io import emit_table
 from newton_lab.report import _baseline_key, _scale, find_runs, group_runs, welch
 
 
@@ -99,8 +99,7 @@ def main(argv=None) -> int:
     p.add_argument("--tuning-seed", type=int, default=0, help="the seed λ was chosen on (default 0)")
     p.add_argument("--out", help="Markdown file to write (default: stdout)")
     a = p.parse_args(argv)
-    write_or_print(split_table(a.paths, a.tuning_seed), a.out)
-    return 0
+    return emit_table(p, lambda: split_table(a.paths, a.tuning_seed), a.out)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from newton_lab.report import find_runs, group_runs
 from newton_lab.runner import read_metrics
-from newton_lab.io import write_or_print
+from newton_lab.io import emit_table
 
 
 def _row(group, fall: float) -> str:
@@ -71,12 +71,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not 0 < args.fall < 1:
         ap.error(f"--fall must be in (0, 1), got {args.fall}")
-    try:
-        text = table(args.runs, fall=args.fall)
-    except ValueError as exc:  # no such directory, a pattern matching nothing, an unreadable run
-        ap.error(str(exc))
-    write_or_print(text, args.out)
-    return 0
+    return emit_table(ap, lambda: table(args.runs, fall=args.fall), args.out)
 
 
 if __name__ == "__main__":

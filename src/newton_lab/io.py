@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "write_or_print"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "emit_table", "write_or_print"]
 
 
 @contextlib.contextmanager
@@ -90,6 +90,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write`)."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def emit_table(parser, build, out: str | os.PathLike | None) -> int:
+    """The tail of the analysis scripts: ``build()`` makes the text; a ValueError from it (no such
+    run directory, a pattern matching nothing, an unreadable run) becomes ``parser``'s usage
+    error (exit 2); the text is written to ``out`` atomically or printed. Returns 0."""
+    try:
+        text = build()
+    except ValueError as exc:
+        parser.error(str(exc))
+    write_or_print(text, out)
+    return 0
 
 
 def write_or_print(text: str, out: str | os.PathLike | None) -> None:
