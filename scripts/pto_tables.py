@@ -86,6 +86,13 @@ class Cell:
     def missing(self) -> list:
         return sorted(self.expected - set(self.runs))
 
+    def step_ms(self) -> float:
+        """Mean over the finished seeds of the run's mean time per training step (ms; the
+        runner's ``time.step_s``: forward, loss — with its solver calls —, Newton step, backward,
+        optimizer), NaN when no run recorded it."""
+        t = [1000.0 * r["time"]["step_s"] for r in self.runs.values() if r.get("time", {}).get("step_s") is not None]
+        return float(np.mean(t)) if t else math.nan
+
 
 @dataclass
 class Row:
@@ -229,6 +236,16 @@ def _fmt(v: np.ndarray, digits: int = 2) -> str:
     if len(v) == 1:
         return f"{v.mean():.{digits}f} (1 seed)"
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def _ms(c: Optional[Cell], base: Optional[Cell] = None) -> str:
+    """Time per step (ms), and for a Newton row its ratio to the baseline's."""
+    t = math.nan if c is None else c.step_ms()
+    if math.isnan(t):
+        return "—"
+    text = f"{t:.3g}"
+    b = math.nan if base is None else base.step_ms()
+    return text + ("" if math.isnan(b) or b <= 0 else f" ({t / b:.2g}×)")
 
 
 def _p(p: float) -> str:
@@ -386,13 +403,16 @@ def tables(paths: list, *, metric: str = "regret", tie: float = 0.1, alpha: floa
              f"p: Welch's t-test over seeds against the baseline; p Holm: Holm–Bonferroni over the "
              f"table's {len(rows)} comparisons (one per Newton row; a row without a p-value counts as "
              f"p = 1, so a partial study's adjusted values can only fall as runs finish); † Holm p < {alpha:g}. "
-             "seeds: the seeds finished (of those expected). status: complete, or incomplete (listed "
-             "below; its λ and verdict provisional).", ""]
+             "seeds: the seeds finished (of those expected). ms/step: mean time of a training step "
+             "(forward, loss with its solver calls, Newton step, backward, update) over the seeds' runs, "
+             "for a Newton row with its ratio to the baseline's — as the sweep measured it (its workers "
+             "share the machine, so compare within a table, not across machines). status: complete, or "
+             "incomplete (listed below; its λ and verdict provisional).", ""]
     sign = "− better" if lower else "+ better"
     lines += ["| " + " | ".join(head + ["loss", "variant", "λ", "seeds", f"test {name}",
                                         f"Δ vs baseline ({unit.strip() or metric}; {sign})",
-                                        "p", "p Holm", "status"]) + " |",
-              "|" + "---|" * (len(head) + 9)]
+                                        "p", "p Holm", "ms/step", "status"]) + " |",
+              "|" + "---|" * (len(head) + 10)]
     for b in ordered:
         base: Optional[Cell] = b["base"]
         cols = setting.cells(b["cfg"])
@@ -401,9 +421,9 @@ def tables(paths: list, *, metric: str = "regret", tie: float = 0.1, alpha: floa
             status = "complete" if not base.missing() else "**incomplete**"
             lines.append("| " + " | ".join(cols + [_loss(base.config), "baseline", "—",
                                                    f"{len(base.runs)} of {len(base.expected)}", _fmt(vals),
-                                                   "", "", "", status]) + " |")
+                                                   "", "", "", _ms(base), status]) + " |")
         else:
-            lines.append("| " + " | ".join(cols + [_loss(b["cfg"]), "baseline", "—", "0", "—", "", "", "",
+            lines.append("| " + " | ".join(cols + [_loss(b["cfg"]), "baseline", "—", "0", "—", "", "", "", "—",
                                                    "**no baseline run**"]) + " |")
         for r in b["rows"]:
             chosen = r.cells.get(r.choice) if r.choice is not None else None
@@ -414,7 +434,8 @@ def tables(paths: list, *, metric: str = "regret", tie: float = 0.1, alpha: floa
             holm_cell = "" if math.isnan(r.p_holm) else f"{r.p_holm:.3g}" + ("†" if r.p_holm < alpha else "")
             status = "complete" if not r.incomplete else "**incomplete**"
             lines.append("| " + " | ".join(cols + [_loss(r.config), _curvature(r.config), lam, seeds_cell,
-                                                   _fmt(r.test), delta, _p(r.p), holm_cell, status]) + " |")
+                                                   _fmt(r.test), delta, _p(r.p), holm_cell,
+                                                   _ms(chosen, r.baseline), status]) + " |")
     lines.append("")
 
     # all-λ table

@@ -276,3 +276,25 @@ def test_real_tiny_runs(tmp_path):
              for c in spec.expand() if c.variant == "fisher" and c.seed == 0 for lam in [c.lam]}
     assert row.choice == pt.choose(means, 0.1, lower=True)
     assert "**incomplete**" in text
+
+
+def test_time_per_step_column_gives_ms_and_the_ratio_to_the_baseline():
+    """The main table's ms/step: the mean of the runs' ``time.step_s`` in ms, a Newton row's with
+    its ratio to its baseline's; a cell without timings shows a dash, not a made-up zero."""
+    base = pt.Cell("b", {}, expected={0, 1}, runs={0: {"time": {"step_s": 0.002}}, 1: {"time": {"step_s": 0.004}}})
+    newton = pt.Cell("n", {}, expected={0, 1}, runs={0: {"time": {"step_s": 0.009}}, 1: {"time": {"step_s": 0.009}}})
+    untimed = pt.Cell("u", {}, expected={0}, runs={0: {}})
+    assert base.step_ms() == pytest.approx(3.0)
+    assert pt._ms(base) == "3"
+    assert pt._ms(newton, base) == "9 (3×)"
+    assert pt._ms(untimed) == "—" and pt._ms(None) == "—"
+    assert pt._ms(newton, untimed) == "9"
+
+
+def test_main_table_has_the_time_per_step_column(tmp_path):
+    val, test = _values()
+    text, _ = pt.tables([str(_fill(tmp_path, val, test))])
+    header = next(line for line in text.splitlines() if line.startswith("| deg"))
+    assert "ms/step" in header
+    row = next(line for line in text.splitlines() if "NL-fisher" in line and "spo_plus" in line)
+    assert "2 (1×)" in row  # every fake run takes 2 ms a step
