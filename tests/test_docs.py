@@ -127,6 +127,16 @@ def test_api_reference_has_newton_loss(site):
     assert 'id="newton_lab.register_custom_task"' in lab and 'id="newton_lab.registry"' in lab
 
 
+def test_api_reference_documents_the_public_constants(site):
+    """The name tuples in ``__all__`` render with their docstrings, not as bare names."""
+    for page, name, words in (("sorting", "RANKING_LOSSES", "ranking losses"),
+                              ("shortest_path", "PATH_LOSSES", "elementwise losses"),
+                              ("curvature", "BUILTIN_CURVATURES", "built-in curvature names")):
+        html = (site / f"api/{page}.html").read_text(encoding="utf-8")
+        assert f'id="newton_losses.{page}.{name}"' in html, name
+        assert words in " ".join(_parse(site / f"api/{page}.html").text), name
+
+
 def test_maths_is_mathjax_served_locally(site):
     page = _parse(site / "METHOD.html")
     assert "arithmatex" in page.classes

@@ -23,6 +23,9 @@ _BUILTIN = {
     "gauss_newton": GaussNewton(),
 }
 BUILTIN_CURVATURES = tuple(_BUILTIN)
+"""The built-in curvature names ``NewtonLoss(curvature=...)`` accepts without registration:
+``"hessian"``, ``"hessian_batch"``, ``"fisher"``, ``"gauss_newton"``; more with
+:func:`register_curvature`."""
 # "none" is the harness's name for no curvature (the plain loss); "custom" labels a callable
 # curvature in NewtonDiagnostics.
 _RESERVED = ("none", "custom")

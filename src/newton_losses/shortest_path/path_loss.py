@@ -28,6 +28,8 @@ from ._validation import all_finite, check_choice, check_positive, check_target
 __all__ = ["PATH_LOSSES", "PathLoss", "path_loss"]
 
 PATH_LOSSES = ("l1", "l2", "smooth_l1")
+"""The elementwise losses :func:`path_loss` and :class:`PathLoss` compare a relaxed path with the
+label by (``loss=``)."""
 
 
 def path_loss(

@@ -16,8 +16,10 @@ from ._validation import _traced, all_finite, all_in_unit_interval, check_positi
 DEFAULT_EPS = 1e-12
 #: ε of :func:`ranking_bce_clamped`: P is clamped to [ε, 1 − ε] (1 − 1e-6 is representable in float32).
 DEFAULT_CLAMP_EPS = 1e-6
-#: The ranking losses :class:`RankingLoss` can use, by name (the first is its default).
 RANKING_LOSSES = ("bce_exact", "bce", "bce_clamp", "ce")
+"""The ranking losses :class:`RankingLoss` accepts as ``loss=``, by name; the first,
+``"bce_exact"`` (the BCE with each complement 1 − P taken from its row's other entries, so that
+float32 keeps its digits; :func:`ranking_bce_exact`), is its default."""
 
 
 def permutation_matrix(values: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
