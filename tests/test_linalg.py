@@ -180,3 +180,54 @@ def test_batch_damping_is_absolute_damping_at_the_batch_scale():
     # A reduce hook sees (Σ|μ|, count): doubling both leaves the scale unchanged.
     d_red, _ = damped_solve(C, rhs, 0.3, damping="batch", reduce=lambda t: 2 * t)
     torch.testing.assert_close(d_red, d_batch)
+
+
+def _rank_deficient_float32(N, m, r, gen):
+    """(N, m, m) float32 PSD matrices of rank r < m (as a sampled estimate is), and right-hand
+    sides with a component outside their range."""
+    U = torch.randn(N, m, r, generator=gen)
+    C = U @ U.transpose(1, 2) / r
+    return C, torch.randn(N, m, generator=gen)
+
+
+def test_dense_solve_with_lam0_drops_rounding_level_eigenvalues_of_a_float32_matrix():
+    """λ = 0 and a singular float32 C: the eigenvalues at float32 rounding are zeros, not curvature —
+    the solve is the pseudo-inverse's (oracle: numpy's pinv of the float64 copy with the float32
+    matrix's own cutoff), finite, and the matrices are counted as singular."""
+    gen = torch.Generator().manual_seed(0)
+    N, m, r = 5, 12, 4
+    C, g = _rank_deficient_float32(N, m, r, gen)
+    d, info = damped_solve(C, g, 0.0)
+    assert torch.isfinite(d).all()
+    assert info.n_singular == N
+    for i in range(N):
+        Ci = C[i].double().numpy()
+        ref = np.linalg.pinv(0.5 * (Ci + Ci.T), rcond=1e-4, hermitian=True) @ g[i].double().numpy()
+        np.testing.assert_allclose(d[i].double().numpy(), ref, rtol=1e-3, atol=1e-4)
+    # with λ > 0 nothing is dropped (the damped matrix is regular) and nothing is counted
+    d1, info1 = damped_solve(C, g, 1e-3)
+    assert info1.n_singular == 0
+    np.testing.assert_allclose(d1[0].double().numpy(),
+                               np.linalg.solve(C[0].double().numpy() + 1e-3 * np.eye(m), g[0].double().numpy()),
+                               rtol=1e-3)
+
+
+def test_cg_with_lam0_stops_on_zero_curvature_instead_of_dividing_by_rounding():
+    """Matrix-free λ = 0 on a singular float32 curvature with g outside its range (an
+    inconsistent system, as a sampled estimate of rank < m gives): the search directions'
+    curvature falls to the rounding level of the products; CG stops there (counted in
+    n_singular) instead of dividing by it. Undamped Newton has no good answer here — the
+    iterate grows with g's part outside the range, which NewtonLoss warns about — but it stays
+    finite and far from the 1/eps blow-up."""
+    gen = torch.Generator().manual_seed(1)
+    N, m, r = 4, 40, 10
+    C, g = _rank_deficient_float32(N, m, r, gen)
+    x, info = conjugate_gradient(lambda V: torch.einsum("nij,nj->ni", C, V), g, 0.0)
+    assert torch.isfinite(x).all() and info.n_singular == N
+    assert float(x.norm(dim=-1).max()) < 1e7 * float(g.norm(dim=-1).max())
+    # a regular system is untouched by the check
+    A = C + 0.5 * torch.eye(m)
+    x2, info2 = conjugate_gradient(lambda V: torch.einsum("nij,nj->ni", A, V), g, 0.0)
+    assert info2.n_singular == 0
+    np.testing.assert_allclose(x2.double().numpy(), np.linalg.solve(A.double().numpy(), g.double().numpy()[..., None])[..., 0],
+                               rtol=1e-3, atol=1e-4)

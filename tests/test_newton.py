@@ -5,6 +5,7 @@ Hessians come from ``torch.autograd.functional.hessian`` one sample at a time, F
 from an explicit loop of outer products, Gauss-Newton from explicit Jacobians, projections from
 numpy's ``eigh``, and the parameter gradient from an explicit Jacobian of the network.
 """
+import warnings
 import math
 
 import numpy as np
@@ -486,3 +487,31 @@ def test_non_absolute_damping_of_a_low_rank_fisher_uses_its_trace():
 def test_non_absolute_damping_needs_a_dense_solver():
     with pytest.raises(ValueError, match="damping='batch' needs the curvature's eigenvalues"):
         NewtonLoss(lambda y: (y ** 2).sum(-1), curvature="hessian", lam=0.1, damping="batch", solver="cg")
+
+
+@pytest.mark.parametrize("form", ["matrix", "matvec"])
+def test_lam0_with_a_singular_curvature_warns_once_and_stays_finite(form):
+    """λ = 0 with a curvature of rank below m (as the perturbed losses' sampled estimates are):
+    a warning says that directions were left out and what to do; the gradient is finite."""
+    N, m = 4, 10
+    gen = torch.Generator().manual_seed(0)
+    U = torch.randn(N, m, 2, generator=gen)
+    C = U @ U.transpose(1, 2)  # float32, rank 2
+
+    def custom(y, g, *args):
+        if form == "matrix":
+            return CurvatureEstimate(matrix=C, psd=True)
+        return CurvatureEstimate(matvec=lambda V: torch.einsum("nij,nj->ni", C, V), psd=True)
+
+    loss = lambda y, t: ((y - t) ** 4).sum(-1)  # noqa: E731
+    newton = NewtonLoss(loss, curvature=custom, lam=0.0)
+    y = torch.randn(N, m, requires_grad=True, generator=gen)
+    t = torch.randn(N, m, generator=gen)
+    with pytest.warns(RuntimeWarning, match="lam=0 and the curvature .* singular"):
+        newton(y, t).backward()
+    assert torch.isfinite(y.grad).all()
+    # dense: every matrix is singular; CG: the rows whose search met a vanishing curvature
+    assert newton.last_diagnostics.n_singular == N if form == "matrix" else newton.last_diagnostics.n_singular >= 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per instance
+        newton(y, t)

@@ -66,6 +66,8 @@ class SolveInfo:
         iterations: CG iterations (0 for dense solves).
         max_residual: largest relative residual ‖(C+λI)d − g‖/‖g‖ at exit over the rows that
             were not truncated (CG only; the recurrence residual).
+        n_singular: matrices with a direction left out of the solve because its damped
+            eigenvalue was (numerically) zero — only with λ = 0 and a singular C (dense solves).
     """
 
     min_eig: Optional[float]
@@ -76,6 +78,7 @@ class SolveInfo:
     lam_effective: float
     iterations: int = 0
     max_residual: Optional[float] = None
+    n_singular: int = 0
 
 
 def _check_common(g: Tensor, lam: float, projection: str, fallback: str, damping: str) -> None:
@@ -185,7 +188,11 @@ def damped_solve(
     mu, Q = torch.linalg.eigh(Cw)
     eps_in = torch.finfo(C.dtype).eps
     den, lam_eff, fb = _spectral_map(mu, lam, projection, fallback, damping, eps_in, reduce)
-    inv = torch.where(den > _zero_tol(den), 1.0 / den, torch.zeros_like(den))
+    # With λ = 0 nothing lifts the spectrum: an eigenvalue at the rounding level of the dtype C
+    # was computed in is a zero, not curvature (a sampled estimate of rank < m has m − rank of
+    # them), and dividing by it would blow the step up by 1/eps.
+    keep = den > (_zero_tol(den, eps_in) if lam == 0 else _zero_tol(den))
+    inv = torch.where(keep, 1.0 / den, torch.zeros_like(den))
     gw = g.to(work)
     if shared:
         coeff = (gw @ Q) * inv  # (N, m)
@@ -202,6 +209,7 @@ def damped_solve(
         n_indefinite=int((mu.amin(dim=-1) < -_zero_tol(mu, eps_in).squeeze(-1)).sum()),
         n_fallback=int(fb.sum()),
         lam_effective=float(lam_eff.mean()),
+        n_singular=int((~keep).any(dim=-1).sum()),
     )
     return d.to(g.dtype), info
 
@@ -263,6 +271,12 @@ def conjugate_gradient(
     still zero) it takes the gradient step ``g / (|pᵀCp|/‖p‖² + λ)`` — the absolute curvature
     along g, as the ``"abs"`` projection would. Such rows are counted as fallbacks.
 
+    Zero curvature with λ = 0: C singular and g_i not in its range (a sampled estimate of rank
+    below m) leaves CG a search direction with ``pᵀCp`` at the rounding level of g's dtype, and
+    dividing by it would blow the iterate up. With λ = 0 a row stops at its current iterate once
+    ``pᵀCp ≤ 10·m·eps·max_seen(pᵀCp/‖p‖²)·‖p‖²`` (its solution on the range CG has explored, as
+    the dense solve's pseudo-inverse); such rows are counted in ``n_singular``.
+
     Args:
         matvec: V (N, m) in g's dtype -> (N, m), without λ.
         g: (N, m) right-hand sides.
@@ -296,6 +310,9 @@ def conjugate_gradient(
     active = bnorm > 0
     truncated = torch.zeros(N, dtype=torch.bool, device=g.device)
     neg_seen = torch.zeros(N, dtype=torch.bool, device=g.device)
+    flat_seen = torch.zeros(N, dtype=torch.bool, device=g.device)
+    max_rq = torch.zeros(N, dtype=work, device=g.device)  # largest pᵀCp/‖p‖² met per row
+    flat_tol = 10 * m * torch.finfo(g.dtype).eps
     it = 0
     for it in range(1, max_iter + 1):
         if not bool(active.any()):
@@ -305,6 +322,13 @@ def conjugate_gradient(
         pAp = (p * Ap).sum(-1)
         pp = (p * p).sum(-1)
         neg = active & (pAp <= 1e-30 * pp.clamp_min(1e-300))
+        if lam == 0:
+            rq = pAp / pp.clamp_min(1e-300)
+            flat = active & ~neg & (rq <= flat_tol * max_rq)
+            max_rq = torch.where(active, torch.maximum(max_rq, rq.abs()), max_rq)
+            if bool(flat.any()):
+                flat_seen |= flat
+                active = active & ~flat
         if bool(neg.any()):
             neg_seen |= neg
             first = neg & (x.abs().sum(-1) == 0)
@@ -326,7 +350,7 @@ def conjugate_gradient(
         active = active & ~done
     # The recurrence residual (no extra product); truncated rows stopped on purpose.
     res = rr.sqrt() / bnorm.clamp_min(torch.finfo(work).tiny)
-    res = torch.where((bnorm > 0) & ~truncated, res, torch.zeros_like(res))
+    res = torch.where((bnorm > 0) & ~truncated & ~flat_seen, res, torch.zeros_like(res))
     info = SolveInfo(
         min_eig=None,
         max_eig=None,
@@ -336,5 +360,6 @@ def conjugate_gradient(
         lam_effective=float(lam),
         iterations=it,
         max_residual=float(res.max()) if N else 0.0,
+        n_singular=int(flat_seen.sum()),
     )
     return x.to(g.dtype), info

@@ -75,6 +75,8 @@ class NewtonDiagnostics:
         n_matrices: distinct matrices solved with (N, or 1 if shared).
         n_indefinite: matrices with a negative eigenvalue (CG: negative curvature met).
         n_fallback: matrices not solved in the requested form (Tikhonov fallback, CG truncation).
+        n_singular: matrices with directions left out of the solve (pseudo-inverse) because their
+            eigenvalue was numerically zero — only with ``lam=0`` and a singular curvature.
         cg_iterations, cg_max_residual: conjugate-gradient effort and accuracy.
         min_descent_cosine: smallest cos∠(d_i, g_i) over samples with g_i ≠ 0; positive means
             every per-sample step is a descent direction for that sample's loss.
@@ -99,6 +101,7 @@ class NewtonDiagnostics:
     n_matrices: int = 0
     n_indefinite: int = 0
     n_fallback: int = 0
+    n_singular: int = 0
     cg_iterations: int = 0
     cg_max_residual: Optional[float] = None
     min_descent_cosine: Optional[float] = None
@@ -317,6 +320,7 @@ class NewtonLoss(nn.Module):
             raise TypeError(f"loss_fn must be callable; got {type(loss_fn).__name__}")
         self.loss_fn = loss_fn
         self._warned_lam0 = False
+        self._warned_singular = False
         self._warned_target_grad = False
         self._warned_half = False
         trainable = [n for n, p in loss_fn.named_parameters() if p.requires_grad] if isinstance(loss_fn, nn.Module) else []
@@ -656,6 +660,22 @@ class NewtonLoss(nn.Module):
         diag.n_matrices = info.n_matrices
         diag.n_indefinite = info.n_indefinite
         diag.n_fallback = info.n_fallback
+        diag.n_singular = info.n_singular
+        unsolved = self.lam == 0 and info.iterations > 0 and (info.max_residual or 0.0) > 1e-2
+        if (info.n_singular or unsolved) and not self._warned_singular:
+            self._warned_singular = True
+            what = (f"the curvature of {info.n_singular} of {info.n_matrices} matrices is singular"
+                    if info.n_singular else
+                    f"conjugate gradients did not solve the system (relative residual {info.max_residual:.2g})")
+            warnings.warn(
+                f"NewtonLoss: lam=0 and {what} (e.g. a sampled estimate of rank below the output "
+                "size, a Fisher of rank <= batch size, or a loss flat in some direction): with no "
+                "damping the step along those directions is undetermined — a dense solve leaves "
+                "them out (pseudo-inverse), conjugate gradients stop where the curvature vanishes, "
+                "and the step can be far larger than the gradient. Use lam > 0, e.g. lam=0.1 with "
+                "damping='batch'.",
+                RuntimeWarning, stacklevel=_user_stacklevel(),
+            )
         diag.cg_iterations = info.iterations
         diag.cg_max_residual = info.max_residual
         gd = g.to(torch.float64)
