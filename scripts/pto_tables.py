@@ -444,7 +444,8 @@ def tables(paths: list, *, metric: str = "regret", tie: float = 0.1, alpha: floa
               f"Mean validation / test {name} over the seeds (in parentheses, how many); bold: the rule's "
               f"choice. The choice compares the λ's validation means over the seeds every λ of the row "
               f"has finished — for a complete row all expected seeds; for an incomplete one the 'chosen "
-              f"on' column names them and gives those means (λ order as in the header).", "",
+              f"on' column names them and gives those means (λ order as in the header). The rule compares "
+              f"the unrounded means: two λ printed exactly {tie:g}{unit} apart can be just outside the tie.", "",
               "| " + " | ".join(head + ["loss", "variant", "baseline"] + [f"λ={lam:g}" for lam in grid]
                                 + ["chosen λ", "chosen on"]) + " |",
               "|" + "---|" * (len(head) + 5 + len(grid))]

@@ -65,6 +65,7 @@ def test_protocols_defaults_and_run_ids():
     ({"task_args": {"problem": "tsp"}}, r"task_args.problem must be one of \('shortest_path', 'knapsack'\)"),
     ({"task_args": {"deg": 0}}, r"task_args.deg must be >= 1; got 0"),
     ({"task_args": {"noise": -0.5}}, r"task_args.noise must be >= 0"),
+    ({"task_args": {"noise": 1.0}}, r"task_args.noise must be < 1 \(the noise multiplies each cost"),
     ({"task_args": {"solver": "gurobi"}}, r"task_args.solver must be one of \('auto', 'grid', 'pyepo'\)"),
     ({"task_args": {"problem": "knapsack", "solver": "grid"}}, r"solver='grid' is the exact dynamic program"),
     ({"task_args": {"problem": "knapsack", "grid": 4}}, r"task_args.grid=4 applies to problem 'shortest_path'"),

@@ -351,3 +351,14 @@ def test_same_seed_same_noise_in_float32_and_float64():
         loss(theta.to(dtype), target.to(dtype))
         losses.append(loss.last_samples)
     assert torch.allclose(losses[0].eps.double(), losses[1].eps, rtol=1e-6, atol=1e-6)
+
+
+def test_fenchel_young_says_why_it_has_no_gauss_newton_estimator():
+    """Asked by analogy with the smoothed losses, the Fenchel-Young loss explains itself (and
+    getattr with a default, as NewtonLoss's advice uses, still sees no such estimator)."""
+    loss = FenchelYoungLoss(n_samples=3)
+    assert getattr(loss, "gauss_newton_estimator", None) is None
+    with pytest.raises(AttributeError, match="no gauss_newton_estimator.*hessian_estimator"):
+        loss.gauss_newton_estimator()
+    with pytest.raises(AttributeError, match="has no attribute 'spam'"):
+        loss.spam  # noqa: B018  other names fail as usual

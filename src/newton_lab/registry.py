@@ -87,6 +87,8 @@ class Arg:
             computed differently (ranking ``loss``: ``{"bce_exact": "bce"}``); reports compare a
             baseline with such a value against the baseline with the other one, as a control.
         help: one line for ``--help`` texts.
+        below: numbers must be < this (with the reason in ``below_why``, for the error).
+        below_why: why the bound, one clause.
     """
 
     type: type
@@ -97,6 +99,8 @@ class Arg:
     legacy: Any = _NO_LEGACY
     same_as: Mapping[Any, Any] = field(default_factory=dict, hash=False)
     help: str = ""
+    below: Optional[float] = None
+    below_why: str = ""
 
     def named_in_id(self, value: Any) -> bool:
         """Whether a run id names this argument's ``value`` (see ``legacy``)."""
@@ -120,6 +124,9 @@ class Arg:
                 raise ValueError(f"{name} must be > 0; got {value!r}")
             if self.minimum is not None and value < self.minimum:
                 raise ValueError(f"{name} must be >= {self.minimum:g}; got {value!r}")
+            if self.below is not None and not value < self.below:
+                why = f" ({self.below_why})" if self.below_why else ""
+                raise ValueError(f"{name} must be < {self.below:g}{why}; got {value!r}")
         elif not isinstance(value, self.type):
             raise ValueError(f"{name} must be a {self.type.__name__}; got {value!r}")
         if self.choices is not None and value not in self.choices:

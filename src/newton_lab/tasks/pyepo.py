@@ -51,8 +51,8 @@ PyEPO's OR-Tools optModel, one call per instance
 (:class:`~newton_losses.integrations.pyepo.OptModelSolver`; glop for the shortest path, SCIP for
 the knapsack); ``"auto"`` (default) — ``"grid"`` for the shortest path, ``"pyepo"`` otherwise.
 
-PyEPO (with OR-Tools) is imported when a task is built, not when this module is (``pip install
-'newton-losses[pyepo]'``); without it a configuration of this task is a ``ValueError`` saying so.
+PyEPO (with OR-Tools) is imported when a task is built, not when this module is (``pip install pyepo
+ortools``, or the library's ``[pyepo]`` extra); without it a configuration of this task is a ``ValueError`` saying so.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ SOLVERS = ("auto", "grid", "pyepo")
 _SHORT = {"shortest_path": "sp", "knapsack": "ks"}
 #: PyEPO's regret denominator guard (pyepo.utils._EPS).
 REGRET_EPS = 1e-8
-INSTALL_HINT = "pip install 'newton-losses[pyepo]' (PyEPO and OR-Tools)"
+INSTALL_HINT = "pip install pyepo ortools (or the extra: pip install \"/path/to/newton-losses[pyepo]\")"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -608,7 +608,10 @@ def _id_parts(cfg) -> list:
 _TASK_ARGS = {
     "problem": registry.Arg(str, "shortest_path", choices=PROBLEMS, help="PyEPO's problem"),
     "deg": registry.Arg(int, 4, minimum=1, help="polynomial degree of the feature-to-cost map"),
-    "noise": registry.Arg(float, 0.5, minimum=0.0, help="half-width e of the multiplicative noise U[1-e, 1+e]"),
+    "noise": registry.Arg(float, 0.5, minimum=0.0, below=1.0,
+                          below_why="the noise multiplies each cost by U[1-e, 1+e]; from e = 1 on costs "
+                                    "can reach zero or turn negative and the normalized regret loses its meaning",
+                          help="half-width e of the multiplicative noise U[1-e, 1+e], 0 <= e < 1"),
     "features": registry.Arg(int, 5, minimum=1, help="features p"),
     "data_seed": registry.Arg(int, -1, minimum=-1, help="seed of PyEPO's generator; -1: the run's seed"),
     "solver": registry.Arg(str, "auto", choices=SOLVERS, help="grid (exact DP, shortest path), pyepo (optModel), auto"),

@@ -53,7 +53,7 @@ True solutions, which PyEPO's ``optDataset`` computes once, can be cached with
 ``OptModelSolver(optmodel, cache_size=...).solve(costs)``.
 
 Shapes: costs θ (predicted by the network) and true solutions w are (N, d); every loss returns
-(N,). PyEPO itself is imported lazily (``pip install 'newton-losses[pyepo]'``); importing this
+(N,). PyEPO itself is imported lazily (``pip install pyepo ortools``, or the ``[pyepo]`` extra); importing this
 module does not need it.
 """
 
@@ -74,7 +74,7 @@ from .pyepo_grid import GridShortestPath, grid_arcs
 
 __all__ = ["require_pyepo", "OptModelSolver", "make_solver", "DPOLoss", "PFYLoss", "from_pyepo"]
 
-INSTALL_HINT = "pip install 'newton-losses[pyepo]'"
+INSTALL_HINT = "pip install pyepo ortools (or the extra: pip install \"/path/to/newton-losses[pyepo]\")"
 SOLVERS = ("auto", "optmodel", "torch")
 NOISES = ("float64", "pyepo")
 

@@ -185,6 +185,16 @@ class FenchelYoungLoss(_OracleLoss):
         a = samples.centered(self.baseline).reshape(S, N, -1)
         return fenchel_young_curvature(a, samples.flat_eps(), samples.sigma)
 
+    def __getattr__(self, name: str):
+        if name == "gauss_newton_estimator":  # asked for by analogy with the smoothed losses
+            raise AttributeError(
+                f"{type(self).__name__} has no gauss_newton_estimator: the Fenchel-Young loss is not "
+                "a loss composed with a smoothed solver (ℓ = h(ŷ)), so there is no Gauss-Newton "
+                "split; its Hessian is the perturbed solver's Jacobian itself. Use "
+                "curvature=loss.hessian_estimator() or curvature='fisher'."
+            )
+        return super().__getattr__(name)
+
     def hessian_estimator(
         self, *, projection: str = "abs", fresh: bool = False,
         generator: Optional[torch.Generator] = None,
