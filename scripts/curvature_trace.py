@@ -32,12 +32,26 @@ A cosine near 1 means the Newton loss is a rescaled gradient (Adam undoes the sc
 from 1 means the curvature changes the direction. Output: a Markdown table on stdout, then a
 sentence saying whether the replay followed the recorded losses of the baseline run (RUN_DIR,
 or for a Newton run the baseline of its configuration in the same folder; the intervals it
-covered; a run trained on another CPU can part from it). For the
-relaxed (deterministic) losses and the ``hessian``, ``hessian_batch``, ``fisher`` and
-``gauss_newton`` variants;
-the stochastic methods' Hessian variant uses an estimator this script does not trace. Used for
-RESULTS.md §2 (NL-Gauss-Newton at λ = 1 and 10), §3 (the λ grid against the eigenvalues) and §4
-(the relaxed Bellman-Ford NL-Hessian runs).
+covered; a run trained on another CPU can part from it). For the ``hessian``,
+``hessian_batch``, ``fisher`` and ``gauss_newton`` variants.
+
+Stochastic methods (the perturbed losses: ``pto``'s DPO and PFYL, the shortest-path task's
+perturbed ones): their Hessian is an estimator built from the loss's own Monte-Carlo samples, not
+something autograd can differentiate, so for ``hessian`` and ``gauss_newton`` the per-set and
+batch-averaged columns show *the variant's estimate* on the measured step's samples (a
+matrix-free estimate is materialized by m products with unit vectors), and "—" for ``fisher``.
+Losses whose gradient does not depend on the outputs differentiably (piecewise-linear ones such
+as SPO+ and DBB: their Hessian is zero almost everywhere) print "—" there as well, with the
+``fisher`` variant traced. Their gradient is itself an
+estimate: at a measured step every Newton loss and a plain reference loss draw the *same*
+samples (the task's noise generator is rewound to where the replay left it before each of them,
+and left there afterwards, so the replay's own stream is unchanged), and the cosine and the norm
+ratio compare the Newton gradient with that reference's; the column "plain vs plain" gives the
+cosine of two plain gradients on independent samples — the sampling noise a cosine must beat
+to mean anything.
+
+Used for RESULTS.md §2 (NL-Gauss-Newton at λ = 1 and 10), §3 (the λ grid against the
+eigenvalues), §4 (the relaxed Bellman-Ford NL-Hessian runs) and §5 (predict-then-optimize).
 """
 from __future__ import annotations
 
@@ -86,6 +100,21 @@ def _own_matrices(d) -> str:
     return f" {d.min_eig:.2g} / {d.max_eig:.2g}; {s} |"
 
 
+def _materialize(est, N: int, m: int) -> torch.Tensor:
+    """A CurvatureEstimate's per-set matrices (N, m, m) in float64, symmetrized (a shared matrix
+    repeated; a matvec applied to the m unit vectors)."""
+    if est.matrix is not None:
+        M = est.matrix.detach().to(torch.float64)
+        M = M.expand(N, m, m) if M.ndim == 2 else M
+    elif est.low_rank is not None:
+        G = est.low_rank.detach().to(torch.float64)
+        M = (G.T @ G / (est.n_total or G.shape[0])).expand(N, m, m)
+    else:
+        cols = [est.matvec(torch.zeros(N, m).index_fill_(1, torch.tensor([k]), 1.0)).detach() for k in range(m)]
+        M = torch.stack(cols, dim=-1).to(torch.float64)  # column k of each set's matrix
+    return 0.5 * (M + M.transpose(-1, -2))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path)
@@ -108,9 +137,7 @@ def main(argv=None) -> int:
         ap.error("the run is a baseline: name a Newton variant with --variant")
     if variant not in VARIANTS:
         ap.error(f"variant {variant!r} is not traced by this script (supported: {', '.join(VARIANTS)})")
-    if registry.method(cfg.task, cfg.method).stochastic:
-        ap.error(f"method {cfg.method!r} is stochastic: its loss draws noise and its Hessian variant "
-                 "is an estimator; this script traces the deterministic losses only")
+    stochastic = registry.method(cfg.task, cfg.method).stochastic
     lams = args.lam or [cfg.lam]
     try:  # every Newton configuration is checked before the replay starts
         configs = {lam: cfg.replace(variant=variant, lam=lam).validate() for lam in lams}
@@ -124,8 +151,10 @@ def main(argv=None) -> int:
             "(min / median / max); zeros, smallest other; s | Fisher: the same "
             f"| NL-{variant}'s matrices (diagnostics): min / max eigenvalue; s |")
     head += "".join(f" λ={lam:g}: cos, ‖∇θ Newton‖/‖∇θ plain‖ |" for lam in lams)
+    if stochastic:
+        head += " plain vs plain (other samples): cos |"
     print(head)
-    print("|" + "---|" * (7 + len(lams)))
+    print("|" + "---|" * (7 + len(lams) + stochastic))
     newton, seen = None, []
     for s in replay_baseline(cfg, args.steps):
         seen.append(float(s.loss.detach()))
@@ -134,15 +163,36 @@ def main(argv=None) -> int:
         if s.step % args.every:
             continue
         N = s.y.shape[0]
+        noise = getattr(s.task, "noise", None) if stochastic else None
+        state = noise.get_state() if noise is not None else None
+
+        def rewind() -> None:  # the same samples for every loss below; the replay's stream kept
+            if state is not None:
+                noise.set_state(state)
+
+        rewind()
         yf = s.y.detach().reshape(N, -1).requires_grad_(True)
-        (g,) = torch.autograd.grad(s.task.loss_fn(yf.reshape(s.y.shape), s.target).sum(), yf, create_graph=True)
-        H = hessian_blocks(g, yf).detach().to(torch.float64)
-        ev = torch.linalg.eigvalsh(H)
-        scale = float(ev.abs().max())
-        shared = [_spectrum(H.mean(0)), _spectrum(empirical_fisher(g, distributed=False)[0])]
-        plain = _flat(torch.autograd.grad(s.loss, s.params, retain_graph=True))
+        (g,) = torch.autograd.grad(s.task.loss_fn(yf.reshape(s.y.shape), s.target).sum(), yf,
+                                   create_graph=not stochastic)
+        fisher = _spectrum(empirical_fisher(g.detach(), distributed=False)[0])
+        flat = not stochastic and g.grad_fn is None  # piecewise linear (SPO+, DBB): no Hessian
+        if stochastic or flat:
+            hess_cells = "— | —, s = — | — |"  # stochastic: filled in from the variant's estimate below
+        else:
+            H = hessian_blocks(g, yf).detach().to(torch.float64)
+            ev = torch.linalg.eigvalsh(H)
+            scale = float(ev.abs().max())
+            hess_cells = (f"{_quantiles(ev[:, 0], scale)} | {_quantiles(ev[:, -1], scale)}, "
+                          f"s = {float(ev.abs().mean()):.2g} | {_spectrum(H.mean(0))} |")
+        if stochastic:  # the reference on the Newton losses' samples; the replay's on its own
+            rewind()
+            plain = _flat(torch.autograd.grad(s.task.loss_fn(s.y, s.target).mean(), s.params, retain_graph=True))
+            replay_plain = _flat(torch.autograd.grad(s.loss, s.params, retain_graph=True))
+        else:
+            plain = _flat(torch.autograd.grad(s.loss, s.params, retain_graph=True))
         cells = []
         for lam in lams:
+            rewind()
             value = newton[lam](s.y, s.target)
             if newton[lam].last_diagnostics.skipped:
                 cells.append(" skipped |")
@@ -150,12 +200,21 @@ def main(argv=None) -> int:
             ng = _flat(torch.autograd.grad(value, s.params, retain_graph=True))
             cos = float(ng @ plain / (ng.norm() * plain.norm()).clamp_min(1e-300))
             cells.append(f" {cos:.2f}, {float(ng.norm() / plain.norm().clamp_min(1e-300)):.2g} |")
+        if stochastic:
+            cos = float(replay_plain @ plain / (replay_plain.norm() * plain.norm()).clamp_min(1e-300))
+            cells.append(f" {cos:.2f} |")
+            est = newton[lams[-1]].curvature
+            if callable(est):  # the estimate from the last λ's forward samples (the same for every λ)
+                E = _materialize(est(s.y.detach().reshape(N, -1), g.detach(), s.target), N, g.shape[-1])
+                ev = torch.linalg.eigvalsh(E)
+                scale = float(ev.abs().max())
+                hess_cells = (f"{_quantiles(ev[:, 0], scale)} | {_quantiles(ev[:, -1], scale)}, "
+                              f"s = {float(ev.abs().mean()):.2g} | {_spectrum(E.mean(0))} |")
+        rewind()
         # The matrices do not depend on λ: the first λ whose call was not skipped reports them.
         done = [newton[lam].last_diagnostics for lam in lams if not newton[lam].last_diagnostics.skipped]
         own = _own_matrices(done[0]) if done else " skipped |"
-        print(f"| {s.step} | {s.loss.item():.4f} | {_quantiles(ev[:, 0], scale)} | "
-              f"{_quantiles(ev[:, -1], scale)}, s = {float(ev.abs().mean()):.2g} | {shared[0]} | {shared[1]} |{own}"
-              + "".join(cells), flush=True)
+        print(f"| {s.step} | {s.loss.item():.4f} | {hess_cells} {fisher} |{own}" + "".join(cells), flush=True)
     print("\n" + fidelity(args.run_dir, seen, cfg.eval_every))
     return 0
 

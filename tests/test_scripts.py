@@ -170,12 +170,35 @@ def test_curvature_trace_refuses_what_it_cannot_trace(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         trace.main([str(capped), "--variant", "fisher", "--steps", "1"])
     assert exc.value.code == 2 and "cannot be built" in capsys.readouterr().err
-    stochastic = tmp_path / "stochastic"
-    stochastic.mkdir()
-    cfg = protocol_config("shortest_path", "tiny", method="perturbed_fy", variant="hessian", lam=1.0)
-    (stochastic / "config.json").write_text(cfg.to_json())
-    with pytest.raises(SystemExit):
-        trace.main([str(stochastic), "--steps", "1"])
+
+
+def test_curvature_trace_of_a_stochastic_loss_keeps_the_replay_and_compares_on_the_same_samples(tmp_path, capsys):
+    """A perturbed loss (the shortest-path task's perturbed Fenchel-Young): the Newton losses and
+    the plain reference draw the same samples, the replay's own noise stream is left as it was
+    (the replay still matches the runner's record), the variant's Stein estimate fills the
+    eigenvalue columns, and with λ far above its eigenvalues the Newton gradient is the plain one
+    rescaled (cosine 1.00)."""
+    from newton_lab import read_metrics, train
+
+    cfg = protocol_config("shortest_path", "tiny", method="perturbed_fy", seed=2)
+    d = tmp_path / "baseline"
+    train(cfg, d, progress=False)
+    first = read_metrics(d)[0]
+    trace = _load("curvature_trace")
+    assert trace.main([str(d), "--variant", "hessian", "--lam", "0.1", "1e4",
+                       "--steps", str(cfg.eval_every), "--every", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "matches the run's record in all 1 intervals" in out
+    assert "plain vs plain (other samples)" in out
+    rows = _rows(out)
+    assert rows and all(len(r) == 10 for r in rows)
+    for r in rows:
+        assert r[3] != "—, s = —"  # the Stein estimate's largest eigenvalues per set
+        cos_big = float(r[8].split(",")[0])
+        assert cos_big == pytest.approx(1.0, abs=0.01)
+        assert -1.0 <= float(r[9]) <= 1.0
+    losses = [float(r[1]) for r in rows]
+    assert losses[0] == pytest.approx(first["train_loss"], rel=0.5)  # the first batch, not the mean
 
 
 def test_gpu_paper_cells_refuses_without_a_gpu(tmp_path):
