@@ -47,7 +47,8 @@ bench: $(STAMP)
 # configs' 2 worker processes (one torch thread each).
 STUDY := table_neuralsort_n5 lambda_ablation shortest_path sensitivity controls \
          table_settings table_n5_methods table_gauss_newton controls_float64 table_n10 \
-         controls_float64_n10 gn_lambda10 exact_loss shortest_path_seeds pto_shortest_path pto_knapsack
+         controls_float64_n10 gn_lambda10 exact_loss shortest_path_seeds pto_shortest_path pto_gn_lambda_edge \
+         pto_shortest_path_mlp pto_knapsack
 
 study: $(STAMP)
 	for c in $(STUDY); do \
@@ -87,6 +88,9 @@ results: $(STAMP)
 	$(PY) scripts/stability.py $(FLOAT64_N10) --out results/study/analysis/stability_float64_n10.md
 	$(PY) scripts/seed_split.py $(SP_SEEDS) --out results/study/analysis/seed_split_shortest_path.md
 	$(PY) scripts/pto_tables.py configs/study/pto_shortest_path.json --out results/study/analysis/pto_shortest_path.md
+	$(PY) scripts/pto_tables.py configs/study/pto_gn_lambda_edge.json --out results/study/analysis/pto_gn_lambda_edge.md
+	$(PY) scripts/pto_tables.py configs/study/pto_shortest_path_mlp.json --out results/study/analysis/pto_shortest_path_mlp.md
+	$(PY) scripts/pto_tables.py configs/study/pto_knapsack.json --out results/study/analysis/pto_knapsack.md
 	$(PY) -m newton_lab report --template docs/RESULTS.template.md --results RESULTS.md
 
 clean:
