@@ -35,6 +35,24 @@ def test_config_file_and_set_overrides(tmp_path, capsys):
     assert stored["hidden"] == 8 and stored["steps"] == 10 and stored["protocol"] == "tiny"
 
 
+def test_task_may_be_given_as_an_option(tmp_path, capsys):
+    """``--task NAME`` and ``--task=NAME`` read as the positional TASK (``--task-arg`` is untouched)."""
+    from newton_lab.commands import _task_option_to_positional as move
+
+    assert move(["--task", "pto", "--lr", "1"]) == ["pto", "--lr", "1"]
+    assert move(["--lr", "1", "--task=pto"]) == ["pto", "--lr", "1"]
+    assert move(["pto", "--task-arg", "deg=2"]) == ["pto", "--task-arg", "deg=2"]
+    rc = main(["train", "--task", "ranking", "--config", str(_tiny_config(tmp_path)), "--no-progress",
+               "--run-dir", str(tmp_path / "r")])
+    assert rc == 0 and json.loads((tmp_path / "r" / "config.json").read_text())["task"] == "ranking"
+
+
+def _tiny_config(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(protocol_config("ranking", "tiny", steps=4, eval_every=2).to_json())
+    return path
+
+
 def test_locked_run_directory_exit_code(tmp_path, capsys):
     run = tmp_path / "r"
     run.mkdir()

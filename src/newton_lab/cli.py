@@ -27,7 +27,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         description="Newton losses for PyTorch (Petersen et al., NeurIPS 2024).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("train", help="one training run: `train ranking ...` or `train shortest-path ...`",
+    sub.add_parser("train", help="one training run: `train ranking ...`, `train shortest-path ...` or `train pto ...`",
                    add_help=False)
     sub.add_parser("sweep", help="a grid of runs from a JSON config, in parallel, resumable",
                    add_help=False)

@@ -57,7 +57,7 @@ def train_parser() -> argparse.ArgumentParser:
     )
     tasks = [registry.task(t) for t in registry.tasks()]
     # No argparse choices for names: --import may register more; validation lists them.
-    p.add_argument("task", help=" | ".join(t.cli_name for t in tasks))
+    p.add_argument("task", help=" | ".join(t.cli_name for t in tasks) + " (or --task NAME)")
     p.add_argument("--protocol", help=f"{' | '.join(dict.fromkeys(p for t in tasks for p in t.protocols))} "
                                       "(default: the --config file's, else quick)")
     p.add_argument("--config", help="a JSON file of RunConfig fields (applied before the options below)")
@@ -148,8 +148,28 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return cfg
 
 
+def _task_option_to_positional(argv: list[str]) -> list[str]:
+    """``--task NAME`` / ``--task=NAME`` (as a sweep file or the Python API names it) read as the
+    positional TASK."""
+    out, task = [], None
+    it = iter(range(len(argv)))
+    for i in it:
+        a = argv[i]
+        if a == "--":
+            out += argv[i:]
+            break
+        if a == "--task" and i + 1 < len(argv):
+            task = argv[i + 1]
+            next(it, None)
+        elif a.startswith("--task="):
+            task = a.split("=", 1)[1]
+        else:
+            out.append(a)
+    return ([task] + out) if task is not None else argv
+
+
 def train_main(argv: list[str]) -> int:
-    args = train_parser().parse_args(argv)
+    args = train_parser().parse_args(_task_option_to_positional(argv))
     from newton_lab.runner import RunFailed, RunInterrupted, RunLocked, train
 
     try:
