@@ -384,6 +384,28 @@ def test_fisher_woodbury_for_large_outputs():
     torch.testing.assert_close(y - z, ref, rtol=1e-8, atol=1e-10)
 
 
+def test_fisher_woodbury_never_forms_the_m_by_m_matrix(monkeypatch):
+    """The Woodbury path works on the (N, m) factor alone: the m×m Fisher (O(N m²) work, m²
+    memory) is not built — and with batch damping its scale comes from the factor's trace."""
+    import newton_losses.curvature.fisher as fisher_module
+
+    def refuse(*a, **k):
+        raise AssertionError("the m×m Fisher was formed on the Woodbury path")
+
+    monkeypatch.setattr(fisher_module, "empirical_fisher", refuse)
+    torch.manual_seed(12)
+    N, m = 3, 700
+    W, t = torch.randn(3, m, dtype=F64) / 10, torch.randn(N, m, dtype=F64)
+    y = torch.randn(N, m, dtype=F64)
+    newton = NewtonLoss(wavy(W, t), curvature="fisher", lam=0.5, damping="batch")
+    z = newton.target(y)
+    assert newton.last_diagnostics.method == "woodbury"
+    g = ref_grads(lambda yy, tt: wavy(W, tt)(yy), y, t)
+    F = ref_fisher(g)
+    scale = float(torch.linalg.eigvalsh(F).abs().mean())  # batch damping: λ · mean |eigenvalue|
+    torch.testing.assert_close(y - z, ref_direction(F, g, 0.5 * scale), rtol=1e-7, atol=1e-10)
+
+
 @pytest.mark.parametrize("curvature", ["hessian", "gauss_newton"])
 def test_chunk_sizes_give_identical_blocks(curvature):
     torch.manual_seed(12)

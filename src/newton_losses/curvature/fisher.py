@@ -59,9 +59,9 @@ class EmpiricalFisher(CurvatureProvider):
     psd = True
 
     def estimate(self, ctx: CurvatureContext) -> CurvatureEstimate:
-        F, n_total = empirical_fisher(ctx.g, distributed=ctx.distributed)
         N, m = ctx.g.shape
         if not ctx.distributed and m > LOW_RANK_MIN_M and N < m and ctx.lam > 0:
-            return CurvatureEstimate(matrix=F, psd=True, low_rank=ctx.g.detach(), n_total=n_total,
-                                     method="woodbury")
+            # the factor alone: the m×m matrix (O(N m²) work, m² memory) is never formed
+            return CurvatureEstimate(psd=True, low_rank=ctx.g.detach(), n_total=N, method="woodbury")
+        F, n_total = empirical_fisher(ctx.g, distributed=ctx.distributed)
         return CurvatureEstimate(matrix=F, shared=True, psd=True, n_total=n_total, method="fisher")
