@@ -46,7 +46,8 @@ def main(argv=None) -> int:
             times.append(time.perf_counter() - t)
         per = float(np.median(times))
         print(f"  {cls.__name__}: median {per:.2f} s, largest {max(times):.2f} s per solve; "
-              f"20,000 solves (one SPO+ run of the study's protocol) ≈ {20000 * per / 3600:.1f} h")
+              f"20,000 solves (one SPO+ run of the study's protocol, training alone) ≈ "
+              f"{20000 * per / 3600:.1f} h")
     return 0
 
 

@@ -537,3 +537,20 @@ def test_lam0_with_a_singular_curvature_warns_once_and_stays_finite(form):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per instance
         newton(y, t)
+
+
+def test_no_lam0_warning_when_lam_is_positive_and_a_sample_is_flat():
+    """Relative damping of an all-zero curvature adds nothing (λ times zero): that sample's step
+    is left out, but λ > 0 and this is not the λ = 0 warning's case."""
+    N, m = 4, 3
+
+    def loss(y, t):
+        w = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=y.dtype).unsqueeze(-1)  # the last sample is flat
+        return (w * (y - t) ** 2).sum(-1)
+
+    newton = NewtonLoss(loss, curvature="hessian", lam=1.0, damping="relative")
+    y = torch.randn(N, m, dtype=F64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        newton(y, torch.zeros(N, m, dtype=F64)).backward()
+    assert torch.isfinite(y.grad).all()

@@ -67,7 +67,9 @@ class SolveInfo:
         max_residual: largest relative residual ‖(C+λI)d − g‖/‖g‖ at exit over the rows that
             were not truncated (CG only; the recurrence residual).
         n_singular: matrices with a direction left out of the solve because its damped
-            eigenvalue was (numerically) zero — only with λ = 0 and a singular C (dense solves).
+            eigenvalue was (numerically) zero — with λ = 0 and a singular C, or with relative or
+            batch damping of an all-zero C (dense solves); CG rows stopped on zero curvature
+            (λ = 0 only).
     """
 
     min_eig: Optional[float]

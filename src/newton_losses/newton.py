@@ -76,7 +76,8 @@ class NewtonDiagnostics:
         n_indefinite: matrices with a negative eigenvalue (CG: negative curvature met).
         n_fallback: matrices not solved in the requested form (Tikhonov fallback, CG truncation).
         n_singular: matrices with directions left out of the solve (pseudo-inverse) because their
-            eigenvalue was numerically zero — only with ``lam=0`` and a singular curvature.
+            damped eigenvalue was numerically zero: with ``lam=0`` and a singular curvature, or
+            with relative/batch damping of an all-zero curvature (λ scaled by zero).
         cg_iterations, cg_max_residual: conjugate-gradient effort and accuracy.
         min_descent_cosine: smallest cos∠(d_i, g_i) over samples with g_i ≠ 0; positive means
             every per-sample step is a descent direction for that sample's loss.
@@ -661,8 +662,10 @@ class NewtonLoss(nn.Module):
         diag.n_indefinite = info.n_indefinite
         diag.n_fallback = info.n_fallback
         diag.n_singular = info.n_singular
-        unsolved = self.lam == 0 and info.iterations > 0 and (info.max_residual or 0.0) > 1e-2
-        if (info.n_singular or unsolved) and not self._warned_singular:
+        # With λ > 0 a matrix can still meet a zero damped eigenvalue (relative or batch damping of
+        # an all-zero curvature: nothing to scale λ by); that is a flat loss, not this warning's case.
+        unsolved = info.iterations > 0 and (info.max_residual or 0.0) > 1e-2
+        if self.lam == 0 and (info.n_singular or unsolved) and not self._warned_singular:
             self._warned_singular = True
             what = (f"the curvature of {info.n_singular} of {info.n_matrices} matrices is singular"
                     if info.n_singular else
