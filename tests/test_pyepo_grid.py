@@ -105,7 +105,7 @@ def test_missing_pyepo_is_a_clear_import_error(monkeypatch):
     from newton_losses.integrations import pyepo as integration
 
     monkeypatch.setitem(sys.modules, "pyepo", None)  # `import pyepo` now raises ImportError
-    with pytest.raises(ImportError, match=r"pip install 'newton-losses\[pyepo\]'"):
+    with pytest.raises(ImportError, match=r"pip install pyepo ortools \(or the extra: pip install \"/path/to/newton-losses\[pyepo\]\"\)"):
         integration.require_pyepo()
     with pytest.raises(ImportError, match="newton-losses"):
         integration.PFYLoss(object())
