@@ -151,21 +151,21 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def _task_option_to_positional(argv: list[str]) -> list[str]:
     """``--task NAME`` / ``--task=NAME`` (as a sweep file or the Python API names it) read as the
     positional TASK."""
-    out, task = [], None
-    it = iter(range(len(argv)))
-    for i in it:
+    out, task, i = [], None, 0
+    while i < len(argv):
         a = argv[i]
         if a == "--":
             out += argv[i:]
             break
         if a == "--task" and i + 1 < len(argv):
-            task = argv[i + 1]
-            next(it, None)
-        elif a.startswith("--task="):
+            task, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--task="):
             task = a.split("=", 1)[1]
         else:
             out.append(a)
-    return ([task] + out) if task is not None else argv
+        i += 1
+    return [task] + out if task is not None else argv
 
 
 def train_main(argv: list[str]) -> int:
