@@ -243,9 +243,50 @@ def _ms(c: Optional[Cell], base: Optional[Cell] = None) -> str:
     t = math.nan if c is None else c.step_ms()
     if math.isnan(t):
         return "—"
-    text = f"{t:.3g}"
+    text = f"{t:.3g}" if t < 1000 else f"{t:.0f}"  # no exponent: 1003, not 1e+03
     b = math.nan if base is None else base.step_ms()
     return text + ("" if math.isnan(b) or b <= 0 else f" ({t / b:.2g}×)")
+
+
+#: Instances a loss solves per training instance in a baseline step (``samples`` for the perturbed
+#: losses): two-stage none, SPO+ one (2θ̂ − c), DBB two (θ̂ forward, the interpolated costs backward).
+_SOLVES = {"two_stage": 0, "spo_plus": 1, "dbb": 2, "dpo": None, "pfyl": None}
+
+
+def solves_per_step(cfg: dict) -> Optional[float]:
+    """Mean number of instances a baseline's training step hands the solver, or None where the
+    loss is not one of :data:`_SOLVES`. With ``task_args.last_batch="partial"`` an epoch is
+    ⌈n / B⌉ batches of n instances, so a step holds n / ⌈n / B⌉ on average (31.25 for 1,000 and
+    B = 32), else B."""
+    if cfg["method"] not in _SOLVES:
+        return None
+    per = _SOLVES[cfg["method"]]
+    per = cfg["method_args"].get("samples", 10) if per is None else per
+    n, b = cfg["train_size"], cfg["batch_size"]
+    mean_batch = n / math.ceil(n / b) if cfg["task_args"].get("last_batch", "partial") == "partial" else b
+    return per * mean_batch
+
+
+def per_instance_solver(cfg: dict) -> bool:
+    """True when the configuration solves one instance per solver call (PyEPO's optModel:
+    ``solver="pyepo"``, or ``"auto"`` on a problem other than the shortest path, as
+    ``newton_lab.tasks.pyepo`` resolves it); False for the batched grid solver."""
+    a = cfg["task_args"]
+    return a.get("solver") == "pyepo" or (a.get("solver", "auto") == "auto" and a.get("problem") != "shortest_path")
+
+
+def solve_ms(bases: list) -> list:
+    """(loss, smallest, largest) over the settings of ``bases`` (baseline cells) of a step's time
+    over the instances it solves (ms) — an upper bound of one solve's time, since the step also
+    runs the network and the loss; only per-instance solvers and losses that solve."""
+    out: dict = {}
+    for b in bases:
+        k = solves_per_step(b.config)
+        t = b.step_ms()
+        if not per_instance_solver(b.config) or not k or math.isnan(t):
+            continue
+        out.setdefault(_loss(b.config), []).append(t / k)
+    return [(loss, min(v), max(v)) for loss, v in out.items()]
 
 
 def _p(p: float) -> str:
@@ -437,6 +478,13 @@ def tables(paths: list, *, metric: str = "regret", tie: float = 0.1, alpha: floa
                                                    _fmt(r.test), delta, _p(r.p), holm_cell,
                                                    _ms(chosen, r.baseline), status]) + " |")
     lines.append("")
+    per_solve = solve_ms([b["base"] for b in ordered if b["base"] is not None])
+    if per_solve:
+        lines += ["Solver time: a baseline step's ms/step over the instances it hands PyEPO's solver "
+                  "(one call each; per training instance SPO+ 1, DBB 2, DPO and PFYL S; an upper bound "
+                  "of a solve, the step also runs the rest) — "
+                  + "; ".join(f"{loss} {lo:.2g}" + ("" if f"{lo:.2g}" == f"{hi:.2g}" else f"–{hi:.2g}") + " ms"
+                              for loss, lo, hi in per_solve) + " per instance.", ""]
 
     # all-λ table
     grid = sorted({lam for r in rows for lam in r.lams})

@@ -298,3 +298,33 @@ def test_main_table_has_the_time_per_step_column(tmp_path):
     assert "ms/step" in header
     row = next(line for line in text.splitlines() if "NL-fisher" in line and "spo_plus" in line)
     assert "2 (1×)" in row  # every fake run takes 2 ms a step
+    slow = pt.Cell("s", {}, expected={0}, runs={0: {"time": {"step_s": 1.0004}}})
+    assert pt._ms(slow) == "1000"  # a second per step prints without an exponent
+
+
+def test_solver_time_per_instance_counts_each_loss_solves():
+    """The solver-time line divides a baseline's ms/step by the instances the step solves: SPO+
+    one per training instance, DBB two, DPO/PFYL S, two-stage none (no line); a partial last
+    batch lowers the mean batch (1,000 instances, B = 32: 32 batches an epoch, 31.25 each); only
+    per-instance solvers (PyEPO's) are counted, not the batched grid DP."""
+    def cfg(method, samples=None, problem="knapsack", solver="auto", last="partial", n=1000):
+        args = {} if samples is None else {"samples": samples}
+        return {"task": "pto", "method": method, "method_args": args, "train_size": n, "batch_size": 32,
+                "task_args": {"problem": problem, "solver": solver, "last_batch": last}}
+
+    assert pt.solves_per_step(cfg("spo_plus")) == pytest.approx(31.25)
+    assert pt.solves_per_step(cfg("dbb", last="full")) == 64
+    assert pt.solves_per_step(cfg("pfyl", samples=3, n=64)) == 96  # 32 divides 64: full batches
+    assert pt.solves_per_step(cfg("two_stage")) == 0
+    assert pt.per_instance_solver(cfg("spo_plus"))
+    assert not pt.per_instance_solver(cfg("spo_plus", problem="shortest_path"))  # auto → grid
+    assert pt.per_instance_solver(cfg("spo_plus", problem="shortest_path", solver="pyepo"))
+    assert not pt.per_instance_solver(cfg("spo_plus", problem="knapsack", solver="grid"))
+
+    def base(c, step_s):
+        return pt.Cell("b", c, expected={0}, runs={0: {"time": {"step_s": step_s}}})
+
+    got = pt.solve_ms([base(cfg("spo_plus", last="full"), 0.064), base(cfg("spo_plus", last="full"), 0.032),
+                       base(cfg("dbb", last="full"), 0.128), base(cfg("two_stage"), 0.001),
+                       base(cfg("spo_plus", problem="shortest_path"), 0.005)])
+    assert [(loss, round(lo, 9), round(hi, 9)) for loss, lo, hi in got] == [("spo_plus", 1.0, 2.0), ("dbb", 2.0, 2.0)]
