@@ -86,7 +86,7 @@ def test_pto_cases_are_the_issues_and_left_out_without_pyepo(monkeypatch):
         cases = bs.pto_step_cases()
         assert [(c.cfg.method, c.variants) for c in cases] == [
             ("spo_plus", ("none", "fisher")), ("pfyl", ("none", "fisher", "hessian")),
-            ("dpo", ("none", "hessian", "gauss_newton"))]
+            ("dpo", ("none", "fisher", "hessian", "gauss_newton"))]
         for c in cases:  # PyEPO's linear model on its grid shortest path, batch 32
             assert (c.cfg.task, c.cfg.model, c.cfg.batch_size, c.cfg.task_args["problem"]) == (
                 "pto", "linear", 32, "shortest_path")
@@ -113,7 +113,7 @@ def test_pto_steps_at_a_tiny_size():
     rows = bs.run_steps(cases, repeats=1, out=out, progress=False)
     assert [(r["method"], r["variant"]) for r in rows] == [
         ("spo_plus", "none"), ("spo_plus", "fisher"), ("pfyl", "none"), ("pfyl", "fisher"), ("pfyl", "hessian"),
-        ("dpo", "none"), ("dpo", "hessian"), ("dpo", "gauss_newton")]
+        ("dpo", "none"), ("dpo", "fisher"), ("dpo", "hessian"), ("dpo", "gauss_newton")]
     assert all(r["task"] == "pto" and r["protocol"] == "pyepo" and r["n"] is None for r in rows)
     assert all(r["seconds"] > 0 for r in rows)
     for r in rows:

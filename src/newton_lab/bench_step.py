@@ -135,9 +135,9 @@ def step_cases(quick: bool = False, paper: bool = True, pto: bool = True) -> lis
 
 
 #: The predict-then-optimize step cases: method -> the variants timed against its baseline
-#: (issue 25: SPO+ and PFYL with Fisher; PFYL and DPO with their Stein Hessian estimators; DPO
-#: with Gauss-Newton).
-PTO_VARIANTS = {"spo_plus": ("fisher",), "pfyl": ("fisher", "hessian"), "dpo": ("hessian", "gauss_newton")}
+#: (issue 25: SPO+, PFYL and DPO with Fisher; PFYL and DPO with their Stein Hessian estimators;
+#: DPO with Gauss-Newton).
+PTO_VARIANTS = {"spo_plus": ("fisher",), "pfyl": ("fisher", "hessian"), "dpo": ("fisher", "hessian", "gauss_newton")}
 
 
 def pto_missing() -> Optional[str]:
