@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch.autograd.functional import hessian, jacobian
 
+from newton_losses import NewtonLoss
 from newton_losses.shortest_path import (
     FenchelYoungLoss,
     PerturbedOptimizer,
@@ -362,3 +363,20 @@ def test_fenchel_young_says_why_it_has_no_gauss_newton_estimator():
         loss.gauss_newton_estimator()
     with pytest.raises(AttributeError, match="has no attribute 'spam'"):
         loss.spam  # noqa: B018  other names fail as usual
+
+
+def test_matrix_free_estimator_with_a_matrix_damping_says_what_to_use():
+    """``damping="batch"``/``"relative"`` scale λ by the curvature matrix; a matrix-free Stein
+    estimate has none: the error names the fix (absolute damping or projection="dense"), and the
+    dense form trains."""
+    theta = torch.rand(2, 5, 5, dtype=torch.float64) + 0.5
+    target = shortest_path(theta).path
+    for damping in ("batch", "relative"):
+        loss = FenchelYoungLoss(n_samples=3, generator=torch.Generator().manual_seed(1))
+        nl = NewtonLoss(loss, loss.hessian_estimator(), lam=1.0, damping=damping)
+        with pytest.raises(ValueError, match=r"matrix-free estimate .* use damping='absolute', or .*projection='dense'"):
+            nl(theta.clone().requires_grad_(), target).backward()
+        loss = FenchelYoungLoss(n_samples=3, generator=torch.Generator().manual_seed(1))
+        y = theta.clone().requires_grad_()
+        NewtonLoss(loss, loss.hessian_estimator(projection="dense"), lam=1.0, damping=damping)(y, target).backward()
+        assert torch.isfinite(y.grad).all()

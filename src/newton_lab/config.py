@@ -137,14 +137,24 @@ class RunConfig:
                 f"of {method.variants}" + (" ('hessian' is its Stein estimator)" if method.stochastic else "")
             )
         self.lam = _number("lam", self.lam, minimum=0.0)
+        # a stochastic method's "hessian" is its own Stein estimator: matrix-free, solved by CG
+        estimator = method.stochastic and self.variant == "hessian"
         if self.variant != "none" and self.lam == 0.0:
             raise ValueError(
                 f"lam must be > 0 for variant {self.variant!r} (the harness trains Newton variants "
                 "with damping: the built-in tasks' curvatures are singular, e.g. along the all-ones "
                 "vector of a ranking, and an undamped step on a task of your own can be arbitrarily "
-                "large); got lam=0. Use e.g. lam=0.1 with damping='batch'"
+                "large); got lam=0. Use e.g. "
+                + ("lam=1 (damping 'absolute': this estimator is matrix-free)" if estimator
+                   else "lam=0.1 with damping='batch'")
             )
         _choice("damping", self.damping, DAMPINGS)
+        if estimator and self.damping != "absolute":
+            raise ValueError(
+                f"damping={self.damping!r} scales λ by the curvature matrix, but the 'hessian' of the "
+                f"stochastic method {self.method!r} is its Stein estimator, matrix-free (solved by "
+                "conjugate gradients): use damping='absolute' (e.g. lam=1)"
+            )
         _choice("projection", self.projection, PROJECTIONS)
         if self.variant == "none":
             # The baseline ignores these; canonical values make equal runs share one id.

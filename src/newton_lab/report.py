@@ -83,7 +83,7 @@ def find_runs(paths: list) -> list[tuple[Path, dict]]:
     for p in _expand(paths):
         p = Path(p)
         if not p.exists():
-            raise ValueError(f"no such run directory: {p}")
+            raise ValueError(f"no such run directory or sweep file: {p}")
         candidates = [p / "result.json"] if (p / "result.json").exists() else sorted(p.rglob("result.json"))
         for f in candidates:
             found[f.parent] = json.loads(f.read_text())
@@ -395,7 +395,8 @@ def build_report(paths: list, *, out: Optional[str | os.PathLike] = None, alpha:
                   f"{alpha:g}: significant even counting all of them, whereas some unadjusted "
                   f"p < {alpha:g} are expected by chance among many; rows with one seed have no "
                   f"p-value yet, so the adjustment tightens as they get seeds); last: test {named}{unit} at the run's last evaluation "
-                  f"(where it is far below the first column, the run degraded after its best); "
+                  f"(where it is far {'above' if primary in spec.lower_is_better else 'below'} the first "
+                  f"column, the run degraded after its best); "
                   f"{spec.column_note}ms/step: the runs' "
                   f"mean wall time per training step (in parentheses, the Newton loss's part of it), "
                   f"including whatever else loaded the machine then (e.g. parallel sweep workers) — "

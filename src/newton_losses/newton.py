@@ -628,7 +628,12 @@ class NewtonLoss(nn.Module):
         if est.matvec is None:  # not reached: CurvatureEstimate checks that it holds one of the three
             raise ValueError("CurvatureEstimate holds neither matrix=, low_rank= nor matvec=")
         if self.damping != "absolute":
-            raise ValueError(f"damping={self.damping!r} needs a dense curvature; got a matrix-free one")
+            raise ValueError(
+                f"damping={self.damping!r} scales lam by the curvature matrix, but curvature "
+                f"{self._name!r} returned a matrix-free estimate (a matvec, solved by conjugate "
+                "gradients): use damping='absolute', or an estimator that returns a matrix (the "
+                "Stein and Gauss-Newton estimators: projection='dense')"
+            )
         return conjugate_gradient(
             est.matvec, g, self.lam, max_iter=self.cg_max_iter, rtol=self.cg_rtol,
             dtype=self.solve_dtype,
