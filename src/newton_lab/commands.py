@@ -58,8 +58,8 @@ def train_parser() -> argparse.ArgumentParser:
     tasks = [registry.task(t) for t in registry.tasks()]
     # No argparse choices for names: --import may register more; validation lists them.
     p.add_argument("task", help=" | ".join(t.cli_name for t in tasks) + " (or --task NAME)")
-    p.add_argument("--protocol", help=f"{' | '.join(dict.fromkeys(p for t in tasks for p in t.protocols))} "
-                                      "(default: the --config file's, else quick)")
+    p.add_argument("--protocol", help="; ".join(f"{t.cli_name}: {', '.join(t.protocols)}" for t in tasks)
+                   + " (default: the --config file's, else quick)")
     p.add_argument("--config", help="a JSON file of RunConfig fields (applied before the options below)")
     p.add_argument("--method", help="; ".join(f"{t.cli_name}: {', '.join(registry.methods(t.name))}"
                                               for t in tasks) + " (default: the protocol's)")
@@ -71,7 +71,8 @@ def train_parser() -> argparse.ArgumentParser:
                        help="a task argument, e.g. --task-arg deg=4 --task-arg problem=knapsack ("
                             + "; ".join(f"{t.cli_name}: {', '.join(t.args)}" for t in argful) + ")")
     p.add_argument("--variant", help=f"Newton variant: {', '.join(registry.variants())} (default: none = "
-                                     "the baseline); every curvature registered with newton_losses")
+                                     "the baseline); every curvature registered with newton_losses (a "
+                                     "method takes those it supports; the error lists them)")
     p.add_argument("--lam", type=float, help="λ, required (> 0) for a Newton variant, e.g. --lam 0.1 "
                                              "(default: the --config file's, else 0 = none, which only "
                                              "the baseline accepts)")
