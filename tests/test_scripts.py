@@ -608,3 +608,26 @@ def test_seed_split_separates_the_tuning_seed():
     rest_b = statistics.mean(acc[("none", s)] for s in (1, 2))
     rest_n = statistics.mean(acc[("fisher", s)] for s in (1, 2))
     assert cells[8] == "2" and cells[11] == f"{rest_n - rest_b:+.1f}"
+
+
+def test_pto_solve_cost_times_every_problem_and_cost_kind(capsys):
+    pytest.importorskip("pyepo")
+    pytest.importorskip("ortools")
+    script = _load("pto_solve_cost")
+    assert script.main(["--instances", "2", "--deg", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith(("shortest path", "knapsack"))]
+    assert [r.split()[0] for r in rows] == ["shortest", "knapsack"]
+    for r in rows:  # true / perturbed / interpolated: "median / p90" each, positive
+        cells = r.split(" 1  ", 1)[1].split()
+        times = [float(x) for x in cells if x != "/"]
+        assert len(times) == 6 and all(t > 0 for t in times)
+    assert any(line.strip().startswith("grid DP, batch 32") for line in lines)
+    # the cost kinds: perturbation by σ = 1 noise, DBB-shaped moves of (λ/B)·|c|
+    import numpy as np
+    c = np.full((4, 3), 2.0)
+    kinds = script._kinds(c, np.random.default_rng(0))
+    assert np.array_equal(kinds["true"], c)
+    assert np.allclose(np.abs(kinds["interpolated"] - c), 10 / 32 * 2.0)
+    with pytest.raises(SystemExit):
+        script.main(["--instances", "0"])

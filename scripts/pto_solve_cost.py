@@ -1,0 +1,95 @@
+"""What one solve of PyEPO's OR-Tools models costs, per problem and per kind of cost vector the
+study's losses hand the solver — the figures docs/PYEPO.md quotes for the ``pyepo`` solver.
+
+    python scripts/pto_solve_cost.py [--instances 100] [--deg 2 6] [--seed 0]
+
+Needs PyEPO and OR-Tools (``pip install pyepo ortools``). The problems are the ``pto`` task's
+(``newton_lab.tasks.pyepo``): the 5 × 5 grid shortest path and the knapsack of 32 items in 2
+resource dimensions, capacity 20 each, costs from PyEPO's generators with noise half-width 0.5.
+Each instance is solved, one ``optModel.solve`` call at a time as the study's ``pyepo`` solver
+does, for three cost vectors:
+
+- ``true``: the generated costs c (what the data set's true solutions need, once);
+- ``perturbed``: c + σZ with σ = 1, Z ~ N(0, I) (what DPO and PFYL solve, S times per instance);
+- ``interpolated``: c + (λ/B)·|c|·ε with ε = ±1 at random, λ = 10, B = 32 (shaped like DBB's
+  backward costs ĉ + (λ/B)·sign(gap)·c, which move the costs by a fraction of their own size).
+
+It prints the median and the 90th percentile of the time per solve (ms) and, for the shortest
+path, the grid dynamic program's time per instance in batches of 32 for comparison. Timings
+depend on the machine and on what else runs on it: measure on an idle one.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _time_solves(optmodel, costs: np.ndarray) -> np.ndarray:
+    times = np.empty(len(costs))
+    for i, cost in enumerate(costs):
+        t = time.perf_counter()
+        optmodel.setObj(cost)
+        optmodel.solve()
+        times[i] = time.perf_counter() - t
+    return 1000.0 * times
+
+
+def _kinds(c: np.ndarray, rng: np.random.Generator) -> dict:
+    return {"true": c,
+            "perturbed": c + rng.standard_normal(c.shape),
+            "interpolated": c + (10.0 / 32) * np.abs(c) * rng.choice([-1.0, 1.0], size=c.shape)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--instances", type=int, default=100, help="instances per problem and degree (default 100)")
+    ap.add_argument("--deg", type=int, nargs="+", default=[2, 6], help="polynomial degrees (default 2 6)")
+    ap.add_argument("--seed", type=int, default=0, help="data and noise seed (default 0)")
+    args = ap.parse_args(argv)
+    if args.instances < 1 or any(d < 1 for d in args.deg):
+        ap.error("--instances and every --deg must be >= 1")
+    try:
+        import pyepo
+        from pyepo.model import ort
+    except ImportError as e:
+        ap.error(f"{e}; this script needs PyEPO and OR-Tools: pip install pyepo ortools")
+    from newton_losses.integrations.pyepo_grid import GridShortestPath
+
+    rng = np.random.default_rng(args.seed)
+    print(f"PyEPO OR-Tools models, one solve per call, {args.instances} instances per row; ms per solve "
+          "(median / 90th percentile)")
+    print(f"{'problem':<20} {'deg':>3}  {'true':>15}  {'perturbed':>15}  {'interpolated':>15}")
+    for problem in ("shortest_path", "knapsack"):
+        for deg in args.deg:
+            if problem == "shortest_path":
+                _, c = pyepo.data.shortestpath.genData(args.instances, 5, (5, 5), deg=deg, noise_width=0.5,
+                                                       seed=args.seed)
+                optmodel, name = ort.shortestPathModel((5, 5)), "shortest path 5 x 5"
+            else:
+                weights, _, c = pyepo.data.knapsack.genData(args.instances, 5, 32, dim=2, deg=deg,
+                                                            noise_width=0.5, seed=args.seed)
+                optmodel, name = ort.knapsackModel(weights, [20.0, 20.0]), "knapsack 32 x 2"
+            cells = []
+            for kind, costs in _kinds(np.asarray(c, dtype=np.float64), rng).items():
+                t = _time_solves(optmodel, costs)
+                cells.append(f"{np.median(t):.3g} / {np.percentile(t, 90):.3g}")
+            print(f"{name:<20} {deg:>3}  " + "  ".join(f"{x:>15}" for x in cells))
+            if problem == "shortest_path":
+                grid = GridShortestPath((5, 5))
+                batch = torch.as_tensor(np.asarray(c, dtype=np.float64)[:32])
+                grid(batch)  # warm-up
+                reps = 50
+                t = time.perf_counter()
+                for _ in range(reps):
+                    grid(batch)
+                per = 1000.0 * (time.perf_counter() - t) / (reps * batch.shape[0])
+                print(f"{'  grid DP, batch 32':<20} {deg:>3}  {per:.3g} per instance")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
