@@ -298,6 +298,11 @@ def test_main_table_has_the_time_per_step_column(tmp_path):
     assert "ms/step" in header
     row = next(line for line in text.splitlines() if "NL-fisher" in line and "spo_plus" in line)
     assert "2 (1×)" in row  # every fake run takes 2 ms a step
+    # the study's run time: every run's total_s (0.1 s each) summed
+    n = 5 * (2 + 3 * 3)  # seeds × (2 baselines + 3 Newton rows × 3 λ)
+    assert f"Run time: {n} runs, {n * 0.1 / 3600:.1f} hours in all" in text
+    # the grid solver is batched: no per-instance solver-time line
+    assert "Solver time" not in text
     slow = pt.Cell("s", {}, expected={0}, runs={0: {"time": {"step_s": 1.0004}}})
     assert pt._ms(slow) == "1000"  # a second per step prints without an exponent
 
