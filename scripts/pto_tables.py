@@ -73,6 +73,7 @@ class Cell:
     config: dict
     expected: set = field(default_factory=set)  # seeds the study defines for it
     runs: dict = field(default_factory=dict)  # seed -> result.json
+    dirs: dict = field(default_factory=dict)  # seed -> run directory
     unused: int = 0  # runs of seeds outside the expected ones
     planned: bool = False  # defined by a sweep file among the inputs
 
@@ -153,6 +154,7 @@ def collect(paths: list, *, seeds=None) -> tuple[dict, list]:
     for g in found:
         cell = cells.setdefault(g.key, Cell(g.key, g.config))
         cell.runs = {s: r for s, _, r in g.runs}
+        cell.dirs = {s: Path(d) for s, d, _ in g.runs}
     if not cells:
         raise ValueError(f"no {TASK} runs (finished or defined by a sweep file) under {', '.join(map(str, paths))}")
     if seeds is not None:
@@ -169,6 +171,7 @@ def collect(paths: list, *, seeds=None) -> tuple[dict, list]:
         c.unused = len(extra)
         for s in extra:
             del c.runs[s]
+            c.dirs.pop(s, None)
     return cells, _failed(planned)
 
 
@@ -287,6 +290,32 @@ def solve_ms(bases: list) -> list:
             continue
         out.setdefault(_loss(b.config), []).append(t / k)
     return [(loss, min(v), max(v)) for loss, v in out.items()]
+
+
+def eval_solve_ms(bases: list) -> list:
+    """(loss, smallest, largest) over the runs of ``bases`` (baseline cells) of the median over a
+    run's evaluations of its time over the instances it solves (ms): every evaluation solves the
+    model's predicted costs of the validation and the test set, one solver call each — what a
+    solve of predictions costs, as against :func:`solve_ms`'s training solves. Only
+    per-instance solvers; runs without a metrics.jsonl are skipped."""
+    out: dict = {}
+    for b in bases:
+        if not per_instance_solver(b.config):
+            continue
+        k = b.config["val_sets"] + b.config["test_sets"]
+        for d in b.dirs.values():
+            path = Path(d) / "metrics.jsonl"
+            if not path.exists():
+                continue
+            t = [json.loads(line).get("time", {}).get("eval_s") for line in path.read_text().splitlines() if line.strip()]
+            t = [x for x in t if x is not None]
+            if t:
+                out.setdefault(_loss(b.config), []).append(1000.0 * float(np.median(t)) / k)
+    return [(loss, min(v), max(v)) for loss, v in out.items()]
+
+
+def _range(lo: float, hi: float) -> str:
+    return f"{lo:.2g}" + ("" if f"{lo:.2g}" == f"{hi:.2g}" else f"–{hi:.2g}")
 
 
 def _p(p: float) -> str:
@@ -478,13 +507,18 @@ def tables(paths: list, *, metric: str = "regret", tie: float = 0.1, alpha: floa
                                                    _fmt(r.test), delta, _p(r.p), holm_cell,
                                                    _ms(chosen, r.baseline), status]) + " |")
     lines.append("")
-    per_solve = solve_ms([b["base"] for b in ordered if b["base"] is not None])
+    base_cells = [b["base"] for b in ordered if b["base"] is not None]
+    per_solve, per_eval = solve_ms(base_cells), eval_solve_ms(base_cells)
     if per_solve:
         lines += ["Solver time: a baseline step's ms/step over the instances it hands PyEPO's solver "
                   "(one call each; per training instance SPO+ 1, DBB 2, DPO and PFYL S; an upper bound "
                   "of a solve, the step also runs the rest) — "
-                  + "; ".join(f"{loss} {lo:.2g}" + ("" if f"{lo:.2g}" == f"{hi:.2g}" else f"–{hi:.2g}") + " ms"
-                              for loss, lo, hi in per_solve) + " per instance.", ""]
+                  + "; ".join(f"{loss} {_range(lo, hi)} ms" for loss, lo, hi in per_solve) + " per instance."
+                  + ("" if not per_eval else
+                     " An evaluation's time over the predicted costs it solves (validation and test sets; "
+                     "the median over a run's evaluations, the range over the baselines' runs) — "
+                     + "; ".join(f"{loss} {_range(lo, hi)} ms" for loss, lo, hi in per_eval) + " per instance."),
+                  ""]
 
     # all-λ table
     grid = sorted({lam for r in rows for lam in r.lams})

@@ -333,3 +333,26 @@ def test_solver_time_per_instance_counts_each_loss_solves():
                        base(cfg("dbb", last="full"), 0.128), base(cfg("two_stage"), 0.001),
                        base(cfg("spo_plus", problem="shortest_path"), 0.005)])
     assert [(loss, round(lo, 9), round(hi, 9)) for loss, lo, hi in got] == [("spo_plus", 1.0, 2.0), ("dbb", 2.0, 2.0)]
+
+
+def test_evaluation_solve_time_per_instance_from_the_runs_metrics(tmp_path):
+    """The evaluation line: the median over a run's evaluations of eval_s over the instances
+    evaluated (validation + test), ranged over the baselines' runs; the batched grid solver and
+    runs without metrics are left out."""
+    def cfg(problem="knapsack"):
+        return {"task": "pto", "method": "spo_plus", "method_args": {}, "train_size": 64, "batch_size": 32,
+                "val_sets": 100, "test_sets": 300, "task_args": {"problem": problem, "solver": "auto"}}
+
+    def run(name, evals):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "metrics.jsonl").write_text("".join(json.dumps({"step": i, "time": {"eval_s": e}}) + "\n"
+                                                 for i, e in enumerate(evals)) + json.dumps({"step": 99}) + "\n")
+        return d
+
+    ks = pt.Cell("k", cfg(), expected={0, 1}, runs={0: {}, 1: {}},
+                 dirs={0: run("a", [0.4, 0.8, 4.0]), 1: run("b", [1.2, 1.2])})  # medians 0.8 s, 1.2 s
+    no_metrics = pt.Cell("m", cfg(), expected={0}, runs={0: {}}, dirs={0: tmp_path / "missing"})
+    grid = pt.Cell("g", cfg("shortest_path"), expected={0}, runs={0: {}}, dirs={0: run("c", [9.0])})
+    got = pt.eval_solve_ms([ks, no_metrics, grid])
+    assert [(loss, round(lo, 9), round(hi, 9)) for loss, lo, hi in got] == [("spo_plus", 2.0, 3.0)]

@@ -80,10 +80,12 @@ def test_protocols_defaults_and_run_ids():
     ({"method": "dbb", "method_args": {"lambd": 0}}, r"method_args.lambd must be > 0"),
     ({"method": "pfyl", "variant": "hessian", "lam": 0.1, "damping": "batch"},
      r"damping='batch' scales λ by the curvature matrix, but the 'hessian' of the stochastic method 'pfyl' "
-     r"is its Stein estimator, matrix-free .*use damping='absolute'"),
+     r"is its own Stein estimator, matrix-free .*use damping='absolute'"),
     ({"method": "dpo", "variant": "gauss_newton", "lam": 0.1, "damping": "relative"},
-     r"DPO's own Gauss-Newton estimator, matrix-free .*use damping='absolute'"),
+     r"the 'gauss_newton' of the stochastic method 'dpo' is its own Gauss-Newton estimator, matrix-free "
+     r".*use damping='absolute'"),
     ({"method": "dpo", "variant": "hessian", "lam": 0.0}, r"got lam=0. Use e.g. lam=1 \(damping 'absolute'"),
+    ({"method": "dpo", "variant": "gauss_newton", "lam": 0.0}, r"got lam=0. Use e.g. lam=1 \(damping 'absolute'"),
     ({"method": "spo_plus", "variant": "fisher", "lam": 0.0}, r"got lam=0. Use e.g. lam=0.1 with damping='batch'"),
     ({"method": "pfyl", "precision_every": 5}, r"draws random samples"),
     ({"method": "nce"}, r"method 'nce' is not registered for task 'pto'"),

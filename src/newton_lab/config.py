@@ -137,8 +137,9 @@ class RunConfig:
                 f"of {method.variants}" + (" ('hessian' is its Stein estimator)" if method.stochastic else "")
             )
         self.lam = _number("lam", self.lam, minimum=0.0)
-        # a stochastic method's "hessian" is its own Stein estimator: matrix-free, solved by CG
-        estimator = method.stochastic and self.variant == "hessian"
+        # a stochastic method's "hessian" (and "gauss_newton", where it supports it) is its module's
+        # own estimator (registry.curvature): matrix-free, solved by conjugate gradients
+        estimator = method.stochastic and self.variant in ("hessian", "gauss_newton")
         if self.variant != "none" and self.lam == 0.0:
             raise ValueError(
                 f"lam must be > 0 for variant {self.variant!r} (the harness trains Newton variants "
@@ -150,10 +151,11 @@ class RunConfig:
             )
         _choice("damping", self.damping, DAMPINGS)
         if estimator and self.damping != "absolute":
+            kind = "Stein" if self.variant == "hessian" else "Gauss-Newton"
             raise ValueError(
-                f"damping={self.damping!r} scales λ by the curvature matrix, but the 'hessian' of the "
-                f"stochastic method {self.method!r} is its Stein estimator, matrix-free (solved by "
-                "conjugate gradients): use damping='absolute' (e.g. lam=1)"
+                f"damping={self.damping!r} scales λ by the curvature matrix, but the {self.variant!r} of "
+                f"the stochastic method {self.method!r} is its own {kind} estimator, matrix-free (solved "
+                "by conjugate gradients): use damping='absolute' (e.g. lam=1)"
             )
         _choice("projection", self.projection, PROJECTIONS)
         if self.variant == "none":

@@ -593,10 +593,6 @@ def _check_task(cfg) -> None:
 
 
 def _check_dpo(cfg) -> None:
-    if cfg.variant == "gauss_newton" and cfg.damping != "absolute":
-        raise ValueError(f"variant 'gauss_newton' on 'dpo' is DPO's own Gauss-Newton estimator, "
-                         f"matrix-free (solved by conjugate gradients); damping={cfg.damping!r} needs "
-                         "the curvature matrix: use damping='absolute' (e.g. lam=1)")
     if cfg.variant == "gauss_newton" and cfg.method_args["loss"] == "l1":
         raise ValueError("variant 'gauss_newton' with method_args.loss='l1': the L1 loss has zero "
                          "second derivative, so its Gauss-Newton matrix is zero; use loss 'l2' or "
