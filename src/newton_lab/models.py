@@ -5,13 +5,16 @@
 - :class:`ResNetStemCosts`: ResNet18 stem + layer1 → AdaptiveMaxPool2d(H×W) → mean over
   channels, the Warcraft shortest-path network (blackbox-backprop / PyEPO), without torchvision.
 - :class:`SmallCostCNN`: a CPU-sized cost network for the quick shortest-path protocol.
+- :class:`LinearCosts`, :class:`MLPCosts`: the predict-then-optimize task's models (``pto``:
+  PyEPO's linear model, and a one-hidden-layer MLP), features (B, p) → costs (B, d).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RankingCNN", "RankingMLP", "ResNetStemCosts", "SmallCostCNN", "build_model"]
+__all__ = ["RankingCNN", "RankingMLP", "ResNetStemCosts", "SmallCostCNN", "LinearCosts", "MLPCosts",
+           "build_model"]
 
 
 class RankingCNN(nn.Module):
@@ -102,6 +105,29 @@ class SmallCostCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return nn.functional.softplus(self.net(x).squeeze(1))
+
+
+class LinearCosts(nn.Module):
+    """PyEPO's linear model: ``nn.Linear(p, d)``, features (B, p) -> costs (B, d)."""
+
+    def __init__(self, p: int, d: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(p, d)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x)
+
+
+class MLPCosts(nn.Module):
+    """A small MLP: Linear(p → hidden)–ReLU–Linear(hidden → d) (one hidden layer of
+    ``RunConfig.hidden`` units; 64 in the protocols); features (B, p) -> costs (B, d)."""
+
+    def __init__(self, p: int, d: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(p, hidden), nn.ReLU(), nn.Linear(hidden, d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
 
 
 def build_model(name: str, *, image_shape=None, hidden: int = 256, grid=(12, 12)) -> nn.Module:

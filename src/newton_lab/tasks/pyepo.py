@@ -71,10 +71,11 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from newton_lab import registry
+from newton_lab.models import LinearCosts, MLPCosts
 from newton_lab.tasks._stream import EpochNoiseState
 
 __all__ = ["PTOTask", "Problem", "problem_of", "load_data", "regret_metrics", "build_loss", "random_batch",
-           "TwoStageLoss", "SPOPlusLoss", "DBBLoss", "PerturbedLoss", "DPOTaskLoss", "LinearCosts", "MLPCosts"]
+           "TwoStageLoss", "SPOPlusLoss", "DBBLoss", "PerturbedLoss", "DPOTaskLoss"]
 
 PROBLEMS = ("shortest_path", "knapsack")
 SOLVERS = ("auto", "grid", "pyepo")
@@ -271,29 +272,6 @@ def regret_metrics(problem: Problem, pred: Tensor, c: Tensor, z: Tensor) -> dict
 
 # ----------------------------------------------------------------------------------------------
 # Networks
-class LinearCosts(nn.Module):
-    """PyEPO's linear model: ``nn.Linear(p, d)``, features (B, p) -> costs (B, d)."""
-
-    def __init__(self, p: int, d: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(p, d)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x)
-
-
-class MLPCosts(nn.Module):
-    """A small MLP: Linear(p → hidden)–ReLU–Linear(hidden → d) (one hidden layer of
-    ``RunConfig.hidden`` units; 64 in the protocols); features (B, p) -> costs (B, d)."""
-
-    def __init__(self, p: int, d: int, hidden: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(p, hidden), nn.ReLU(), nn.Linear(hidden, d))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
 def build_network(cfg) -> nn.Module:
     """The network of a configuration (``model``: ``"linear"`` or ``"mlp"``). Built first in the
     task, so that after ``torch.manual_seed(seed)`` its initialization is PyEPO's
