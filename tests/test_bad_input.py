@@ -225,6 +225,18 @@ def test_a_summed_loss_is_not_read_as_the_mean():
         NewtonLoss(_quartic, reduction="total")
 
 
+def test_the_reduction_probe_waits_for_a_batch_it_can_read():
+    """A first batch of one sample, or of zero gradients, cannot tell a sum from a mean: the
+    probe runs on the next batch that can, instead of never (a sum read as the mean would give
+    a step about 1/N of the right one, silently)."""
+    y = torch.tensor([[1.0, -2.0, 0.5], [0.3, 1.5, -1.0], [2.0, 0.2, 0.7], [-0.4, 0.9, 1.1]], dtype=torch.float64)
+    summed = NewtonLoss(lambda v: _quartic(v).sum(), curvature="hessian", lam=0.2)
+    summed.target(y[:1])  # N = 1: nothing to compare
+    summed.target(torch.zeros_like(y))  # all gradients zero: nothing to compare
+    with pytest.raises(ValueError, match="grows with the batch like the sum"):
+        summed.target(y)
+
+
 def test_a_loss_that_couples_samples_is_warned_about():
     y = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
@@ -256,3 +268,35 @@ def test_a_sum_divided_by_a_fixed_batch_size_is_explained():
     y = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     with pytest.raises(ValueError, match="divides a sum by a fixed batch size"):
         NewtonLoss(lambda v: (v ** 4).sum() / 8, curvature="hessian", lam=0.1).target(y)
+
+
+def test_nonfinite_outputs_are_caught_before_the_loss_validates_them():
+    """A network emitting NaN: the library's own losses refuse non-finite scores with a
+    ValueError; NewtonLoss checks y first, so on_nonfinite='skip' skips the batch (zero gradient)
+    and 'raise' names the bad samples."""
+    from newton_losses import NeuralSort, NonFiniteLossError, RankingLoss
+
+    y = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y[2, 1] = float("nan")
+    target = torch.argsort(torch.randn(4, 5, generator=torch.Generator().manual_seed(1)), dim=-1)
+    loss = RankingLoss(NeuralSort(tau=1.0))
+    with pytest.raises(ValueError, match="finite"):  # the loss alone
+        loss(y, target)
+    with pytest.raises(NonFiniteLossError, match=r"outputs y contain NaN or Inf in 1 of 4 samples \(2\)"):
+        NewtonLoss(loss, lam=0.1)(y.clone().requires_grad_(), target)
+    skip = NewtonLoss(loss, lam=0.1, on_nonfinite="skip")
+    yy = y.clone().requires_grad_()
+    out = skip(yy, target)
+    out.backward()
+    assert torch.isnan(out) and torch.equal(yy.grad, torch.zeros_like(y))
+    assert skip.last_diagnostics.skipped and skip.totals.skipped == 1
+
+
+def test_inference_mode_is_refused_with_what_to_do():
+    y = torch.randn(3, 2, dtype=torch.float64)
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match="outside inference_mode .*no_grad"):
+            NewtonLoss(lambda v: (v ** 2).sum(-1), lam=0.1).direction(y)
+    with torch.no_grad():  # the documented alternative works
+        d = NewtonLoss(lambda v: (v ** 2).sum(-1), curvature="hessian", lam=0.0).direction(y)
+    torch.testing.assert_close(d, y)  # H = 2I, g = 2y: d = y

@@ -554,3 +554,52 @@ def test_no_lam0_warning_when_lam_is_positive_and_a_sample_is_flat():
         warnings.simplefilter("error", RuntimeWarning)
         newton(y, torch.zeros(N, m, dtype=F64)).backward()
     assert torch.isfinite(y.grad).all()
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "hessian_batch"])
+@pytest.mark.parametrize("damping", ["batch", "relative"])
+def test_scaled_damping_of_a_zero_curvature_falls_back_to_absolute_lam(curvature, damping):
+    """An L1 loss has zero second derivative: relative/batch damping would add λ × 0 and leave
+    nothing to solve with (the network got a zero gradient). Such matrices are damped with the
+    absolute λ — the step of absolute damping, g/λ —, counted, and warned about once."""
+    N, m, lam = 5, 4, 0.5
+
+    def l1(y, t):
+        return (y - t).abs().sum(-1)
+
+    g0 = torch.Generator().manual_seed(3)
+    y0, t = torch.randn(N, m, generator=g0, dtype=F64), torch.randn(N, m, generator=g0, dtype=F64)
+    ref = y0.clone().requires_grad_(True)
+    NewtonLoss(l1, curvature=curvature, lam=lam, damping="absolute")(ref, t).backward()
+    # independent oracle: per-sample gradient sign(y − t), Hessian 0, step g/λ, summed loss → /N
+    torch.testing.assert_close(ref.grad, torch.sign(y0 - t) / lam / N)
+    y = y0.clone().requires_grad_(True)
+    newton = NewtonLoss(l1, curvature=curvature, lam=lam, damping=damping)
+    with pytest.warns(RuntimeWarning, match=r"curvature of \d+ of \d+ matrices is zero .*curvature='fisher'"):
+        newton(y, t).backward()
+    torch.testing.assert_close(y.grad, ref.grad)
+    d = newton.last_diagnostics
+    assert d.n_unscaled == (1 if curvature == "hessian_batch" else N) and d.n_singular == 0
+    with warnings.catch_warnings():  # once per NewtonLoss
+        warnings.simplefilter("error", RuntimeWarning)
+        newton(y0.clone().requires_grad_(True), t).backward()
+
+
+def test_relative_damping_mixes_scaled_and_unscaled_matrices_per_sample():
+    """Relative damping per matrix: the samples with curvature keep λ·mean|μ|, a sample with
+    none (its loss linear there) gets the absolute λ; the others' steps are unchanged."""
+    N, m, lam = 4, 3, 0.5
+    w = torch.tensor([1.0, 2.0, 0.5, 0.0], dtype=F64)
+
+    def loss(y, t):  # quadratic in samples 0-2, linear in sample 3
+        return w * ((y - t) ** 2).sum(-1) + (w == 0).to(y.dtype) * (y - t).sum(-1)
+
+    y0 = torch.randn(N, m, generator=torch.Generator().manual_seed(0), dtype=F64)
+    t = torch.zeros(N, m, dtype=F64)
+    y = y0.clone().requires_grad_(True)
+    with pytest.warns(RuntimeWarning, match="1 of 4 matrices is zero"):
+        NewtonLoss(loss, curvature="hessian", lam=lam, damping="relative")(y, t).backward()
+    # oracle: H_i = 2 w_i I, relative λ_i = λ · 2 w_i, step g_i / (2 w_i (1 + λ)); sample 3: g/λ
+    g = torch.where(w[:, None] > 0, 2 * w[:, None] * (y0 - t), torch.ones(N, m, dtype=F64))
+    step = torch.where(w[:, None] > 0, g / (2 * w[:, None].clamp(min=1e-30) * (1 + lam)), g / lam)
+    torch.testing.assert_close(y.grad, step / N)

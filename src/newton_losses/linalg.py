@@ -67,9 +67,12 @@ class SolveInfo:
         max_residual: largest relative residual ‖(C+λI)d − g‖/‖g‖ at exit over the rows that
             were not truncated (CG only; the recurrence residual).
         n_singular: matrices with a direction left out of the solve because its damped
-            eigenvalue was (numerically) zero — with λ = 0 and a singular C, or with relative or
-            batch damping of an all-zero C (dense solves); CG rows stopped on zero curvature
-            (λ = 0 only).
+            eigenvalue was (numerically) zero — with λ = 0 and a singular C (dense solves); CG
+            rows stopped on zero curvature (λ = 0 only).
+        n_unscaled: matrices (with a nonzero right-hand side) whose relative or batch damping
+            scale (mean |eigenvalue|) was zero — an all-zero curvature, e.g. of a loss linear in
+            the outputs (L1, hinge) — and which were therefore damped with the absolute λ (step
+            g/λ) instead of λ × 0 (dense solves).
     """
 
     min_eig: Optional[float]
@@ -81,6 +84,7 @@ class SolveInfo:
     iterations: int = 0
     max_residual: Optional[float] = None
     n_singular: int = 0
+    n_unscaled: int = 0
 
 
 def _check_common(g: Tensor, lam: float, projection: str, fallback: str, damping: str) -> None:
@@ -100,7 +104,9 @@ def _spectral_map(mu: Tensor, lam: float, projection: str, fallback: str, dampin
                   eps: Optional[float] = None, reduce: Optional[Callable[[Tensor], Tensor]] = None):
     """Map eigenvalues mu (..., m) to the damped, projected eigenvalues; return extras.
 
-    Returns (denominator (..., m), lam_eff (...,), fallback_mask (...,)).
+    Returns (denominator (..., m), lam_eff (...,), fallback_mask (...,), unscaled (...,)).
+    ``unscaled`` marks matrices whose relative/batch scale was zero (an all-zero curvature):
+    λ × 0 would leave nothing to solve with, so they are damped with the absolute λ.
     """
     if damping == "relative":
         # λ relative to the curvature's own scale: mean |eigenvalue| of each matrix. This makes
@@ -114,6 +120,9 @@ def _spectral_map(mu: Tensor, lam: float, projection: str, fallback: str, dampin
         lam_eff = torch.full(mu.shape[:-1], 0.0, dtype=mu.dtype, device=mu.device) + lam * total[0] / total[1]
     else:
         lam_eff = torch.full(mu.shape[:-1], lam, dtype=mu.dtype, device=mu.device)
+    unscaled = (lam_eff == 0) & (lam > 0)
+    if damping != "absolute":
+        lam_eff = torch.where(unscaled, torch.full_like(lam_eff, lam), lam_eff)  # no branch: no host sync
     lam_b = lam_eff.unsqueeze(-1)
     fb = torch.zeros(mu.shape[:-1], dtype=torch.bool, device=mu.device)
     if projection == "abs":
@@ -128,7 +137,7 @@ def _spectral_map(mu: Tensor, lam: float, projection: str, fallback: str, dampin
         fb = (den < -tol).any(dim=-1)
         alt = (mu.abs() if fallback == "abs" else mu.clamp_min(0.0)) + lam_b  # no branch: no host sync
         den = torch.where(fb.unsqueeze(-1), alt, den)
-    return den, lam_eff, fb
+    return den, lam_eff, fb, unscaled
 
 
 def _zero_tol(mu: Tensor, eps: Optional[float] = None) -> Tensor:
@@ -173,7 +182,9 @@ def damped_solve(
         d: (N, m) in g's dtype, and a :class:`SolveInfo`.
 
     Directions along which the damped eigenvalue is (numerically) zero — only possible with
-    λ = 0 and a singular C — are left out (pseudo-inverse), never divided by zero.
+    λ = 0 and a singular C — are left out (pseudo-inverse), never divided by zero. A matrix whose
+    relative/batch damping scale is zero (C = 0) is damped with the absolute λ instead
+    (``SolveInfo.n_unscaled``).
     """
     _check_common(g, lam, projection, fallback, damping)
     N, m = g.shape
@@ -189,7 +200,7 @@ def damped_solve(
     Cw = 0.5 * (Cw + Cw.transpose(-1, -2))
     mu, Q = torch.linalg.eigh(Cw)
     eps_in = torch.finfo(C.dtype).eps
-    den, lam_eff, fb = _spectral_map(mu, lam, projection, fallback, damping, eps_in, reduce)
+    den, lam_eff, fb, unscaled = _spectral_map(mu, lam, projection, fallback, damping, eps_in, reduce)
     # With λ = 0 nothing lifts the spectrum: an eigenvalue at the rounding level of the dtype C
     # was computed in is a zero, not curvature (a sampled estimate of rank < m has m − rank of
     # them), and dividing by it would blow the step up by 1/eps.
@@ -212,6 +223,8 @@ def damped_solve(
         n_fallback=int(fb.sum()),
         lam_effective=float(lam_eff.mean()),
         n_singular=int((~keep).any(dim=-1).sum()),
+        # counted where it changes the step: a zero gradient gives a zero step either way
+        n_unscaled=int((unscaled & (gw != 0).any(dim=-1) if not shared else unscaled & (gw != 0).any()).sum()),
     )
     return d.to(g.dtype), info
 

@@ -76,8 +76,10 @@ class NewtonDiagnostics:
         n_indefinite: matrices with a negative eigenvalue (CG: negative curvature met).
         n_fallback: matrices not solved in the requested form (Tikhonov fallback, CG truncation).
         n_singular: matrices with directions left out of the solve (pseudo-inverse) because their
-            damped eigenvalue was numerically zero: with ``lam=0`` and a singular curvature, or
-            with relative/batch damping of an all-zero curvature (λ scaled by zero).
+            damped eigenvalue was numerically zero: with ``lam=0`` and a singular curvature.
+        n_unscaled: matrices damped with the absolute λ because their relative/batch damping
+            scale was zero (an all-zero curvature, e.g. of an L1 or hinge loss: λ × 0 leaves
+            nothing to solve with); their step is g/λ. NewtonLoss warns the first time.
         cg_iterations, cg_max_residual: conjugate-gradient effort and accuracy.
         min_descent_cosine: smallest cos∠(d_i, g_i) over samples with g_i ≠ 0; positive means
             every per-sample step is a descent direction for that sample's loss.
@@ -103,6 +105,7 @@ class NewtonDiagnostics:
     n_indefinite: int = 0
     n_fallback: int = 0
     n_singular: int = 0
+    n_unscaled: int = 0
     cg_iterations: int = 0
     cg_max_residual: Optional[float] = None
     min_descent_cosine: Optional[float] = None
@@ -218,7 +221,10 @@ class NewtonLoss(nn.Module):
             ``"abs"`` (default; |eigenvalues|, saddle-free Newton), ``"clamp"`` (negative
             eigenvalues set to 0) or ``"tikhonov"`` (the paper's plain ``C + λI``, with
             ``fallback`` wherever ``C + λI`` has a negative eigenvalue). Irrelevant for the
-            Fisher and Gauss-Newton, which are PSD.
+            Fisher and Gauss-Newton, which are PSD. Dense solves only: conjugate gradients
+            (``solver="cg"``, and ``"auto"`` for per-sample Hessians when m > 64) solve
+            ``C + λI`` as is, truncated at negative curvature — pass ``solver="dense"`` for the
+            projection there.
         fallback: ``"abs"`` or ``"clamp"``, used by ``"tikhonov"`` for non-PD matrices.
         damping: how λ is added. ``"absolute"``: add λ. ``"batch"``: add ``λ · s`` with s the
             mean |eigenvalue| over all the batch's curvature matrices — λ becomes unit-free
@@ -247,8 +253,9 @@ class NewtonLoss(nn.Module):
         solve_dtype: dtype of the solves (float64 by default).
         distributed: all-reduce the Fisher / batch Hessian over torch.distributed processes
             (default: whenever torch.distributed is initialized).
-        on_nonfinite: ``"raise"`` (default) raises :class:`NonFiniteLossError` when the loss,
-            its gradient or the Newton direction has NaN/Inf; ``"skip"`` returns the loss with
+        on_nonfinite: ``"raise"`` (default) raises :class:`NonFiniteLossError` when the outputs
+            y (checked before the loss is called), the loss, its gradient or the Newton
+            direction has NaN/Inf; ``"skip"`` returns the loss (NaN for non-finite outputs) with
             a zero gradient and records ``diagnostics.skipped``.
         check_hessian: guards second-order curvatures against a silently incomplete Hessian
             (:mod:`newton_losses.curvature.second_order`). A custom ``autograd.Function`` with
@@ -322,6 +329,7 @@ class NewtonLoss(nn.Module):
         self.loss_fn = loss_fn
         self._warned_lam0 = False
         self._warned_singular = False
+        self._warned_unscaled = False
         self._warned_target_grad = False
         self._warned_half = False
         trainable = [n for n, p in loss_fn.named_parameters() if p.requires_grad] if isinstance(loss_fn, nn.Module) else []
@@ -498,12 +506,24 @@ class NewtonLoss(nn.Module):
         ``fn`` is the loss as a function of y (``loss_fn``, or its pytree wrapper)."""
         if torch.compiler.is_compiling():
             return self._newton_traced(y, args, kwargs, fn)
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "NewtonLoss needs autograd (the loss's gradient, and its curvature, with respect to y), "
+                "which torch.inference_mode() switches off for good: call it outside inference_mode "
+                "(torch.no_grad() around it is fine: NewtonLoss enables gradients for its own part)"
+            )
         N, m = y.shape[0], y[0].numel()
         diag = NewtonDiagnostics(curvature=self._name, method="", n_samples=N, m=m, lam=self.lam)
         t0 = time.perf_counter()
         flat = y.detach().reshape(N, m).requires_grad_(True)
         solver = choose_solver(self._provider, self.solver, self.hessian_method, self.damping, m)
         needs_graph = self._provider.needs_graph(solver, self.hessian_method)
+        if not bool(torch.isfinite(flat).all()):
+            # before the loss: a loss that validates its inputs would raise its own ValueError,
+            # and on_nonfinite="skip" is there for exactly this (a network emitting NaN)
+            if self.on_nonfinite == "raise":
+                raise NonFiniteLossError(_nonfinite_outputs_message(flat, y.dtype))
+            return self._skip(torch.tensor(float("nan"), dtype=y.dtype, device=y.device), flat, diag)
         value, total, g, composite = self._first_order(fn, flat, y.shape, args, kwargs, needs_graph)
         t_grad = time.perf_counter()
         diag.time_gradient_s = t_grad - t0
@@ -667,8 +687,18 @@ class NewtonLoss(nn.Module):
         diag.n_indefinite = info.n_indefinite
         diag.n_fallback = info.n_fallback
         diag.n_singular = info.n_singular
-        # With λ > 0 a matrix can still meet a zero damped eigenvalue (relative or batch damping of
-        # an all-zero curvature: nothing to scale λ by); that is a flat loss, not this warning's case.
+        diag.n_unscaled = info.n_unscaled
+        if info.n_unscaled and not self._warned_unscaled:
+            self._warned_unscaled = True
+            warnings.warn(
+                f"NewtonLoss: damping={self.damping!r} scales lam by the curvature's mean |eigenvalue|, "
+                f"and the curvature of {info.n_unscaled} of {info.n_matrices} matrices is zero (a loss "
+                "linear in the outputs where it was evaluated, e.g. L1 or a hinge, has no second "
+                "derivative): those were damped with the absolute lam, a step of gradient / lam. "
+                "For such a loss use curvature='fisher' (first derivatives only), or "
+                "damping='absolute'.",
+                RuntimeWarning, stacklevel=_user_stacklevel(),
+            )
         unsolved = info.iterations > 0 and (info.max_residual or 0.0) > 1e-2
         if self.lam == 0 and (info.n_singular or unsolved) and not self._warned_singular:
             self._warned_singular = True
@@ -708,8 +738,8 @@ class NewtonLoss(nn.Module):
         Read as a mean, sample i's gradient is the same in the batch and in any subset of k
         samples holding it (``k ∂ℓ_subset/∂y_i``); a sum gives N/k times it in the batch, and a
         loss coupling samples anything else. Per-sample losses must keep their values and
-        gradients (:meth:`_check_per_sample`). Runs once, on the sample
-        with the largest gradient and (for N ≥ 3) one other: the loss is called once more on
+        gradients (:meth:`_check_per_sample`). Runs once — on the first batch with N ≥ 2 and a
+        nonzero gradient —, on the sample with the largest gradient and (for N ≥ 3) one other: the loss is called once more on
         them, with its tensor arguments of first dimension N sliced to them (arguments nested
         in tuples or dicts are passed whole).
         """
@@ -724,6 +754,7 @@ class NewtonLoss(nn.Module):
         norms = g.detach().norm(dim=1)
         order = torch.argsort(norms, descending=True)
         if N < 2 or not float(norms[order[0]]) > 0:
+            self._reduction_checked = False  # nothing to compare in this batch: ask the next one
             return
         index = order[:2] if N >= 3 else order[:1]
         k = len(index)
@@ -1017,6 +1048,17 @@ def _nonfinite_message(value: Tensor, t: Tensor, what: str, dtype: torch.dtype) 
             "No update was produced."
         )
     return f"{head}. No update was produced. Pass on_nonfinite='skip' to skip such batches."
+
+
+def _nonfinite_outputs_message(flat: Tensor, dtype: torch.dtype) -> str:
+    """The outputs y themselves hold NaN or Inf: which samples, and what to do."""
+    bad = (~torch.isfinite(flat)).any(dim=1).nonzero().flatten().tolist()
+    shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+    hint = (" The outputs are float16 (largest value 65504): the network overflowed it; use "
+            "bfloat16 or float32." if dtype == torch.float16 else "")
+    return (f"NewtonLoss: the network's outputs y contain NaN or Inf in {len(bad)} of {flat.shape[0]} "
+            f"samples ({shown}), before the loss was evaluated.{hint} No update was produced. Pass "
+            "on_nonfinite='skip' to skip such batches.")
 
 
 def _resolve_curvature(curvature: Any, loss_fn: Callable[..., Any]) -> tuple[str, CurvatureProvider]:
