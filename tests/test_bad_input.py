@@ -300,3 +300,17 @@ def test_inference_mode_is_refused_with_what_to_do():
     with torch.no_grad():  # the documented alternative works
         d = NewtonLoss(lambda v: (v ** 2).sum(-1), curvature="hessian", lam=0.0).direction(y)
     torch.testing.assert_close(d, y)  # H = 2I, g = 2y: d = y
+
+
+def test_a_nonfinite_per_sample_loss_names_its_samples():
+    """Finite outputs, a loss that is NaN for some samples: the error says which."""
+    from newton_losses import NonFiniteLossError
+
+    y = torch.tensor([[1.0, 2.0], [-1.0, 0.5], [3.0, -2.0]], dtype=torch.float64)
+
+    def sqrt_loss(v):  # NaN where the first output is negative
+        return torch.sqrt(v[:, 0]) + v[:, 1] ** 2
+
+    with pytest.raises(NonFiniteLossError, match=r"the loss value is nan — the per-sample loss is not finite "
+                                                 r"in 1 of 3 samples \(1\)"):
+        NewtonLoss(sqrt_loss, lam=0.1)(y.clone().requires_grad_())

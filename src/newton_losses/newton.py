@@ -377,6 +377,7 @@ class NewtonLoss(nn.Module):
         self._reduction_checked = reduction != "auto" and not check_samples
         self._scalar_output = False
         self._probe_values: Optional[Tensor] = None
+        self._sample_values: Optional[Tensor] = None  # the last call's per-sample losses (messages)
         self._chunk_cache: dict = {}
         self._first_call_done = False
         self.last_diagnostics: Optional[NewtonDiagnostics] = None
@@ -594,6 +595,7 @@ class NewtonLoss(nn.Module):
 
     def _first_order(self, fn, flat: Tensor, shape: torch.Size, args: tuple, kwargs: dict, needs_graph: bool):
         """(mean loss (detached), summed loss, g (N, m), CompositeGradient or None)."""
+        self._sample_values = None
         if self._provider.needs_composite:
             value, total, g, composite = composite_gradient(fn, flat, shape, args, kwargs, self.reduction)
             self._scalar_output = composite.scalar
@@ -602,6 +604,8 @@ class NewtonLoss(nn.Module):
         if not self._warned_half and isinstance(out, Tensor) and out.dtype in (torch.float16, torch.bfloat16):
             self._warn_half(out.dtype)
         self._scalar_output = isinstance(out, Tensor) and out.ndim == 0
+        # per-sample values, kept only for the error message of a non-finite loss (which samples)
+        self._sample_values = out.detach() if isinstance(out, Tensor) and out.ndim == 1 else None
         if self.check_samples and not self._reduction_checked and isinstance(out, Tensor) and out.ndim == 1:
             self._probe_values = out.detach()  # for the first call's sample-independence probe
         value, total = reduce_loss(out, flat.shape[0], self.reduction)
@@ -670,7 +674,7 @@ class NewtonLoss(nn.Module):
         if bool(torch.isfinite(value).all()) and bool(torch.isfinite(t).all()):
             return True
         if self.on_nonfinite == "raise":
-            raise NonFiniteLossError(_nonfinite_message(value, t, what, dtype))
+            raise NonFiniteLossError(_nonfinite_message(value, t, what, dtype, self._sample_values))
         return False
 
     def _skip(self, value: Tensor, flat: Tensor, diag: NewtonDiagnostics):
@@ -1029,17 +1033,26 @@ def _first_order_advice(loss_fn: Any) -> str:
     return " or ".join(own + ["curvature='fisher' (first derivatives only)"])
 
 
-def _nonfinite_message(value: Tensor, t: Tensor, what: str, dtype: torch.dtype) -> str:
-    """What was not finite, where, and what to do (:class:`NonFiniteLossError`)."""
+def _bad_rows(t: Tensor) -> str:
+    """' in k of N samples (i, j, ...)' for the rows of ``t`` (N, ...) holding NaN or Inf."""
+    bad = (~torch.isfinite(t.reshape(t.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()
+    shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+    return f" in {len(bad)} of {t.shape[0]} samples ({shown})"
+
+
+def _nonfinite_message(value: Tensor, t: Tensor, what: str, dtype: torch.dtype,
+                       sample_values: Optional[Tensor] = None) -> str:
+    """What was not finite, where, and what to do (:class:`NonFiniteLossError`).
+    ``sample_values``: the loss's per-sample values (N,), when it returned them."""
     v = float(value)
     if not math.isfinite(v):
         head = f"NewtonLoss: the loss value is {v}"
+        if sample_values is not None and sample_values.ndim == 1 and sample_values.shape[0] > 0:
+            head += " — the per-sample loss is not finite" + _bad_rows(sample_values)
     else:
         head = f"NewtonLoss: the loss value is finite ({v:.6g}) but the {what} contains NaN or Inf"
         if t.ndim == 2 and what != "curvature matrix":  # per-sample rows: gradient, direction
-            bad = (~torch.isfinite(t)).any(dim=1).nonzero().flatten().tolist()
-            shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
-            head += f" in {len(bad)} of {t.shape[0]} samples ({shown})"
+            head += _bad_rows(t)
     if dtype == torch.float16:
         return (
             f"{head}. The outputs are float16, whose largest value is 65504: the loss or its "
@@ -1052,13 +1065,11 @@ def _nonfinite_message(value: Tensor, t: Tensor, what: str, dtype: torch.dtype) 
 
 def _nonfinite_outputs_message(flat: Tensor, dtype: torch.dtype) -> str:
     """The outputs y themselves hold NaN or Inf: which samples, and what to do."""
-    bad = (~torch.isfinite(flat)).any(dim=1).nonzero().flatten().tolist()
-    shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
     hint = (" The outputs are float16 (largest value 65504): the network overflowed it; use "
             "bfloat16 or float32." if dtype == torch.float16 else "")
-    return (f"NewtonLoss: the network's outputs y contain NaN or Inf in {len(bad)} of {flat.shape[0]} "
-            f"samples ({shown}), before the loss was evaluated.{hint} No update was produced. Pass "
-            "on_nonfinite='skip' to skip such batches.")
+    return (f"NewtonLoss: the network's outputs y contain NaN or Inf{_bad_rows(flat)}, before the "
+            f"loss was evaluated.{hint} No update was produced. Pass on_nonfinite='skip' to skip "
+            "such batches.")
 
 
 def _resolve_curvature(curvature: Any, loss_fn: Callable[..., Any]) -> tuple[str, CurvatureProvider]:
