@@ -282,7 +282,7 @@ def test_nonfinite_outputs_are_caught_before_the_loss_validates_them():
     loss = RankingLoss(NeuralSort(tau=1.0))
     with pytest.raises(ValueError, match="finite"):  # the loss alone
         loss(y, target)
-    with pytest.raises(NonFiniteLossError, match=r"outputs y contain NaN or Inf in 1 of 4 samples \(2\)"):
+    with pytest.raises(NonFiniteLossError, match=r"outputs y contain NaN in 1 of 4 samples \(2\)"):
         NewtonLoss(loss, lam=0.1)(y.clone().requires_grad_(), target)
     skip = NewtonLoss(loss, lam=0.1, on_nonfinite="skip")
     yy = y.clone().requires_grad_()
@@ -314,3 +314,25 @@ def test_a_nonfinite_per_sample_loss_names_its_samples():
     with pytest.raises(NonFiniteLossError, match=r"the loss value is nan — the per-sample loss is not finite "
                                                  r"in 1 of 3 samples \(1\)"):
         NewtonLoss(sqrt_loss, lam=0.1)(y.clone().requires_grad_())
+
+
+def test_masked_logits_with_minus_inf_still_train():
+    """-inf outputs (masked logits) give a finite cross-entropy and gradient: not a NaN batch."""
+    y = torch.randn(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y[:, 0] = float("-inf")  # class 0 masked out everywhere
+    labels = torch.tensor([1, 2, 3, 4])
+
+    def ce(v, t):
+        return torch.nn.functional.cross_entropy(v, t, reduction="none")
+
+    yy = y.clone().requires_grad_()
+    NewtonLoss(ce, curvature="fisher", lam=0.1)(yy, labels).backward()
+    assert torch.isfinite(yy.grad[:, 1:]).all() and torch.equal(yy.grad[:, 0], torch.zeros(4, dtype=torch.float64))
+
+
+def test_an_overflowing_sum_of_finite_per_sample_losses_says_so():
+    from newton_losses import NonFiniteLossError
+
+    y = torch.full((2, 1), 1.5e19)  # float32: each sample's loss 2.25e38 is finite, their sum is not
+    with pytest.raises(NonFiniteLossError, match="every per-sample loss is finite: their sum or mean overflowed"):
+        NewtonLoss(lambda v: (v ** 2).sum(-1), lam=0.1, reduction="sum")(y.clone().requires_grad_())

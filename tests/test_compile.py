@@ -168,6 +168,18 @@ def test_compiled_checks_still_catch_a_bad_loss(trace_autograd):
         step(torch.randn(8, 4), torch.randn(8, 3))
 
 
+def test_compiled_probe_waits_for_a_batch_it_can_read(trace_autograd):
+    """A first batch of one sample cannot tell a sum from a mean: under compile too, the probe
+    runs (eagerly) on the next batch that can, and refuses the summed loss there."""
+    newton = NewtonLoss(lambda y, t: _quartic(y, t).sum(), curvature="fisher", lam=0.1)
+    net = torch.nn.Linear(4, 3)
+    step = torch.compile(lambda x, t: newton(net(x), t), backend="aot_eager")
+    step(torch.randn(1, 4), torch.randn(1, 3))
+    assert not newton._reduction_checked
+    with pytest.raises(ValueError, match="reduction='sum'"):
+        step(torch.randn(8, 4), torch.randn(8, 3))
+
+
 def test_composite_loss_is_traceable_at_least_with_breaks(trace_autograd):
     loss = CompositeLoss(torch.tanh, lambda a, t: ((a - t) ** 2).sum(-1))
     net = torch.nn.Linear(4, 3)

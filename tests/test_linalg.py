@@ -231,3 +231,19 @@ def test_cg_with_lam0_stops_on_zero_curvature_instead_of_dividing_by_rounding():
     assert info2.n_singular == 0
     np.testing.assert_allclose(x2.double().numpy(), np.linalg.solve(A.double().numpy(), g.double().numpy()[..., None])[..., 0],
                                rtol=1e-3, atol=1e-4)
+
+
+def test_a_tiny_nonzero_damping_scale_is_not_taken_for_a_zero_curvature():
+    """The fallback to absolute λ tests the scale itself: λ × scale may underflow for a tiny but
+    nonzero curvature, which still gets its relative damping (oracle: C = sI, step g/(s(1+λ)))."""
+    from newton_losses.linalg import damped_solve
+
+    s, lam = 1e-200, 1e-200
+    C = s * torch.eye(3, dtype=torch.float64).expand(4, 3, 3)
+    g = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    d, info = damped_solve(C, g, lam, damping="relative")
+    assert info.n_unscaled == 0
+    torch.testing.assert_close(d * s, g / (1 + lam))
+    d0, info0 = damped_solve(torch.zeros(4, 3, 3, dtype=torch.float64), g, 0.5, damping="batch")
+    assert info0.n_unscaled == 4 and info0.n_singular == 0
+    torch.testing.assert_close(d0, g / 0.5)

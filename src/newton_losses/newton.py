@@ -507,11 +507,14 @@ class NewtonLoss(nn.Module):
         ``fn`` is the loss as a function of y (``loss_fn``, or its pytree wrapper)."""
         if torch.compiler.is_compiling():
             return self._newton_traced(y, args, kwargs, fn)
-        if torch.is_inference_mode_enabled():
+        if torch.is_inference_mode_enabled() or y.is_inference():
             raise RuntimeError(
                 "NewtonLoss needs autograd (the loss's gradient, and its curvature, with respect to y), "
-                "which torch.inference_mode() switches off for good: call it outside inference_mode "
-                "(torch.no_grad() around it is fine: NewtonLoss enables gradients for its own part)"
+                "which torch.inference_mode() switches off for good"
+                + (": y is an inference tensor (made under inference_mode); pass y.clone() made "
+                   "outside it" if not torch.is_inference_mode_enabled() else
+                   ": call it outside inference_mode") +
+                " (torch.no_grad() around it is fine: NewtonLoss enables gradients for its own part)"
             )
         N, m = y.shape[0], y[0].numel()
         diag = NewtonDiagnostics(curvature=self._name, method="", n_samples=N, m=m, lam=self.lam)
@@ -519,16 +522,19 @@ class NewtonLoss(nn.Module):
         flat = y.detach().reshape(N, m).requires_grad_(True)
         solver = choose_solver(self._provider, self.solver, self.hessian_method, self.damping, m)
         needs_graph = self._provider.needs_graph(solver, self.hessian_method)
-        if not bool(torch.isfinite(flat).all()):
+        if bool(torch.isnan(flat).any()):
             # before the loss: a loss that validates its inputs would raise its own ValueError,
-            # and on_nonfinite="skip" is there for exactly this (a network emitting NaN)
+            # and on_nonfinite="skip" is there for exactly this (a network emitting NaN). ±Inf
+            # is left to the loss: masked logits (-inf) give finite losses and gradients.
             if self.on_nonfinite == "raise":
                 raise NonFiniteLossError(_nonfinite_outputs_message(flat, y.dtype))
             return self._skip(torch.tensor(float("nan"), dtype=y.dtype, device=y.device), flat, diag)
         value, total, g, composite = self._first_order(fn, flat, y.shape, args, kwargs, needs_graph)
         t_grad = time.perf_counter()
         diag.time_gradient_s = t_grad - t0
-        if not self._finite(value, g, "gradient", y.dtype):
+        finite = self._finite(value, g, "gradient", y.dtype)
+        self._sample_values = None  # only the message above reads them
+        if not finite:
             return self._skip(value, flat, diag)
         if self.precision_every and self.totals.calls % self.precision_every == 0:
             diag.precision = self._check_precision(fn, y, args, kwargs)
@@ -569,7 +575,8 @@ class NewtonLoss(nn.Module):
             # Gauss-Newton's Jacobian-vector products differentiate the inner map twice, which
             # AOTAutograd cannot do through compiled code: the step runs eagerly (docs/INTEGRATION.md).
             return _eager(_eager_newton)(self, y, args, kwargs, fn)
-        if not self._first_call_done and self._first_call_needed():
+        if (not self._first_call_done and self._first_call_needed()) or not self._reduction_checked:
+            # the reduction probe also waits (eagerly) for a batch it can read: N ≥ 2, g ≠ 0
             _eager(_eager_step)(self, y, args, kwargs, fn)
         N, m = y.shape[0], y[0].numel()
         # Differentiate with respect to y itself (autograd.grad stops there, the network is not
@@ -1048,7 +1055,11 @@ def _nonfinite_message(value: Tensor, t: Tensor, what: str, dtype: torch.dtype,
     if not math.isfinite(v):
         head = f"NewtonLoss: the loss value is {v}"
         if sample_values is not None and sample_values.ndim == 1 and sample_values.shape[0] > 0:
-            head += " — the per-sample loss is not finite" + _bad_rows(sample_values)
+            if bool(torch.isfinite(sample_values).all()):
+                head += (" — every per-sample loss is finite: their sum or mean overflowed "
+                         f"{sample_values.dtype} (compute the loss in a wider dtype, or scale it down)")
+            else:
+                head += " — the per-sample loss is not finite" + _bad_rows(sample_values)
     else:
         head = f"NewtonLoss: the loss value is finite ({v:.6g}) but the {what} contains NaN or Inf"
         if t.ndim == 2 and what != "curvature matrix":  # per-sample rows: gradient, direction
@@ -1064,12 +1075,13 @@ def _nonfinite_message(value: Tensor, t: Tensor, what: str, dtype: torch.dtype,
 
 
 def _nonfinite_outputs_message(flat: Tensor, dtype: torch.dtype) -> str:
-    """The outputs y themselves hold NaN or Inf: which samples, and what to do."""
-    hint = (" The outputs are float16 (largest value 65504): the network overflowed it; use "
-            "bfloat16 or float32." if dtype == torch.float16 else "")
-    return (f"NewtonLoss: the network's outputs y contain NaN or Inf{_bad_rows(flat)}, before the "
-            f"loss was evaluated.{hint} No update was produced. Pass on_nonfinite='skip' to skip "
-            "such batches.")
+    """The outputs y themselves hold NaN: which samples, and what to do."""
+    hint = (" The outputs are float16 (largest value 65504): the network may have overflowed it; "
+            "use bfloat16 or float32." if dtype == torch.float16 else "")
+    bad = torch.where(torch.isnan(flat), flat, torch.zeros_like(flat))  # NaN rows only, not ±Inf
+    return (f"NewtonLoss: the network's outputs y contain NaN{_bad_rows(bad)}, before the loss was "
+            f"evaluated.{hint} No update was produced. Pass on_nonfinite='skip' to skip such "
+            "batches.")
 
 
 def _resolve_curvature(curvature: Any, loss_fn: Callable[..., Any]) -> tuple[str, CurvatureProvider]:
