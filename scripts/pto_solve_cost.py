@@ -54,9 +54,11 @@ def main(argv=None) -> int:
         ap.error("--instances and every --deg must be >= 1")
     try:
         import pyepo
-        from pyepo.model import ort
+        import pyepo.model.ort  # noqa: F401  (OR-Tools)
     except ImportError as e:
         ap.error(f"{e}; this script needs PyEPO and OR-Tools: pip install pyepo ortools")
+    from newton_lab import protocol_config
+    from newton_lab.tasks.pyepo import problem_of
     from newton_losses.integrations.pyepo_grid import GridShortestPath
 
     rng = np.random.default_rng(args.seed)
@@ -65,21 +67,25 @@ def main(argv=None) -> int:
     print(f"{'problem':<20} {'deg':>3}  {'true':>15}  {'perturbed':>15}")
     for problem in ("shortest_path", "knapsack"):
         for deg in args.deg:
+            # the task's problem and defaults (grid; items, dimensions, capacity; features; noise)
+            cfg = protocol_config("pto", "pyepo", seed=args.seed,
+                                  task_args={"problem": problem, "deg": deg, "solver": "pyepo"})
+            a, optmodel = cfg.task_args, problem_of(cfg).optmodel
             if problem == "shortest_path":
-                _, c = pyepo.data.shortestpath.genData(args.instances, 5, (5, 5), deg=deg, noise_width=0.5,
-                                                       seed=args.seed)
-                optmodel, name = ort.shortestPathModel((5, 5)), "shortest path 5 x 5"
+                _, c = pyepo.data.shortestpath.genData(args.instances, a["features"], (a["grid"], a["grid"]),
+                                                       deg=deg, noise_width=a["noise"], seed=args.seed)
+                name = f"shortest path {a['grid']} x {a['grid']}"
             else:
-                weights, _, c = pyepo.data.knapsack.genData(args.instances, 5, 32, dim=2, deg=deg,
-                                                            noise_width=0.5, seed=args.seed)
-                optmodel, name = ort.knapsackModel(weights, [20.0, 20.0]), "knapsack 32 x 2"
+                _, _, c = pyepo.data.knapsack.genData(args.instances, a["features"], a["items"], dim=a["dim"],
+                                                      deg=deg, noise_width=a["noise"], seed=args.seed)
+                name = f"knapsack {a['items']} x {a['dim']}"
             cells = []
             for kind, costs in _kinds(np.asarray(c, dtype=np.float64), rng).items():
                 t = _time_solves(optmodel, costs)
                 cells.append(f"{np.median(t):.3g} / {np.percentile(t, 90):.3g}")
             print(f"{name:<20} {deg:>3}  " + "  ".join(f"{x:>15}" for x in cells))
             if problem == "shortest_path":
-                grid = GridShortestPath((5, 5))
+                grid = GridShortestPath((a["grid"], a["grid"]))
                 batch = torch.as_tensor(np.asarray(c, dtype=np.float64)[:32])
                 grid(batch)  # warm-up
                 reps = 50

@@ -137,9 +137,7 @@ class RunConfig:
                 f"of {method.variants}" + (" ('hessian' is its Stein estimator)" if method.stochastic else "")
             )
         self.lam = _number("lam", self.lam, minimum=0.0)
-        # a stochastic method's "hessian" (and "gauss_newton", where it supports it) is its module's
-        # own estimator (registry.curvature): matrix-free, solved by conjugate gradients
-        estimator = method.stochastic and self.variant in ("hessian", "gauss_newton")
+        estimator = registry.own_estimator(method, self.variant)  # matrix-free: absolute damping only
         if self.variant != "none" and self.lam == 0.0:
             raise ValueError(
                 f"lam must be > 0 for variant {self.variant!r} (the harness trains Newton variants "

@@ -56,6 +56,7 @@ __all__ = [
     "is_percent",
     "method",
     "methods",
+    "own_estimator",
     "parse_spec",
     "register_method",
     "register_alias",
@@ -418,15 +419,23 @@ def variant(name: str) -> Variant:
                    composite=provider.needs_composite)
 
 
+def own_estimator(spec: Method, variant_name: str) -> bool:
+    """Whether the variant is the method's module's own estimator (matrix-free, solved by
+    conjugate gradients) rather than a registered curvature: a stochastic method's ``"hessian"``
+    and ``"gauss_newton"`` (see :func:`curvature`)."""
+    return spec.stochastic and variant_name in ("hessian", "gauss_newton")
+
+
 def curvature(spec: Method, module: Any, variant_name: str) -> Any:
     """The ``NewtonLoss`` curvature argument of a variant for a loss built by ``spec``: a
     stochastic method's ``"hessian"`` is its module's own estimator (``hessian_estimator()``),
     and its ``"gauss_newton"`` the module's ``gauss_newton_estimator()`` where it has one; every
     other variant its registered curvature name (None for ``"none"``)."""
-    if spec.stochastic and variant_name == "hessian":
-        return module.hessian_estimator()
-    if spec.stochastic and variant_name == "gauss_newton" and hasattr(module, "gauss_newton_estimator"):
-        return module.gauss_newton_estimator()
+    if own_estimator(spec, variant_name):
+        if variant_name == "hessian":
+            return module.hessian_estimator()
+        if hasattr(module, "gauss_newton_estimator"):
+            return module.gauss_newton_estimator()
     return variant(variant_name).curvature
 
 

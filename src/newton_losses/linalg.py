@@ -108,26 +108,27 @@ def _spectral_map(mu: Tensor, lam: float, projection: str, fallback: str, dampin
     ``unscaled`` marks matrices whose relative/batch scale was zero (an all-zero curvature):
     λ × 0 would leave nothing to solve with, so they are damped with the absolute λ.
     """
-    # ``unscaled``: a zero scale (an all-zero curvature) leaves λ × 0 = nothing to solve with, so
-    # those matrices are damped with the absolute λ (counted by the caller). Tested on the scale,
-    # not on λ × scale, which can underflow for a tiny nonzero scale.
-    if damping == "relative":
-        # λ relative to the curvature's own scale: mean |eigenvalue| of each matrix. This makes
-        # λ independent of the loss's reduction and of the relaxation's sharpness.
-        scale = mu.abs().mean(dim=-1)
-        lam_eff = lam * scale
-        unscaled = (scale == 0) & (lam > 0)
-    elif damping == "batch":
-        # One scale for all matrices: mean |eigenvalue| over the batch (all-reduced if asked).
-        total = torch.stack([mu.abs().sum(), torch.tensor(float(mu.numel()), dtype=mu.dtype, device=mu.device)])
-        if reduce is not None:
-            total = reduce(total)
-        lam_eff = torch.full(mu.shape[:-1], 0.0, dtype=mu.dtype, device=mu.device) + lam * total[0] / total[1]
-        unscaled = (torch.zeros_like(lam_eff, dtype=torch.bool) | (total[0] == 0)) & (lam > 0)
-    else:
+    if damping == "absolute":
         lam_eff = torch.full(mu.shape[:-1], lam, dtype=mu.dtype, device=mu.device)
         unscaled = torch.zeros(mu.shape[:-1], dtype=torch.bool, device=mu.device)
-    lam_eff = torch.where(unscaled, torch.full_like(lam_eff, lam), lam_eff)  # no branch: no host sync
+    else:
+        if damping == "relative":
+            # λ relative to the curvature's own scale: mean |eigenvalue| of each matrix. This makes
+            # λ independent of the loss's reduction and of the relaxation's sharpness.
+            scale = mu.abs().mean(dim=-1)
+            lam_eff = lam * scale
+        else:
+            # One scale for all matrices: mean |eigenvalue| over the batch (all-reduced if asked).
+            total = torch.stack([mu.abs().sum(), torch.tensor(float(mu.numel()), dtype=mu.dtype, device=mu.device)])
+            if reduce is not None:
+                total = reduce(total)
+            lam_eff = torch.full(mu.shape[:-1], 0.0, dtype=mu.dtype, device=mu.device) + lam * total[0] / total[1]
+            scale = total[0].expand(mu.shape[:-1])
+        # A zero scale (an all-zero curvature) leaves λ × 0, nothing to solve with: those matrices
+        # are damped with the absolute λ (counted by the caller). Tested on the scale, not on
+        # λ × scale, which can underflow for a tiny nonzero scale.
+        unscaled = (scale == 0) & (lam > 0)
+        lam_eff = torch.where(unscaled, torch.full_like(lam_eff, lam), lam_eff)  # no branch: no host sync
     lam_b = lam_eff.unsqueeze(-1)
     fb = torch.zeros(mu.shape[:-1], dtype=torch.bool, device=mu.device)
     if projection == "abs":
@@ -220,6 +221,9 @@ def damped_solve(
         d = torch.einsum("nkm,nm->nk", Q, coeff)
     if torch.compiler.is_compiling():  # the figures below would each synchronise with the host
         return d.to(g.dtype), SolveInfo(None, None, 1 if shared else N, 0, 0, float("nan"))
+    moved = (gw != 0).any(dim=-1)
+    if shared:  # one matrix for all rows
+        moved = moved.any()
     info = SolveInfo(
         min_eig=float(mu.min()),
         max_eig=float(mu.max()),
@@ -229,7 +233,7 @@ def damped_solve(
         lam_effective=float(lam_eff.mean()),
         n_singular=int((~keep).any(dim=-1).sum()),
         # counted where it changes the step: a zero gradient gives a zero step either way
-        n_unscaled=int((unscaled & (gw != 0).any(dim=-1) if not shared else unscaled & (gw != 0).any()).sum()),
+        n_unscaled=int((unscaled & moved).sum()),
     )
     return d.to(g.dtype), info
 

@@ -1040,11 +1040,11 @@ def _first_order_advice(loss_fn: Any) -> str:
     return " or ".join(own + ["curvature='fisher' (first derivatives only)"])
 
 
-def _bad_rows(t: Tensor) -> str:
-    """' in k of N samples (i, j, ...)' for the rows of ``t`` (N, ...) holding NaN or Inf."""
-    bad = (~torch.isfinite(t.reshape(t.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()
+def _bad_rows(mask: Tensor) -> str:
+    """' in k of N samples (i, j, ...)' for the rows of ``mask`` (N, ...) with any True entry."""
+    bad = mask.reshape(mask.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
     shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
-    return f" in {len(bad)} of {t.shape[0]} samples ({shown})"
+    return f" in {len(bad)} of {mask.shape[0]} samples ({shown})"
 
 
 def _nonfinite_message(value: Tensor, t: Tensor, what: str, dtype: torch.dtype,
@@ -1059,11 +1059,11 @@ def _nonfinite_message(value: Tensor, t: Tensor, what: str, dtype: torch.dtype,
                 head += (" — every per-sample loss is finite: their sum or mean overflowed "
                          f"{sample_values.dtype} (compute the loss in a wider dtype, or scale it down)")
             else:
-                head += " — the per-sample loss is not finite" + _bad_rows(sample_values)
+                head += " — the per-sample loss is not finite" + _bad_rows(~torch.isfinite(sample_values))
     else:
         head = f"NewtonLoss: the loss value is finite ({v:.6g}) but the {what} contains NaN or Inf"
         if t.ndim == 2 and what != "curvature matrix":  # per-sample rows: gradient, direction
-            head += _bad_rows(t)
+            head += _bad_rows(~torch.isfinite(t))
     if dtype == torch.float16:
         return (
             f"{head}. The outputs are float16, whose largest value is 65504: the loss or its "
@@ -1078,8 +1078,7 @@ def _nonfinite_outputs_message(flat: Tensor, dtype: torch.dtype) -> str:
     """The outputs y themselves hold NaN: which samples, and what to do."""
     hint = (" The outputs are float16 (largest value 65504): the network may have overflowed it; "
             "use bfloat16 or float32." if dtype == torch.float16 else "")
-    bad = torch.where(torch.isnan(flat), flat, torch.zeros_like(flat))  # NaN rows only, not ±Inf
-    return (f"NewtonLoss: the network's outputs y contain NaN{_bad_rows(bad)}, before the loss was "
+    return (f"NewtonLoss: the network's outputs y contain NaN{_bad_rows(torch.isnan(flat))}, before the loss was "
             f"evaluated.{hint} No update was produced. Pass on_nonfinite='skip' to skip such "
             "batches.")
 
